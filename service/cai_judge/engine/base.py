@@ -1,0 +1,58 @@
+"""The Engine protocol (DESIGN.md §4): score units in, answer log-probs out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreUnit:
+    """One principle, one order, one forward pass.
+
+    `prefix_length` counts the leading tokens this unit shares with the other principles
+    of the same (pair, order): the engine schedules one unit of each prefix first so the
+    rest find that prefix in the cache.
+    """
+
+    prompt_token_ids: tuple[int, ...]
+    answer_token_ids: tuple[int, int]
+    prefix_length: int
+
+    @property
+    def prefix_key(self) -> tuple[int, ...]:
+        return self.prompt_token_ids[: self.prefix_length]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitScore:
+    logprob_a: float
+    logprob_b: float
+    prompt_tokens: int
+    cached_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    max_tokens: int = 256
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+class EngineError(RuntimeError):
+    """The engine failed or refused a request."""
+
+
+class Engine(Protocol):
+    model_name: str
+    max_model_len: int
+
+    @property
+    def tokenizer(self) -> Any: ...
+
+    async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]: ...
+
+    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]: ...
+
+    async def shutdown(self) -> None: ...

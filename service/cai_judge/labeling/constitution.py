@@ -1,0 +1,206 @@
+"""Constitutions: named, versioned lists of principles (DESIGN.md §1).
+
+A version is the sha256 of the canonical JSON of the content, so the same principles
+always get the same version wherever they are loaded, and a stored version never changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterable
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cai_judge.labeling.templates import TEMPLATES
+
+_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
+# Shorter prefixes than this would make "harmless@ab" ambiguous far too easily.
+MIN_VERSION_PREFIX = 8
+
+
+class ConstitutionError(ValueError):
+    """A constitution that cannot be used, naming where and why."""
+
+
+class ConstitutionNotFound(LookupError):
+    pass
+
+
+class Principle(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    question: Annotated[str, Field(min_length=1, max_length=1000)]
+    critique: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    revision: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+    @field_validator("question")
+    @classmethod
+    def _question_cannot_fake_the_answer_stem(cls, question: str) -> str:
+        # The question is rendered right before the answer stem; text that looks like the
+        # stem or an option marker would confuse which token position is being scored.
+        for forbidden in ("The answer is", "(A)", "(B)"):
+            if forbidden in question:
+                raise ValueError(f"must not contain {forbidden!r}")
+        return question.strip()
+
+
+class ConstitutionSpec(BaseModel):
+    """The stored content of one version: exactly what is hashed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: Identifier
+    description: Annotated[str, Field(max_length=2000)] = ""
+    template: str = "cai-mc-v1"
+    principles: Annotated[tuple[Principle, ...], Field(min_length=1, max_length=256)]
+
+    @field_validator("template")
+    @classmethod
+    def _template_is_known(cls, template: str) -> str:
+        if template not in TEMPLATES:
+            raise ValueError(f"unknown template {template!r}; known: {sorted(TEMPLATES)}")
+        return template
+
+    @model_validator(mode="after")
+    def _principle_ids_unique(self) -> ConstitutionSpec:
+        seen: set[str] = set()
+        for principle in self.principles:
+            if principle.id in seen:
+                raise ValueError(f"duplicate principle id {principle.id!r}")
+            seen.add(principle.id)
+        return self
+
+    def canonical_json(self) -> str:
+        return json.dumps(
+            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
+        )
+
+    @property
+    def version(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    @property
+    def principle_ids(self) -> list[str]:
+        return [p.id for p in self.principles]
+
+    def principle(self, principle_id: str) -> Principle:
+        for principle in self.principles:
+            if principle.id == principle_id:
+                return principle
+        raise KeyError(principle_id)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+
+def _describe_validation_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_constitution(data: Any, source: str) -> ConstitutionSpec:
+    """Validate raw content; errors name the source, the field and the reason."""
+    if not isinstance(data, dict):
+        raise ConstitutionError(f"{source}: expected a mapping at the top level")
+    try:
+        return ConstitutionSpec.model_validate(data)
+    except ValidationError as error:
+        raise ConstitutionError(f"{source}: {_describe_validation_error(error)}") from None
+
+
+def load_constitution_file(path: Path) -> ConstitutionSpec:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConstitutionError(f"{path}: not valid YAML: {error}") from None
+    spec = parse_constitution(data, str(path))
+    if spec.id != path.stem:
+        raise ConstitutionError(f"{path}: id: {spec.id!r} must equal the file name {path.stem!r}")
+    return spec
+
+
+def builtin_constitution_files() -> list[Path]:
+    folder = resources.files("cai_judge") / "constitutions"
+    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+class ConstitutionRegistry:
+    """Every known version of every constitution; the latest added is the default.
+
+    Thread-safe because the HTTP service adds versions while requests read them.
+    """
+
+    def __init__(self) -> None:
+        self._versions: dict[str, dict[str, ConstitutionSpec]] = {}
+        self._latest: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_files(cls, paths: Iterable[Path]) -> ConstitutionRegistry:
+        registry = cls()
+        for path in paths:
+            registry.add(load_constitution_file(path))
+        return registry
+
+    @classmethod
+    def with_builtins(cls, extra_dirs: Iterable[Path] = ()) -> ConstitutionRegistry:
+        paths = builtin_constitution_files()
+        for folder in extra_dirs:
+            if not folder.is_dir():
+                raise ConstitutionError(f"{folder}: constitutions directory does not exist")
+            paths.extend(sorted(folder.glob("*.yaml")))
+        return cls.from_files(paths)
+
+    def add(self, spec: ConstitutionSpec) -> ConstitutionSpec:
+        """Store a version (a no-op when that exact content is already stored)."""
+        with self._lock:
+            versions = self._versions.setdefault(spec.id, {})
+            versions.setdefault(spec.version, spec)
+            self._latest[spec.id] = spec.version
+            return versions[spec.version]
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return sorted(self._versions)
+
+    def versions(self, constitution_id: str) -> list[str]:
+        with self._lock:
+            if constitution_id not in self._versions:
+                raise ConstitutionNotFound(f"unknown constitution {constitution_id!r}")
+            return list(self._versions[constitution_id])
+
+    def resolve(self, ref: str) -> ConstitutionSpec:
+        """`id` gives the latest version; `id@version` (or a unique prefix of it) pins one."""
+        constitution_id, _, version = ref.partition("@")
+        with self._lock:
+            versions = self._versions.get(constitution_id)
+            if versions is None:
+                known = ", ".join(sorted(self._versions)) or "none"
+                raise ConstitutionNotFound(
+                    f"unknown constitution {constitution_id!r} (known: {known})"
+                )
+            if not version:
+                return versions[self._latest[constitution_id]]
+            if len(version) < MIN_VERSION_PREFIX:
+                raise ConstitutionNotFound(
+                    f"version {version!r} of {constitution_id!r} is too short: "
+                    f"give at least {MIN_VERSION_PREFIX} hex digits"
+                )
+            matches = [v for v in versions if v.startswith(version)]
+            if len(matches) != 1:
+                raise ConstitutionNotFound(
+                    f"no single version of {constitution_id!r} starts with {version!r}"
+                )
+            return versions[matches[0]]

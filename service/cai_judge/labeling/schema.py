@@ -1,0 +1,134 @@
+"""Pairs in, labels out: the data contract shared by the CLI, the API and the SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
+from cai_judge.labeling.templates import Conversation
+
+MAX_TEXT_CHARS = 200_000
+
+PairId = Annotated[str, Field(min_length=1, max_length=256)]
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS)]
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["system", "user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+class Pair(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "p1",
+                    "prompt": "How do I pick a lock?",
+                    "response_a": "I can't help with breaking into property you don't own.",
+                    "response_b": "Sure: insert a tension wrench...",
+                }
+            ]
+        },
+    )
+
+    id: PairId
+    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    response_a: Text
+    response_b: Text
+
+    def conversation(self) -> Conversation:
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return [RenderChatMessage(role=m.role, content=m.content) for m in self.prompt]
+
+    def prompt_key(self) -> str:
+        """Canonical text of the prompt, for seeding principle selection."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return json.dumps([m.model_dump() for m in self.prompt], separators=(",", ":"))
+
+    def swapped(self) -> Pair:
+        return self.model_copy(
+            update={"response_a": self.response_b, "response_b": self.response_a}
+        )
+
+
+class LabelOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    principles: Annotated[int, Field(ge=1, le=256)] | Literal["all"] = Field(
+        default="all", description="`all`, or k principles sampled per pair (seeded)."
+    )
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    per_principle: bool = Field(default=False, description="Include each principle's numbers.")
+    low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+
+    @property
+    def k(self) -> int | None:
+        return None if self.principles == "all" else self.principles
+
+
+class ConstitutionRef(BaseModel):
+    id: str
+    version: str
+
+
+class PrincipleResult(BaseModel):
+    principle: str
+    s_ab: float
+    s_ba: float
+    margin: float
+    position_bias: float
+    agree: bool
+    answer_mass: float
+
+
+class Label(BaseModel):
+    """One pair's label (DESIGN.md §2). `margin` is the log-odds, in nats, that a is better."""
+
+    id: str
+    preferred: Literal["a", "b", "tie"]
+    margin: float
+    p_a: float
+    position_bias: float
+    consistency: float
+    answer_mass: float
+    low_confidence: bool
+    principles: list[str]
+    aggregator: Aggregator
+    constitution: ConstitutionRef
+    model: str
+    seed: int
+    per_principle: list[PrincipleResult] | None = None
+
+
+class PairError(BaseModel):
+    """A pair that could not be labeled; the rest of the batch still is."""
+
+    id: str | None
+    index: int
+    error: str
+    param: str | None = None
+
+
+class Usage(BaseModel):
+    pairs: int = 0
+    score_units: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.pairs += other.pairs
+        self.score_units += other.score_units
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens

@@ -1,0 +1,57 @@
+"""Shared fixtures: one real vLLM CPU engine per model per test session.
+
+Starting an engine costs ~30 s, so engines are session-scoped and every async test runs
+on the session event loop (pytest.ini sets the loop scope), the loop AsyncLLM lives on.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from cai_judge.engine.default_model import prepare_default_model
+from cai_judge.engine.vllm_engine import VllmEngine, VllmEngineConfig
+from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.settings import Settings
+from tests.support.tiny_model import build_tiny_model
+
+# Two engines may live in one session; keep their KV caches small.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    # CI prepares it before the tests (README's test command); this finds the cache.
+    return prepare_default_model(Settings().cache_dir)
+
+
+@pytest.fixture(scope="session")
+def registry() -> ConstitutionRegistry:
+    return ConstitutionRegistry.with_builtins()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def tiny_engine(tiny_model_dir: Path) -> AsyncIterator[VllmEngine]:
+    engine = await VllmEngine.start(
+        VllmEngineConfig(model=str(tiny_model_dir), max_model_len=1024, cpu_kv_cache_gib=1)
+    )
+    yield engine
+    await engine.shutdown()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def default_engine(default_model_dir: Path) -> AsyncIterator[VllmEngine]:
+    engine = await VllmEngine.start(
+        VllmEngineConfig(model=str(default_model_dir), max_model_len=2048, cpu_kv_cache_gib=1)
+    )
+    yield engine
+    await engine.shutdown()
