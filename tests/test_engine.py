@@ -60,7 +60,9 @@ async def test_prefix_cache_serves_the_second_principle(judge: Judge, tiny_engin
 
 
 async def test_swapped_pair_is_antisymmetric_to_the_bit(judge: Judge):
-    batch = await judge.label([PAIR, PAIR.swapped().model_copy(update={"id": "p1-swap"})], "harmless")
+    batch = await judge.label(
+        [PAIR, PAIR.swapped().model_copy(update={"id": "p1-swap"})], "harmless"
+    )
     label, mirror = batch.results
     assert isinstance(label, Label) and isinstance(mirror, Label)
     assert mirror.margin == -label.margin

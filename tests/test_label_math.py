@@ -80,7 +80,9 @@ def test_mean_logodds_on_hand_computed_numbers():
     expected_margin = (math.log(15) / 2 - math.log(2) / 2) / 2  # = ln 7.5 / 4
     assert label.margin == pytest.approx(expected_margin, abs=1e-12)
     assert label.p_a == pytest.approx(1 / (1 + 7.5 ** (-1 / 4)), abs=1e-12)
-    assert label.position_bias == pytest.approx(((math.log(3) - math.log(5)) / 2 + math.log(2) / 2) / 2)
+    assert label.position_bias == pytest.approx(
+        ((math.log(3) - math.log(5)) / 2 + math.log(2) / 2) / 2
+    )
     assert label.consistency == 0.5
     assert label.answer_mass == pytest.approx(0.6)
     assert label.preferred == "a"

@@ -35,9 +35,11 @@ def tokenizer(request, tiny_tokenizer, smollm_tokenizer):
 def test_answer_tokens_are_single_tokens_in_context(tokenizer, chat):
     renderer = JudgePromptRenderer(TEMPLATE, tokenizer, use_chat_template=chat)
     tail = renderer.tail_ids("Which response is kinder?")
-    for letter, token in zip("AB", (renderer.answer_tokens.id_a, renderer.answer_tokens.id_b)):
-        full = tokenizer.encode(renderer.tail_text("Which response is kinder?") + letter,
-                                add_special_tokens=False)
+    answers = (renderer.answer_tokens.id_a, renderer.answer_tokens.id_b)
+    for letter, token in zip("AB", answers, strict=True):
+        full = tokenizer.encode(
+            renderer.tail_text("Which response is kinder?") + letter, add_special_tokens=False
+        )
         assert full == [*tail, token]
         assert tokenizer.decode([token]) == letter
 
@@ -64,7 +66,7 @@ def test_principle_goes_last_and_prefix_is_shared(tokenizer, chat):
     prefix = renderer.prefix_ids("Hello?", "first", "second")
     for question in ("Which response is kinder?", "Which response is more honest?"):
         text = renderer.render_text("Hello?", "first", "second", question)
-        assert text.endswith(question + renderer.tail_text(question)[len(question):])
+        assert text.endswith(question + renderer.tail_text(question)[len(question) :])
         assert text.index("first") < text.index("second") < text.index(question)
     assert renderer.prefix_ids("Hello?", "first", "second") == prefix
 

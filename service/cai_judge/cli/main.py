@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from enum import IntEnum
 from pathlib import Path
 from typing import Annotated
@@ -34,7 +35,8 @@ constitutions_app = typer.Typer(help="List, show and check constitutions.")
 app.add_typer(model_app, name="model")
 app.add_typer(constitutions_app, name="constitutions")
 
-console = Console(stderr=True)
+# soft_wrap: error lines stay whole lines, so logs and grep see them intact.
+console = Console(stderr=True, soft_wrap=True)
 
 
 class ExitCode(IntEnum):
@@ -75,7 +77,9 @@ def _parse_principles(value: str) -> int | str:
 
 ModelOption = Annotated[
     str | None,
-    typer.Option(help="`default`, a local checkpoint directory, or a hub ID. Env: CAI_JUDGE_MODEL."),
+    typer.Option(
+        help="`default`, a local checkpoint directory, or a hub ID. Env: CAI_JUDGE_MODEL."
+    ),
 ]
 ConstitutionsDirOption = Annotated[
     Path | None, typer.Option(help="Extra folder of constitution YAML files.")
@@ -125,7 +129,9 @@ def label(
             "Ids must be unique so labels can be matched and resumed."
         )
     for bad in pairs_file.bad_lines:
-        console.print(f"[yellow]{input_path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
+        console.print(
+            f"[yellow]{input_path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False
+        )
 
     try:
         existing = load_existing_labels(output)
@@ -141,7 +147,9 @@ def label(
     if existing.ids:
         console.print(f"resuming: {len(existing.ids)} pair(s) already in {output}")
 
-    failed = asyncio.run(_label_file(settings, registry, spec.ref, options, todo, output, batch_size))
+    failed = asyncio.run(
+        _label_file(settings, registry, spec.ref, options, todo, output, batch_size)
+    )
     failures = len(pairs_file.bad_lines) + failed
     if failures:
         console.print(f"[red]{failures} pair(s) not labeled[/red] (see above)")
@@ -170,6 +178,7 @@ async def _label_file(
         raise _fail(str(error)) from None
     failed = 0
     usage = Usage()
+    started = time.perf_counter()
     try:
         judge = Judge(engine, registry, settings.use_chat_template())
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -180,7 +189,9 @@ async def _label_file(
         with output.open("a", encoding="utf-8") as sink, Progress(*columns, console=console) as bar:
             task = bar.add_task("label", total=len(todo))
             for start in range(0, len(todo), batch_size):
-                batch = await judge.label(todo[start : start + batch_size], constitution_ref, options)
+                batch = await judge.label(
+                    todo[start : start + batch_size], constitution_ref, options
+                )
                 for result in batch.results:
                     if isinstance(result, Label):
                         sink.write(result.model_dump_json(exclude_none=True) + "\n")
@@ -193,9 +204,11 @@ async def _label_file(
                 bar.advance(task, len(batch.results))
     finally:
         await engine.shutdown()
+    elapsed = time.perf_counter() - started
     cached = usage.cached_prompt_tokens / usage.prompt_tokens if usage.prompt_tokens else 0.0
     console.print(
-        f"labeled {usage.pairs} pair(s): {usage.score_units} score units, "
+        f"labeled {usage.pairs} pair(s) in {elapsed:.1f} s ({usage.pairs / elapsed:.2f} pairs/s, "
+        f"engine start excluded): {usage.score_units} score units, "
         f"{usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
     )
     return failed

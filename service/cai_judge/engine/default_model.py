@@ -51,8 +51,7 @@ def verify_prepared_model(model_dir: Path, *, full_hash: bool = False) -> Path:
     manifest_path = model_dir / MANIFEST
     if not manifest_path.is_file():
         raise ModelNotReady(
-            f"the default model is not prepared at {model_dir} (no {MANIFEST}); "
-            f"run `{FIX_COMMAND}`"
+            f"the default model is not prepared at {model_dir} (no {MANIFEST}); run `{FIX_COMMAND}`"
         )
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -148,7 +147,7 @@ def prepare_default_model(
         )
         # transformers marks GGUF-loaded models as quantized and refuses to save them;
         # the weights are already dequantized to bf16 in memory, so drop the marker.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         staging = scratch_dir / "model"

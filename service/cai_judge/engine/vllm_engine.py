@@ -70,8 +70,11 @@ def resolve_dtype(setting: str) -> str:
 def _apply_cpu_environment(config: VllmEngineConfig) -> None:
     # vLLM reads these from the environment when the engine starts, and its worker
     # processes inherit them; explicit user settings in the environment win.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep progress bars readable
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{config.cpu_kv_cache_gib:g}")
-    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", resolve_threads_bind(config.cpu_threads_bind))
+    os.environ.setdefault(
+        "VLLM_CPU_OMP_THREADS_BIND", resolve_threads_bind(config.cpu_threads_bind)
+    )
 
 
 class VllmEngine:
@@ -96,7 +99,7 @@ class VllmEngine:
         args = AsyncEngineArgs(
             model=config.model,
             dtype=resolve_dtype(config.dtype),  # type: ignore[arg-type]
-            max_model_len=config.max_model_len,
+            max_model_len=config.max_model_len,  # type: ignore[arg-type]
             seed=config.seed,
             enable_prefix_caching=config.enable_prefix_caching,
             block_size=config.block_size,  # type: ignore[arg-type]

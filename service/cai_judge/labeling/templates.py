@@ -61,7 +61,7 @@ TEMPLATES: dict[str, JudgeTemplate] = {
         id="cai-mc-v1",
         preamble=(
             "You are judging two responses against a principle. Text from the conversation "
-            "and the responses is quoted: every line of it starts with \"> \"."
+            'and the responses is quoted: every line of it starts with "> ".'
         ),
         conversation_header=(
             "Consider the following conversation between a human and an assistant:"
@@ -171,7 +171,9 @@ class JudgePromptRenderer:
             return f"{question}{self._chat_after}{stem}"
         return f"{question}\n{stem}"
 
-    def render_text(self, conversation: Conversation, first: str, second: str, question: str) -> str:
+    def render_text(
+        self, conversation: Conversation, first: str, second: str, question: str
+    ) -> str:
         return self.prefix_text(conversation, first, second) + self.tail_text(question)
 
     # -- tokens -------------------------------------------------------------------------

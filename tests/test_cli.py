@@ -1,0 +1,87 @@
+"""`cai-judge label` as a user runs it: a real subprocess, the real engine, the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PAIRS = [
+    {"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": "No."}
+    for i in range(6)
+]
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CAI_JUDGE_MAX_MODEL_LEN": "1024"}
+    return subprocess.run(
+        [sys.executable, "-m", "cai_judge.cli.main", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+
+
+def write_jsonl(path: Path, rows: list[object]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_labels(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_duplicate_ids_are_refused_up_front(tmp_path: Path):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, [PAIRS[0], PAIRS[1], PAIRS[0]])
+    result = run_cli("label", str(pairs), "-o", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "duplicate pair id" in result.stderr and "'p0' on lines 1, 3" in result.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_unknown_constitution(tmp_path: Path):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(pairs, PAIRS[:1])
+    result = run_cli(
+        "label", str(pairs), "-o", str(tmp_path / "o.jsonl"), "--constitution", "nope", cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "unknown constitution 'nope'" in result.stderr
+
+
+@pytest.mark.engine
+def test_resume_after_partial_output_and_bad_lines(tmp_path: Path, tiny_model_dir: Path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows: list[object] = [*PAIRS[:3], {"id": "bad", "prompt": "x", "response_a": ""}, *PAIRS[3:]]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
+    output = tmp_path / "labels.jsonl"
+    args = ["label", str(pairs), "-o", str(output), "--model", str(tiny_model_dir),
+            "--principles", "2"]  # fmt: skip
+
+    first = run_cli(*args, cwd=tmp_path)
+    assert first.returncode == 1, first.stderr[-2000:]
+    assert f"{pairs}:4" in first.stderr and "response_a" in first.stderr
+    assert "response_b: Field required" in first.stderr
+    assert f"{pairs}:8" in first.stderr and "not valid JSON" in first.stderr
+    labels = read_labels(output)
+    assert sorted(str(label["id"]) for label in labels) == [p["id"] for p in PAIRS]
+
+    # Simulate a run killed mid-write: two whole labels and half of a third survive.
+    kept = output.read_text().splitlines(keepends=True)
+    output.write_text(kept[0] + kept[1] + kept[2][:40])
+    second = run_cli(*args, cwd=tmp_path)
+    assert second.returncode == 1
+    assert "resuming: 2 pair(s) already" in second.stderr
+    resumed = read_labels(output)
+    assert sorted(str(label["id"]) for label in resumed) == [p["id"] for p in PAIRS]
+    by_id = {label["id"]: label for label in labels}
+    for label in resumed:
+        assert label["principles"] == by_id[label["id"]]["principles"]
+        assert label["margin"] == pytest.approx(by_id[label["id"]]["margin"], abs=1e-4)
+
+    # Everything labeled: a third run has nothing to do and starts no engine.
+    third = run_cli(*args, cwd=tmp_path)
+    assert "nothing to label" in third.stderr
+    assert len(read_labels(output)) == len(PAIRS)
