@@ -46,6 +46,25 @@ class Settings(BaseSettings):
     constitutions_dir: Path | None = None
     low_mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
 
+    # -- the HTTP service --------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    # sha256 hex digests of the accepted API keys; empty means no auth. Keys themselves
+    # are never stored or logged (`cai-judge hash-key` prints a digest).
+    api_key_hashes: list[str] = Field(default_factory=list)
+    max_pairs_per_request: Annotated[int, Field(ge=1)] = 256
+    max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
+    # Admission bound: score units admitted but not finished, across all requests.
+    max_queued_units: Annotated[int, Field(ge=1)] = 8192
+    rate_limit: str = Field(
+        default="600/minute", description="Per API key (or client address), `limits` syntax."
+    )
+    retry_after_s: Annotated[int, Field(ge=1)] = 2
+    drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
+    ready_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # Units from concurrent requests that arrive within this window share one engine call.
+    batch_window_ms: Annotated[float, Field(ge=0)] = 2.0
+
     def resolve_model_path(self) -> str:
         """The checkpoint vLLM loads; the default model must already be prepared."""
         if self.model != DEFAULT_MODEL:

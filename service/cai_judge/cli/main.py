@@ -34,6 +34,9 @@ model_app = typer.Typer(help="The judge model: prepare and verify the embedded d
 constitutions_app = typer.Typer(help="List, show and check constitutions.")
 app.add_typer(model_app, name="model")
 app.add_typer(constitutions_app, name="constitutions")
+from cai_judge.cli.eval_cmd import register as _register_eval  # noqa: E402
+
+_register_eval(app)
 
 # soft_wrap: error lines stay whole lines, so logs and grep see them intact.
 console = Console(stderr=True, soft_wrap=True)
@@ -216,6 +219,36 @@ async def _label_file(
 
 def _report_pair_error(error: PairError) -> None:
     console.print(f"[yellow]pair {error.id!r}[/yellow]: {error.error}", highlight=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Env: CAI_JUDGE_HOST.")] = None,
+    port: Annotated[int | None, typer.Option(help="Env: CAI_JUDGE_PORT.")] = None,
+    model: ModelOption = None,
+    constitutions_dir: ConstitutionsDirOption = None,
+) -> None:
+    """Run the HTTP service (uvicorn); SIGTERM drains in-flight work first."""
+    from cai_judge.api.server import serve as run_server
+    from cai_judge.engine.default_model import ModelNotReady
+
+    settings = _settings(host=host, port=port, model=model, constitutions_dir=constitutions_dir)
+    _registry(settings)  # refuse bad constitutions before the engine starts
+    try:
+        settings.resolve_model_path()
+    except ModelNotReady as error:
+        raise _fail(str(error)) from None
+    run_server(settings)
+
+
+@app.command("hash-key")
+def hash_key(
+    key: Annotated[str, typer.Option(prompt=True, hide_input=True, help="The API key.")],
+) -> None:
+    """Print the sha256 digest to put in CAI_JUDGE_API_KEY_HASHES (keys are never stored)."""
+    from cai_judge.api.security import hash_api_key
+
+    typer.echo(hash_api_key(key))
 
 
 @model_app.command("prepare")

@@ -199,6 +199,12 @@ class VllmEngine:
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
+    async def check_health(self) -> None:
+        """Raise if the engine core is dead (the service then exits to be restarted)."""
+        if self._llm is None:
+            raise EngineError("engine is shut down")
+        await self._llm.check_health()
+
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:

@@ -55,7 +55,20 @@ class Principle(BaseModel):
 class ConstitutionSpec(BaseModel):
     """The stored content of one version: exactly what is hashed."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "polite",
+                    "description": "Politeness only.",
+                    "template": "cai-mc-v1",
+                    "principles": [{"id": "polite", "question": "Which response is more polite?"}],
+                }
+            ]
+        },
+    )
 
     id: Identifier
     description: Annotated[str, Field(max_length=2000)] = ""

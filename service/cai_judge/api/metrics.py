@@ -1,0 +1,96 @@
+"""Prometheus metrics (DESIGN.md §7): base units, `_total` counters, prefix `cai_judge_`.
+
+Each app owns its CollectorRegistry, so several apps in one process (tests) don't clash.
+Label values are bounded: routes are templates, never raw paths; no ids, no keys.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cai_judge.labeling.schema import Label, Usage
+
+_UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def package_version() -> str:
+    try:
+        return version("cai-judge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class ServiceMetrics:
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "cai_judge_requests", "HTTP requests by route and status code.", ["route", "code"],
+            registry=r,
+        )  # fmt: skip
+        self.request_duration = Histogram(
+            "cai_judge_request_duration_seconds", "HTTP request latency.", ["route"],
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.pairs = Counter("cai_judge_pairs", "Pairs labeled.", ["model"], registry=r)
+        self.score_units = Counter(
+            "cai_judge_score_units", "Score units computed.", ["model"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "cai_judge_queue_depth", "Score units admitted and not yet finished.", registry=r
+        )
+        self.inflight = Gauge("cai_judge_inflight", "Label requests being served.", registry=r)
+        self.admission_rejections = Counter(
+            "cai_judge_admission_rejections", "Requests refused before work started.", ["reason"],
+            registry=r,
+        )  # fmt: skip
+        self.labels = Counter(
+            "cai_judge_labels", "Labels by verdict.", ["model", "preferred"], registry=r
+        )
+        self.position_consistency = Histogram(
+            "cai_judge_position_consistency", "Share of principles whose orders agree.",
+            ["model"], buckets=_UNIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.answer_mass = Histogram(
+            "cai_judge_answer_mass", "Probability on a valid answer (min over principles).",
+            ["model"], buckets=_UNIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.engine_tokens = Counter(
+            "cai_judge_engine_tokens", "Prompt tokens sent to the engine; `cached` were served "
+            "from the prefix cache.", ["model", "kind"], registry=r,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "cai_judge_batch_size", "Score units per engine batch.", ["model"],
+            buckets=_BATCH_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.aborted_units = Counter(
+            "cai_judge_engine_aborted_units", "Score units aborted because every caller left.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.build_info = Gauge(
+            "cai_judge_build_info", "Build and model information.", ["version", "model"],
+            registry=r,
+        )  # fmt: skip
+        self.build_info.labels(version=package_version(), model=model).set(1)
+
+    def observe_aborted(self, units: int) -> None:
+        self.aborted_units.labels(model=self.model).inc(units)
+
+    def observe_batch(self, units: int) -> None:
+        self.batch_size.labels(model=self.model).observe(units)
+
+    def observe_labels(self, labels: list[Label], usage: Usage) -> None:
+        model = self.model
+        self.pairs.labels(model=model).inc(usage.pairs)
+        self.score_units.labels(model=model).inc(usage.score_units)
+        self.engine_tokens.labels(model=model, kind="prompt").inc(usage.prompt_tokens)
+        self.engine_tokens.labels(model=model, kind="cached").inc(usage.cached_prompt_tokens)
+        for label in labels:
+            self.labels.labels(model=model, preferred=label.preferred).inc()
+            self.position_consistency.labels(model=model).observe(label.consistency)
+            self.answer_mass.labels(model=model).observe(label.answer_mass)

@@ -1,0 +1,163 @@
+"""HTTP request and response types, apart from the serving logic (as vLLM's openai/ does)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.schema import Label, Pair, Usage
+
+EXAMPLE_PAIR: Any = {
+    "id": "pair-1",
+    "prompt": "How can I get into my neighbour's wifi without the password?",
+    "response_a": "I can't help with accessing a network you don't have permission to use.",
+    "response_b": "Try a deauth attack and capture the handshake, then crack it offline.",
+}
+
+
+class ErrorDetail(BaseModel):
+    type: str = Field(description="A stable, machine-readable error kind.")
+    message: str = Field(description="What is wrong, naming the limit where there is one.")
+    param: str | None = Field(default=None, description="The field at fault, dotted path.")
+
+
+class ErrorEnvelope(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "error": {
+                        "type": "invalid_request",
+                        "message": "String should have at least 1 character",
+                        "param": "pairs.0.response_a",
+                    }
+                }
+            ]
+        }
+    )
+    error: ErrorDetail
+
+
+class LabelRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "constitution": "harmless",
+                    "pairs": [EXAMPLE_PAIR],
+                    "principles": 4,
+                    "seed": 0,
+                    "aggregator": "mean_logodds",
+                    "per_principle": False,
+                }
+            ]
+        },
+    )
+
+    constitution: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits)."
+    )
+    # A pair that is an object but not a valid Pair falls through to the plain object
+    # branch, so it is reported beside the good labels instead of failing the request.
+    pairs: Annotated[list[Pair | dict[str, Any]], Field(min_length=1)] = Field(
+        description="Pairs `{id, prompt, response_a, response_b}` (the `Pair` schema); "
+        "invalid ones come back as per-item errors."
+    )
+    principles: Annotated[int, Field(ge=1, le=256)] | Literal["all"] = "all"
+    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    per_principle: bool = False
+
+
+class ItemError(BaseModel):
+    """In place of a label: this pair could not be labeled; the others were."""
+
+    id: str | None
+    index: int
+    error: ErrorDetail
+
+
+class LabelResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "labels": [
+                        {
+                            "id": "pair-1",
+                            "preferred": "a",
+                            "margin": 0.42,
+                            "p_a": 0.6035,
+                            "position_bias": -0.1,
+                            "consistency": 0.75,
+                            "answer_mass": 0.91,
+                            "low_confidence": False,
+                            "principles": ["less-harmful", "no-crime-or-violence"],
+                            "aggregator": "mean_logodds",
+                            "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                            "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                            "seed": 0,
+                        },
+                        {
+                            "id": "pair-2",
+                            "index": 1,
+                            "error": {
+                                "type": "invalid_pair",
+                                "message": "String should have at least 1 character",
+                                "param": "pairs.1.response_b",
+                            },
+                        },
+                    ],
+                    "usage": {
+                        "pairs": 1,
+                        "score_units": 4,
+                        "prompt_tokens": 1040,
+                        "cached_prompt_tokens": 512,
+                    },
+                }
+            ]
+        }
+    )
+
+    labels: list[Label | ItemError] = Field(description="One entry per input pair, in order.")
+    usage: Usage
+
+
+class ConstitutionSummary(BaseModel):
+    id: str
+    latest_version: str
+    versions: list[str]
+    principles: int
+    description: str
+
+
+class ConstitutionList(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "constitutions": [
+                        {
+                            "id": "harmless",
+                            "latest_version": "a6e7e4b62c51...",
+                            "versions": ["a6e7e4b62c51..."],
+                            "principles": 16,
+                            "description": "Judges which response is less harmful.",
+                        }
+                    ]
+                }
+            ]
+        }
+    )
+    constitutions: list[ConstitutionSummary]
+
+
+class HealthStatus(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "ok", "checks": {"engine": "ok"}}]}
+    )
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,251 @@
+"""The HTTP routes and their errors, in process (httpx ASGI transport), on the tiny engine."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+
+from cai_judge.api.app import create_app
+from cai_judge.api.security import hash_api_key
+from cai_judge.engine.vllm_engine import VllmEngine
+from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.settings import Settings
+
+pytestmark = pytest.mark.engine
+
+PAIR = {
+    "id": "p1",
+    "prompt": "How do I boil an egg?",
+    "response_a": "Simmer it for nine minutes, then cool it in cold water.",
+    "response_b": "I won't help with cooking.",
+}
+Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def client(tiny_engine: VllmEngine) -> Client:
+    @asynccontextmanager
+    async def make(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+        app = create_app(
+            Settings(max_model_len=1024, **settings),
+            engine=tiny_engine,
+            registry=ConstitutionRegistry.with_builtins(),
+        )
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                http.app = app  # type: ignore[attr-defined]
+                yield http
+
+    return make
+
+
+def assert_envelope(response: httpx.Response, status: int, param: str | None, *words: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"type", "message", "param"}
+    assert error["param"] == param
+    for word in words:
+        assert word in error["message"]
+
+
+async def test_labels_in_order_with_usage(client: Client):
+    async with client() as http:
+        swapped = {**PAIR, "id": "p2", "response_a": PAIR["response_b"],
+                   "response_b": PAIR["response_a"]}  # fmt: skip
+        response = await http.post(
+            "/v1/labels",
+            json={"constitution": "harmless", "pairs": [PAIR, swapped], "principles": 3},
+        )
+        assert response.status_code == 200, response.text
+        body = response.json()
+        first, second = body["labels"]
+        assert [first["id"], second["id"]] == ["p1", "p2"]
+        assert second["margin"] == -first["margin"]
+        assert len(first["principles"]) == 3
+        assert body["usage"]["pairs"] == 2
+        assert body["usage"]["score_units"] == 6  # the swap shares all its units
+        assert body["usage"]["prompt_tokens"] > 0
+
+        metrics = (await http.get("/metrics")).text
+        for name in (
+            'cai_judge_requests_total{code="200",route="/v1/labels"}',
+            "cai_judge_request_duration_seconds_bucket",
+            "cai_judge_pairs_total",
+            "cai_judge_score_units_total",
+            "cai_judge_queue_depth",
+            "cai_judge_inflight",
+            "cai_judge_labels_total",
+            "cai_judge_position_consistency_bucket",
+            "cai_judge_answer_mass_bucket",
+            'cai_judge_engine_tokens_total{kind="cached"',
+            "cai_judge_batch_size_bucket",
+            "cai_judge_build_info",
+        ):
+            assert name in metrics, name
+
+
+async def test_bad_items_are_reported_beside_good_labels(client: Client):
+    async with client() as http:
+        empty = {**PAIR, "id": "empty", "response_b": ""}
+        huge = {**PAIR, "id": "huge", "response_a": "word " * 3000}
+        no_id = {"prompt": "x", "response_a": "y", "response_b": "z"}
+        response = await http.post(
+            "/v1/labels",
+            json={"constitution": "harmless", "pairs": [empty, PAIR, huge, no_id], "principles": 1},
+        )
+        assert response.status_code == 200, response.text
+        results = response.json()["labels"]
+        assert results[0]["error"]["param"] == "pairs.0.response_b"
+        assert "at least 1 character" in results[0]["error"]["message"]
+        assert results[0]["id"] == "empty" and results[0]["index"] == 0
+        assert results[1]["id"] == "p1" and "margin" in results[1]
+        assert "over the model's context of 1024" in results[2]["error"]["message"]
+        assert results[3]["error"]["param"] == "pairs.3.id"
+        assert response.json()["usage"]["pairs"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"pairs": [PAIR]}, "constitution", ["Field required"]),
+        ({"constitution": "harmless", "pairs": []}, "pairs", ["at least 1 item"]),
+        ({"constitution": "harmless", "pairs": [PAIR], "principles": 0}, "principles",
+         ["greater than or equal to 1"]),
+        ({"constitution": "harmless", "pairs": [PAIR], "aggregator": "max"}, "aggregator",
+         ["mean_logodds"]),
+        ({"constitution": "harmless", "pairs": [PAIR], "extra": 1}, "extra", ["Extra inputs"]),
+    ],
+)  # fmt: skip
+async def test_schema_errors_name_field_and_limit(client: Client, body, param, words):
+    async with client() as http:
+        assert_envelope(await http.post("/v1/labels", json=body), 422, param, *words)
+
+
+async def test_invalid_json_and_too_many_pairs(client: Client):
+    async with client(max_pairs_per_request=2) as http:
+        response = await http.post(
+            "/v1/labels", content=b"{not json", headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["type"] == "invalid_request"
+        too_many = {"constitution": "harmless", "pairs": [PAIR] * 3}
+        assert_envelope(
+            await http.post("/v1/labels", json=too_many), 422, "pairs", "3 pairs", "limit of 2"
+        )
+
+
+async def test_unknown_constitution_is_404(client: Client):
+    async with client() as http:
+        response = await http.post("/v1/labels", json={"constitution": "nope", "pairs": [PAIR]})
+        assert_envelope(response, 404, "constitution", "unknown constitution 'nope'")
+        response = await http.get("/v1/constitutions/harmless@00000000")
+        assert_envelope(response, 404, "constitution", "no single version")
+
+
+async def test_body_over_the_limit_is_413(client: Client):
+    async with client(max_body_bytes=2048) as http:
+        big = {"constitution": "harmless", "pairs": [{**PAIR, "response_a": "x" * 4096}]}
+        response = await http.post("/v1/labels", json=big)
+        assert_envelope(response, 413, None, "over the limit of 2048")
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it arrives
+            for _ in range(4):
+                yield b" " * 1024
+
+        response = await http.post(
+            "/v1/labels", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert response.status_code == 413
+        assert response.json()["error"]["type"] == "http_error" or "limit" in response.text
+
+
+async def test_api_keys_deny_by_default(client: Client):
+    async with client(api_key_hashes=[hash_api_key("s3cret"), hash_api_key("other")]) as http:
+        body = {"constitution": "harmless", "pairs": [PAIR], "principles": 1}
+        assert_envelope(await http.post("/v1/labels", json=body), 401, "authorization")
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await http.post("/v1/labels", json=body, headers=wrong)).status_code == 401
+        assert (await http.get("/metrics")).status_code == 401
+        assert (await http.get("/v1/constitutions")).status_code == 401
+        good = {"Authorization": "Bearer s3cret"}
+        assert (await http.post("/v1/labels", json=body, headers=good)).status_code == 200
+        assert (await http.get("/metrics", headers={"X-API-Key": "other"})).status_code == 200
+        assert (await http.get("/health/live")).status_code == 200
+        assert (await http.get("/health/ready")).status_code == 200
+
+
+async def test_rate_limit_is_429_with_retry_after(client: Client):
+    async with client(rate_limit="2/minute") as http:
+        body = {"constitution": "harmless", "pairs": [PAIR], "principles": 1}
+        statuses = [(await http.post("/v1/labels", json=body)).status_code for _ in range(2)]
+        assert statuses == [200, 200]
+        response = await http.post("/v1/labels", json=body)
+        assert_envelope(response, 429, None, "2/minute")
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+
+
+async def test_queue_full_and_draining_are_503(client: Client):
+    async with client(max_queued_units=40, retry_after_s=3) as http:
+        state = http.app.state.service  # type: ignore[attr-defined]
+        body = {"constitution": "harmless", "pairs": [PAIR]}  # 16 principles x 2 = 32 units
+        state.queued_units = 20  # another request holds 20 units
+        response = await http.post("/v1/labels", json=body)
+        assert_envelope(response, 503, None, "queue full", "20 of 40")
+        assert response.headers["Retry-After"] == "3"
+        state.queued_units = 0
+        assert (await http.post("/v1/labels", json={**body, "pairs": [PAIR] * 2})).status_code == (
+            422
+        )  # 64 units can never fit: not a retryable 503
+        assert (await http.post("/v1/labels", json=body)).status_code == 200
+        state.draining = True
+        response = await http.post("/v1/labels", json=body)
+        assert_envelope(response, 503, None, "draining")
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 503 and ready.json()["checks"]["draining"] == "yes"
+
+
+async def test_constitution_routes(client: Client):
+    async with client() as http:
+        listing = (await http.get("/v1/constitutions")).json()["constitutions"]
+        assert {"harmless", "helpful-harmless", "coding-assistant"} <= {c["id"] for c in listing}
+        latest = (await http.get("/v1/constitutions/harmless")).json()
+        assert len(latest["principles"]) == 16
+        pinned = await http.get(f"/v1/constitutions/harmless@{latest['version'][:10]}")
+        assert pinned.json()["version"] == latest["version"]
+
+        new = {"id": "polite", "principles": [{"id": "p", "question": "Which is more polite?"}]}
+        created = await http.post("/v1/constitutions", json=new)
+        assert created.status_code == 201
+        version = created.json()["version"]
+        label = await http.post(
+            "/v1/labels", json={"constitution": f"polite@{version}", "pairs": [PAIR]}
+        )
+        assert label.json()["labels"][0]["constitution"] == {"id": "polite", "version": version}
+
+        bad = {"id": "polite", "principles": [{"id": "p"}]}
+        response = await http.post("/v1/constitutions", json=bad)
+        assert_envelope(response, 422, "principles.0.question", "Field required")
+
+
+async def test_health_and_unknown_route(client: Client):
+    async with client() as http:
+        assert (await http.get("/health/live")).json()["status"] == "ok"
+        ready = await http.get("/health/ready")
+        assert ready.status_code == 200 and ready.json()["checks"]["engine"] == "ok"
+        assert_envelope(await http.get("/nope"), 404, None, "Not Found")
+
+
+async def test_openapi_has_examples_for_every_route(client: Client):
+    async with client() as http:
+        spec = (await http.get("/openapi.json")).json()
+    assert {"/v1/labels", "/v1/constitutions", "/v1/constitutions/{ref}", "/health/ready"} <= set(
+        spec["paths"]
+    )
+    schemas = spec["components"]["schemas"]
+    for name in ("LabelRequest", "LabelResponse", "ErrorEnvelope", "ConstitutionList", "Pair"):
+        assert schemas[name].get("examples"), name

@@ -1,0 +1,231 @@
+"""A real uvicorn server in a subprocess on a free loopback port, on the tiny model:
+concurrency, overload, client disconnects, SIGTERM draining, and schemathesis.
+
+Every request loop here is bounded in count and time and talks to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+pytestmark = pytest.mark.engine
+
+STARTUP_TIMEOUT_S = 240
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def rss(self) -> int:
+        parent = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(model_dir: Path, log: Path, **settings: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "CAI_JUDGE_MODEL": str(model_dir),
+        "CAI_JUDGE_MAX_MODEL_LEN": "1024",
+        "CAI_JUDGE_PORT": str(port),
+        **{f"CAI_JUDGE_{k.upper()}": v for k, v in settings.items()},
+    }
+    handle = log.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
+        env=env, stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,  # a process group, so the engine's children go with it
+    )  # fmt: skip
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s: {log.read_text()[-3000:]}")
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.process.wait(timeout=30)
+    # Whatever is left of the group (an engine core whose parent died) goes too.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.process.pid, signal.SIGKILL)
+
+
+def pair(i: int, words: int = 8) -> dict[str, str]:
+    return {
+        "id": f"p{i}",
+        "prompt": f"Question number {i}: how should I answer?",
+        "response_a": f"Answer {i}: " + "carefully " * words,
+        "response_b": f"Reply {i}: " + "quickly " * words,
+    }
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    running = start_server(
+        tiny_model_dir, log, max_queued_units="256", rate_limit="100000/minute", retry_after_s="1"
+    )
+    yield running
+    stop(running)
+
+
+def test_concurrent_requests_share_batches_and_the_prefix_cache(server: Server):
+    async def main() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/v1/labels", json={"constitution": "harmless",
+                                                  "pairs": [pair(i, 40)], "principles": 4})
+                    for i in range(12)
+                )
+            )  # fmt: skip
+
+    batches_before = server.metric("cai_judge_batch_size_count")
+    responses = asyncio.run(main())
+    assert [r.status_code for r in responses] == [200] * 12
+    for i, response in enumerate(responses):
+        body = response.json()
+        assert body["labels"][0]["id"] == f"p{i}"
+        # Under concurrency each order's principles still find that order's prefix cached.
+        assert body["usage"]["cached_prompt_tokens"] > 0
+    # 12 requests were served by fewer engine batches than requests.
+    assert server.metric("cai_judge_batch_size_count") - batches_before < 12
+
+
+def test_overload_is_refused_cleanly_and_memory_stays_bounded(server: Server):
+    async def main() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=server.url, timeout=180, limits=limits) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/v1/labels", json={"constitution": "harmless",
+                                                  "pairs": [pair(i), pair(i + 1000)],
+                                                  "principles": 8})
+                    for i in range(120)
+                )
+            )  # fmt: skip
+
+    rss_before = server.rss()
+    started = time.monotonic()
+    responses = asyncio.run(main())
+    assert time.monotonic() - started < 180
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) >= 1
+    assert statuses.count(503) >= 1  # 120 x 32 units against a queue of 256
+    for response in responses:
+        assert response.status_code in (200, 503), response.text
+        if response.status_code == 200:
+            assert len(response.json()["labels"]) == 2
+            assert all("margin" in label for label in response.json()["labels"])
+        else:
+            assert int(response.headers["Retry-After"]) >= 1
+            assert response.json()["error"]["type"] == "queue_full"
+    assert server.rss() - rss_before < 1 * 2**30
+    assert server.metric("cai_judge_queue_depth") == 0
+    assert server.metric('cai_judge_admission_rejections_total{reason="queue_full"}') >= 1
+
+
+def test_client_disconnect_aborts_its_engine_work(server: Server):
+    aborted_before = server.metric("cai_judge_engine_aborted_units_total")
+    body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(8)]}  # 256 units
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/labels", json=body, timeout=1.0)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if server.metric("cai_judge_engine_aborted_units_total") > aborted_before:
+            break
+        time.sleep(0.2)
+    assert server.metric("cai_judge_engine_aborted_units_total") > aborted_before
+    assert server.metric("cai_judge_queue_depth") == 0
+    assert server.metric("cai_judge_inflight") == 0
+
+
+def test_schemathesis_finds_no_server_errors(server: Server) -> None:
+    # schemathesis' pytest plugin does not run on pytest 9 yet; its Python API does.
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @settings(
+            max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        @given(case=operation.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            # Every default check: no 5xx, documented status codes, schema-conformant bodies.
+            case.call_and_validate(timeout=60)
+
+        check()
+
+
+def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
+    server = start_server(tiny_model_dir, tmp_path / "drain.log", drain_timeout_s="60")
+    try:
+        body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(6)]}
+
+        async def main() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+                long_request = asyncio.create_task(http.post("/v1/labels", json=body))
+                await asyncio.sleep(1.0)
+                assert not long_request.done(), "pick a longer request: it finished too soon"
+                server.process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.5)
+                ready = await http.get("/health/ready")
+                refused = await http.post("/v1/labels", json={**body, "pairs": [pair(99)]})
+                return await long_request, ready, refused
+
+        finished, ready, refused = asyncio.run(main())
+        assert ready.status_code == 503
+        assert refused.status_code == 503 and "Retry-After" in refused.headers
+        assert finished.status_code == 200
+        assert len(finished.json()["labels"]) == 6
+        assert server.process.wait(timeout=60) == 0
+    finally:
+        stop(server)
+    log = (tmp_path / "drain.log").read_text()
+    assert not re.search(r"Traceback", log), log[-3000:]
