@@ -1,0 +1,432 @@
+"""`cai-judge eval` and `cai-judge compare`: a judge measured against gold preferences.
+
+The shared CLI helpers (`_settings`, `_registry`, `_fail`, `console`) are imported from
+`cai_judge.cli.main` inside the commands, not at module level: main imports this module
+while it is still being defined, so a top-level import would see it half-built.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cai_judge.evaluation.gold import GoldPair, read_gold
+from cai_judge.evaluation.protocols import Protocol
+from cai_judge.evaluation.render import (
+    fmt_estimate,
+    fmt_interval,
+    fmt_num,
+    fmt_pct,
+    fmt_signed_estimate,
+    write_compare_report,
+    write_eval_report,
+)
+from cai_judge.evaluation.report import (
+    CompareReport,
+    EvalReport,
+    MetricOptions,
+    ProtocolReport,
+    compare,
+    evaluate,
+)
+
+if TYPE_CHECKING:
+    from cai_judge.evaluation.runner import JudgeRun
+    from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.settings import Settings
+
+# Problems listed before "... and N more": enough to fix a file in one pass, not a flood.
+_MAX_PROBLEMS_SHOWN = 20
+
+
+class ProtocolChoice(StrEnum):
+    ALL = "all"
+    CAI = Protocol.CAI.value
+    SINGLE_ORDER = Protocol.SINGLE_ORDER.value
+    BOTH_ORDERS_TIE = Protocol.BOTH_ORDERS_TIE.value
+    SINGLE_PRINCIPLE = Protocol.SINGLE_PRINCIPLE.value
+
+
+GoldArgument = Annotated[
+    Path,
+    typer.Argument(
+        metavar="GOLD.jsonl",
+        exists=True,
+        dir_okay=False,
+        help="Pairs with a reference label: id, prompt, response_a, response_b, preferred "
+        "(a|b), optional p_a and category; other fields are ignored.",
+    ),
+]
+OutputOption = Annotated[
+    Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
+]
+ConstitutionsDirOption = Annotated[
+    Path | None, typer.Option(help="Extra folder of constitution YAML files.")
+]
+SeedOption = Annotated[
+    int, typer.Option(min=0, help="Seeds single-order's coin and the bootstrap.")
+]
+BinsOption = Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")]
+ResamplesOption = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Pairs per engine call.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `eval` and `compare` to the `cai-judge` app."""
+    app.command("eval")(eval_command)
+    app.command("compare")(compare_command)
+
+
+def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
+    if not choices or ProtocolChoice.ALL in choices:
+        return list(Protocol)
+    # Keep the canonical order whatever order the flags came in, so reports line up.
+    wanted = {c.value for c in choices}
+    return [p for p in Protocol if p.value in wanted]
+
+
+def _load_gold(path: Path) -> list[GoldPair]:
+    from cai_judge.cli.main import _fail
+
+    gold = read_gold(path)
+    if gold.problems:
+        shown = "\n".join(
+            f"  {path}:{p.line_number}: {p.reason}" for p in gold.problems[:_MAX_PROBLEMS_SHOWN]
+        )
+        more = len(gold.problems) - _MAX_PROBLEMS_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise _fail(
+            f"{len(gold.problems)} problem(s) in gold file {path}; nothing was scored, since "
+            f"metrics over part of a gold set mislead:\n{shown}{tail}"
+        )
+    if not gold.pairs:
+        raise _fail(f"gold file {path} holds no pairs")
+    return gold.pairs
+
+
+def _resolve(registry: ConstitutionRegistry, ref: str) -> ConstitutionSpec:
+    from cai_judge.cli.main import _fail
+    from cai_judge.labeling.constitution import ConstitutionNotFound
+
+    try:
+        return registry.resolve(ref)
+    except ConstitutionNotFound as error:
+        raise _fail(str(error)) from None
+
+
+def _check_output(directory: Path) -> None:
+    from cai_judge.cli.main import _fail
+
+    if directory.exists() and not directory.is_dir():
+        raise _fail(f"{directory} exists and is not a folder; -o names the report folder")
+
+
+async def _score_runs(
+    settings: Settings,
+    registry: ConstitutionRegistry,
+    constitutions: Sequence[ConstitutionSpec],
+    gold: Sequence[GoldPair],
+    seed: int,
+    batch_size: int,
+    stage: str = "",
+) -> list[JudgeRun]:
+    """Start one engine and score the gold once per constitution with it."""
+    from cai_judge.cli.main import _fail, console
+    from cai_judge.engine.default_model import ModelNotReady
+    from cai_judge.engine.factory import start_engine
+    from cai_judge.evaluation.runner import score_gold
+    from cai_judge.labeling.judge import Judge
+
+    console.print(f"{stage}starting the judge model {settings.model} ...")
+    try:
+        engine = await start_engine(settings)
+    except ModelNotReady as error:
+        raise _fail(str(error)) from None
+    runs: list[JudgeRun] = []
+    started = time.perf_counter()
+    try:
+        judge = Judge(engine, registry, settings.use_chat_template())
+        columns = (
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("pairs"), TimeRemainingColumn(),
+        )  # fmt: skip
+        with Progress(*columns, console=console) as bar:
+            for spec in constitutions:
+                task = bar.add_task(f"{stage}labeling with {spec.id}", total=len(gold))
+                runs.append(
+                    await score_gold(
+                        judge,
+                        gold,
+                        spec,
+                        seed=seed,
+                        low_mass_threshold=settings.low_mass_threshold,
+                        batch_size=batch_size,
+                        on_progress=functools.partial(bar.advance, task),
+                    )
+                )
+    finally:
+        await engine.shutdown()
+    elapsed = time.perf_counter() - started
+    units = sum(r.usage.score_units for r in runs)
+    console.print(
+        f"{stage}scored {len(gold)} pair(s) x {len(constitutions)} constitution(s) in "
+        f"{elapsed:.1f} s (engine start excluded): {units} score units"
+    )
+    return runs
+
+
+def _report_pair_errors(run: JudgeRun) -> None:
+    from cai_judge.cli.main import console
+
+    for error in run.errors:
+        console.print(
+            f"[yellow]pair {error.id!r}[/yellow] not scored ({run.constitution.id}): {error.error}",
+            highlight=False,
+        )
+
+
+# -- terminal tables -------------------------------------------------------------------
+
+
+def _stdout() -> Console:
+    # Piped into a file or a CI log, the table should not be wrapped at rich's 80 columns.
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def _when_consistent(r: ProtocolReport) -> str:
+    found = r.agreement_when_consistent
+    return "–" if found is None else f"{fmt_pct(found.value)} (n={found.n})"
+
+
+def _eval_table(report: EvalReport) -> Table:
+    # Nine columns fit a 100-column terminal; everything else is in report.json/.html.
+    gold_longer = fmt_pct(report.gold.prefers_longer.prefers_longer)
+    cai = report.protocols.get(Protocol.CAI) or next(iter(report.protocols.values()))
+    table = Table(
+        "protocol", "agree", "95% CI", "agree|cons", "cons.", "bias", "Brier", "ECE", "longer",
+        title=f"{report.judge.constitution.id} · {report.judge.model}",
+        caption=(
+            f"{report.gold.scored} gold pairs. agree|cons: agreement where every principle "
+            "picks the same response in both orders; cons.: position consistency; bias: mean "
+            f"position bias; longer: P(picks the longer response), gold {gold_longer}. "
+            f"Answer mass ({cai.protocol}): mean {fmt_num(cai.answer_mass.mean, 2)}, min "
+            f"{fmt_num(cai.answer_mass.min, 2)}, "
+            f"{fmt_pct(cai.answer_mass.low_confidence_share)} low confidence"
+        ),
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    for r in report.protocols.values():
+        table.add_row(
+            r.protocol,
+            fmt_pct(r.agreement.value if r.agreement else None),
+            fmt_interval(r.agreement),
+            _when_consistent(r),
+            fmt_num(r.position_consistency, 2),
+            fmt_num(r.position_bias, 2),
+            fmt_num(r.calibration.brier if r.calibration else None),
+            fmt_num(r.calibration.ece if r.calibration else None),
+            fmt_pct(r.length_bias.prefers_longer),
+        )
+    return table
+
+
+def _side_rows(r: ProtocolReport) -> list[str]:
+    return [
+        fmt_estimate(r.agreement),
+        _when_consistent(r),
+        fmt_num(r.position_consistency, 2),
+        fmt_num(r.position_bias, 2),
+        fmt_num(r.calibration.brier if r.calibration else None),
+        fmt_num(r.calibration.ece if r.calibration else None),
+        fmt_pct(r.length_bias.prefers_longer),
+        fmt_num(r.answer_mass.mean, 2),
+    ]
+
+
+def _compare_tables(report: CompareReport, show: int) -> list[Table]:
+    side = Table(
+        "", f"a: {report.a.name}", f"b: {report.b.name}",
+        title=f"protocol {report.protocol} · {report.compared} gold pairs",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    metrics = (
+        "agreement [95% CI]", "when consistent", "consistency", "position bias", "Brier",
+        "ECE", "prefers longer", "mass mean",
+    )  # fmt: skip
+    for name, a, b in zip(
+        metrics, _side_rows(report.a.report), _side_rows(report.b.report), strict=True
+    ):
+        side.add_row(name, a, b)
+    side.add_row("gold prefers longer", fmt_pct(report.gold_prefers_longer.prefers_longer), "")
+    side.add_row("agreement a − b", fmt_signed_estimate(report.agreement_difference), "")
+    side.add_row("verdicts differ", f"{report.verdicts_differ} of {report.compared}", "")
+    differ = Table(
+        "id", "category", "gold", "a (p_a)", "b (p_a)",
+        title=f"pairs where a and b differ (first {min(show, report.verdicts_differ)})",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    for d in report.disagreements[:show]:
+        differ.add_row(
+            d.id,
+            d.category or "",
+            d.gold,
+            f"{d.a.preferred} ({d.a.p_a:.2f})",
+            f"{d.b.preferred} ({d.b.p_a:.2f})",
+        )
+    return [side, differ] if show > 0 and report.disagreements else [side]
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def eval_command(
+    gold_path: GoldArgument,
+    output: OutputOption,
+    constitution: Annotated[str, typer.Option(help="`id` or `id@version`.")] = "harmless",
+    model: Annotated[
+        str | None,
+        typer.Option(help="`default`, a checkpoint directory, or a hub ID. Env: CAI_JUDGE_MODEL."),
+    ] = None,
+    protocol: Annotated[
+        list[ProtocolChoice] | None,
+        typer.Option(help="Repeat to pick several; all four by default."),
+    ] = None,
+    seed: SeedOption = 0,
+    bins: BinsOption = 10,
+    bootstrap: ResamplesOption = 2000,
+    batch_size: BatchSizeOption = 32,
+    constitutions_dir: ConstitutionsDirOption = None,
+) -> None:
+    """Measure a judge and a constitution against gold labels; write report.json/.html.
+
+    The model runs once, with every principle in both orders; each protocol is derived
+    from that one run, so protocols differ only in how they read the same numbers.
+    """
+    from cai_judge.cli.main import ExitCode, _registry, _settings, console
+
+    settings = _settings(model=model, constitutions_dir=constitutions_dir)
+    registry = _registry(settings)
+    spec = _resolve(registry, constitution)
+    _check_output(output)
+    gold = _load_gold(gold_path)
+    options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
+
+    [run] = asyncio.run(_score_runs(settings, registry, [spec], gold, seed, batch_size))
+    _report_pair_errors(run)
+    report = evaluate(run, _protocols(protocol), str(gold_path), len(gold), options)
+    json_path, html_path = write_eval_report(report, output)
+    _stdout().print(_eval_table(report))
+    console.print(f"wrote {json_path} and {html_path}")
+    if run.errors:
+        console.print(f"[red]{len(run.errors)} gold pair(s) not scored[/red] (see above)")
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+def compare_command(
+    gold_path: GoldArgument,
+    output: OutputOption,
+    constitution_a: Annotated[
+        str | None, typer.Option(help="Side a's constitution (default: --constitution).")
+    ] = None,
+    constitution_b: Annotated[
+        str | None, typer.Option(help="Side b's constitution (default: --constitution).")
+    ] = None,
+    model_a: Annotated[
+        str | None, typer.Option(help="Side a's judge model (default: --model).")
+    ] = None,
+    model_b: Annotated[
+        str | None, typer.Option(help="Side b's judge model (default: --model).")
+    ] = None,
+    constitution: Annotated[
+        str, typer.Option(help="The constitution of a side that names none.")
+    ] = "harmless",
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model of a side that names none. Env: CAI_JUDGE_MODEL."),
+    ] = None,
+    protocol: Annotated[Protocol, typer.Option(help="The protocol both sides use.")] = (
+        Protocol.CAI
+    ),
+    show: Annotated[int, typer.Option(min=0, help="Differing pairs printed here.")] = 20,
+    seed: SeedOption = 0,
+    bins: BinsOption = 10,
+    bootstrap: ResamplesOption = 2000,
+    batch_size: BatchSizeOption = 32,
+    constitutions_dir: ConstitutionsDirOption = None,
+) -> None:
+    """Compare two constitutions or two judge models on the same gold labels.
+
+    Give --constitution-a/--constitution-b (one engine serves both) or --model-a/--model-b
+    (started one after the other). Shows the metrics side by side and the pairs where the
+    verdicts differ; writes compare.json and compare.html.
+    """
+    from cai_judge.cli.main import ExitCode, _fail, _registry, _settings, console
+
+    settings = _settings(model=model, constitutions_dir=constitutions_dir)
+    registry = _registry(settings)
+    spec_a = _resolve(registry, constitution_a or constitution)
+    spec_b = _resolve(registry, constitution_b or constitution)
+    side_model_a = model_a or settings.model
+    side_model_b = model_b or settings.model
+    if (side_model_a, spec_a.version) == (side_model_b, spec_b.version):
+        raise _fail(
+            "both sides are the same model and constitution: give --constitution-a and "
+            "--constitution-b, or --model-a and --model-b"
+        )
+    _check_output(output)
+    gold = _load_gold(gold_path)
+    options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
+
+    if side_model_a == side_model_b:
+        # One engine serves both constitutions: the comparison then differs in nothing else.
+        run_a, run_b = asyncio.run(
+            _score_runs(settings, registry, [spec_a, spec_b], gold, seed, batch_size)
+        )
+    else:
+        # Two models never share the machine: each engine is shut down before the next
+        # starts, with every other setting (threads, dtype, cache) kept the same.
+        [run_a] = asyncio.run(
+            _score_runs(
+                settings.model_copy(update={"model": side_model_a}),
+                registry,
+                [spec_a],
+                gold,
+                seed,
+                batch_size,
+                stage="a: ",
+            )
+        )
+        [run_b] = asyncio.run(
+            _score_runs(
+                settings.model_copy(update={"model": side_model_b}),
+                registry,
+                [spec_b],
+                gold,
+                seed,
+                batch_size,
+                stage="b: ",
+            )
+        )
+    for run in (run_a, run_b):
+        _report_pair_errors(run)
+    report = compare(run_a, run_b, protocol, str(gold_path), len(gold), options)
+    json_path, html_path = write_compare_report(report, output)
+    stdout = _stdout()
+    for table in _compare_tables(report, show):
+        stdout.print(table)
+    console.print(f"wrote {json_path} and {html_path}")
+    if run_a.errors or run_b.errors:
+        console.print("[red]some gold pairs were not scored[/red] (see above)")
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))

@@ -1,0 +1,108 @@
+"""One judge run over a gold set: every principle, both orders, per-principle numbers kept.
+
+This is the only module of `evaluation` that touches the engine (through the Judge); the
+protocols and metrics are then computed from what it returns, without the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from cai_judge.evaluation.gold import GoldPair
+from cai_judge.evaluation.protocols import PairScores
+from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.judge import Judge
+from cai_judge.labeling.label_math import PrincipleBreakdown
+from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredPair:
+    gold: GoldPair
+    scores: PairScores
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeRun:
+    """What one (model, constitution) said about a gold set."""
+
+    model: str
+    constitution: ConstitutionSpec
+    scored: tuple[ScoredPair, ...]
+    errors: tuple[PairError, ...]
+    usage: Usage
+    seed: int
+    low_mass_threshold: float
+
+    @property
+    def label_name(self) -> str:
+        return f"{self.constitution.id}@{self.constitution.version[:12]} · {self.model}"
+
+
+def pair_scores(label: Label) -> PairScores:
+    """Rebuild the label math's per-principle numbers from a label's per_principle field."""
+    if label.per_principle is None:
+        raise ValueError(f"label {label.id!r} has no per-principle numbers")
+    return PairScores(
+        pair_id=label.id,
+        principles=tuple(
+            PrincipleBreakdown(
+                principle_id=r.principle,
+                s_ab=r.s_ab,
+                s_ba=r.s_ba,
+                margin=r.margin,
+                bias=r.position_bias,
+                agree=r.agree,
+                answer_mass=r.answer_mass,
+            )
+            for r in label.per_principle
+        ),
+    )
+
+
+async def score_gold(
+    judge: Judge,
+    gold: Sequence[GoldPair],
+    constitution: ConstitutionSpec,
+    *,
+    seed: int = 0,
+    low_mass_threshold: float = 0.5,
+    batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
+) -> JudgeRun:
+    """Label the gold pairs once with every principle and keep each principle's numbers,
+    from which every protocol is derived (see `protocols`)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    options = LabelOptions(
+        principles="all", per_principle=True, seed=seed, low_mass_threshold=low_mass_threshold
+    )
+    by_id = {g.id: g for g in gold}
+    if len(by_id) != len(gold):
+        # Results are matched back to gold by id; read_gold refuses such files too.
+        raise ValueError("gold pair ids must be unique")
+    scored: list[ScoredPair] = []
+    errors: list[PairError] = []
+    usage = Usage()
+    for start in range(0, len(gold), batch_size):
+        chunk = gold[start : start + batch_size]
+        batch = await judge.label([g.as_pair() for g in chunk], constitution, options)
+        usage.add(batch.usage)
+        for result in batch.results:
+            if isinstance(result, Label):
+                scored.append(ScoredPair(by_id[result.id], pair_scores(result)))
+            else:
+                # Batch-relative index → gold-file index, so the report points at the pair.
+                errors.append(result.model_copy(update={"index": start + result.index}))
+        if on_progress is not None:
+            on_progress(len(chunk))
+    return JudgeRun(
+        model=judge.engine.model_name,
+        constitution=constitution,
+        scored=tuple(scored),
+        errors=tuple(errors),
+        usage=usage,
+        seed=seed,
+        low_mass_threshold=low_mass_threshold,
+    )
