@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example test lint
+.PHONY: setup example example-offline test lint
 SHELL := /bin/bash
 VENV := .venv
 
@@ -8,15 +8,21 @@ setup:
 	@bash scripts/setup.sh
 
 example: setup
+	bash scripts/example.sh
+
+# Offline batch labeling, no service: the CLI straight on the engine.
+example-offline: setup
 	mkdir -p out
-	$(VENV)/bin/cai-judge label examples/pairs.jsonl -o out/example-labels.jsonl \
+	$(VENV)/bin/cai-judge label examples/pairs.jsonl -o out/example-offline-labels.jsonl \
 		--constitution harmless --principles 4
-	@echo "labels: out/example-labels.jsonl"
 
 lint: setup
 	$(VENV)/bin/ruff check service tests bench
 	$(VENV)/bin/ruff format --check service tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/hadolint docker/Dockerfile
+	$(VENV)/bin/kubernetes-validate --strict k8s/deployment.yaml k8s/service.yaml k8s/configmap.yaml
+	promtool check rules k8s/prometheus-rules.yaml
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra

@@ -11,45 +11,15 @@ and writes bench/results/label_cli.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples" / "pairs.jsonl"
-
-
-def make_pairs(count: int) -> list[dict[str, object]]:
-    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines()]
-    pairs = []
-    for i in range(count):
-        pair = dict(base[i % len(base)])
-        variant = i // len(base)
-        pair["id"] = f"{pair['id']}-v{variant}"
-        if variant and isinstance(pair["prompt"], str):
-            pair["prompt"] = f"{pair['prompt']} (variant {variant})"
-        elif variant:
-            messages = [dict(m) for m in pair["prompt"]]  # type: ignore[union-attr]
-            messages[-1]["content"] += f" (variant {variant})"
-            pair["prompt"] = messages
-        pairs.append(pair)
-    return pairs
-
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for p in [process, *process.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess):  # exited between listing and reading
-            total += p.memory_info().rss
-    return total
+from bench.common import RESULTS, PeakRss, make_pairs
 
 
 def main() -> None:
@@ -57,7 +27,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=48)
     parser.add_argument("--principles", default="4")
     parser.add_argument("--constitution", default="harmless")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "label_cli.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "label_cli.json")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -70,21 +40,9 @@ def main() -> None:
         ]  # fmt: skip
         started = time.perf_counter()
         child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        handle = psutil.Process(child.pid)
-        peak = 0
-        stop = threading.Event()
-
-        def poll() -> None:
-            nonlocal peak
-            while not stop.is_set():
-                peak = max(peak, tree_rss(handle))
-                time.sleep(0.2)
-
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        _, stderr = child.communicate()
-        stop.set()
-        poller.join()
+        with PeakRss(child.pid) as memory:
+            _, stderr = child.communicate()
+        peak = memory.peak
         wall = time.perf_counter() - started
 
     match = re.search(r"labeled (\d+) pair\(s\) in ([\d.]+) s \(([\d.]+) pairs/s", stderr)

@@ -15,6 +15,17 @@ STAMP=$VENV/.cai-judge-installed
 PIP_ARGS=()
 [ -d /opt/wheels ] && PIP_ARGS+=(--find-links /opt/wheels)
 
+# System packages: promtool (checks k8s/prometheus-rules.yaml in `make lint`).
+if ! command -v promtool >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    else
+        echo "promtool is missing: install Debian's 'prometheus' package" >&2
+        exit 1
+    fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)

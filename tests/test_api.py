@@ -249,3 +249,28 @@ async def test_openapi_has_examples_for_every_route(client: Client):
     schemas = spec["components"]["schemas"]
     for name in ("LabelRequest", "LabelResponse", "ErrorEnvelope", "ConstitutionList", "Pair"):
         assert schemas[name].get("examples"), name
+
+
+async def test_grafana_dashboard_only_uses_exported_metrics(client: Client):
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = Path(__file__).resolve().parents[1] / "docker" / "grafana-dashboard.json"
+    panels = json.loads(dashboard.read_text())["panels"]
+    titles = " ".join(p["title"].lower() for p in panels)
+    for needed in ("pairs", "p99", "queue", "rejections", "cache hit", "consistency", "mass"):
+        assert needed in titles
+    names = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for panel in panels
+        for target in panel["targets"]
+        for name in re.findall(r"cai_judge_[a-z_]+", target["expr"])
+    }
+    async with client() as http:
+        await http.post(
+            "/v1/labels", json={"constitution": "harmless", "pairs": [PAIR], "principles": 1}
+        )
+        exported = (await http.get("/metrics")).text
+    for name in sorted(names):
+        assert re.search(rf"^{name}(_bucket|_sum|_count)?[{{ ]", exported, re.MULTILINE), name

@@ -24,6 +24,7 @@ import psutil
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 pytestmark = pytest.mark.engine
 
@@ -198,7 +199,13 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
             # Every default check: no 5xx, documented status codes, schema-conformant bodies.
-            case.call_and_validate(timeout=60)
+            # One exception: a new constitution is also checked beyond what JSON Schema can
+            # say (principle ids unique within the list, questions that cannot fake the
+            # answer stem), so a schema-valid body may rightly get 422 there.
+            semantic = case.method == "POST" and case.path == "/v1/constitutions"
+            case.call_and_validate(
+                timeout=60, excluded_checks=[positive_data_acceptance] if semantic else None
+            )
 
         check()
 

@@ -8,7 +8,6 @@ is never used: it bypasses the prefix cache.
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import os
@@ -209,7 +208,7 @@ class VllmEngine:
         llm, self._llm = self._llm, None
         if llm is not None:
             llm.shutdown()
-            # AsyncLLM.__del__ shuts down again; let it run now, while the modules it
-            # needs still exist, instead of at interpreter exit where it raises.
-            del llm
-            gc.collect()
+            # AsyncLLM.__del__ calls shutdown() again, at interpreter exit if a background
+            # task still holds the engine, when module globals are already gone: it then
+            # raises. Shutting down twice does nothing useful, so make the second a no-op.
+            llm.shutdown = lambda *args, **kwargs: None

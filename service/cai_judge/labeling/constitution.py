@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cai_judge.labeling.templates import TEMPLATES
 
@@ -72,7 +80,9 @@ class ConstitutionSpec(BaseModel):
 
     id: Identifier
     description: Annotated[str, Field(max_length=2000)] = ""
-    template: str = "cai-mc-v1"
+    template: str = Field(
+        default="cai-mc-v1", json_schema_extra={"enum": list[JsonValue](sorted(TEMPLATES))}
+    )
     principles: Annotated[tuple[Principle, ...], Field(min_length=1, max_length=256)]
 
     @field_validator("template")
