@@ -85,3 +85,20 @@ def test_resume_after_partial_output_and_bad_lines(tmp_path: Path, tiny_model_di
     third = run_cli(*args, cwd=tmp_path)
     assert "nothing to label" in third.stderr
     assert len(read_labels(output)) == len(PAIRS)
+
+    # The labels export to reward-model training rows, with the column conventions beside.
+    rows_path = tmp_path / "train.jsonl"
+    exported = run_cli("export", str(output), "--pairs", str(pairs), "-o", str(rows_path),
+                       cwd=tmp_path)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    rows = read_labels(rows_path)
+    assert len(rows) + exported.stderr.count("tie") >= 1
+    by_pair = {p["id"]: p for p in PAIRS}
+    for row in rows:
+        label = by_id[row["id"]]
+        pair = by_pair[str(row["id"])]
+        winner = "response_a" if label["preferred"] == "a" else "response_b"
+        assert row["chosen"] == pair[winner]
+        assert row["margin"] == abs(float(label["margin"]))  # type: ignore[arg-type]
+        assert 0.5 <= float(row["p_chosen"]) <= 1  # type: ignore[arg-type]
+    assert "TRL" in (tmp_path / "train.jsonl.columns.json").read_text()

@@ -160,3 +160,27 @@ def test_selection_all_and_invalid_k():
     assert select_principles(ids, 5, 1) == ids
     with pytest.raises(ValueError, match="at least 1"):
         select_principles(ids, 0, 1)
+
+
+def test_preference_rows_follow_both_conventions():
+    from cai_judge.labeling.export import preference_row
+    from cai_judge.labeling.schema import ConstitutionRef, Label, Pair
+
+    pair = Pair(id="x", prompt="q", response_a="good", response_b="bad")
+
+    def label(margin: float, preferred: str) -> Label:
+        return Label(
+            id="x", preferred=preferred, margin=margin, p_a=sigmoid(margin), position_bias=0,
+            consistency=1, answer_mass=0.9, low_confidence=False, principles=["p"],
+            aggregator=Aggregator.MEAN_LOGODDS, constitution=ConstitutionRef(id="c", version="v"),
+            model="m", seed=0,
+        )  # fmt: skip
+
+    row = preference_row(pair, label(-1.5, "b"))
+    assert row is not None
+    assert (row["chosen"], row["rejected"]) == ("bad", "good")
+    assert row["margin"] == 1.5
+    assert row["p_chosen"] == pytest.approx(sigmoid(1.5))
+    row = preference_row(pair, label(0.7, "a"))
+    assert row is not None and row["chosen"] == "good" and row["p_chosen"] == sigmoid(0.7)
+    assert preference_row(pair, label(0.0, "tie")) is None

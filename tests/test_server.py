@@ -236,3 +236,28 @@ def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
         stop(server)
     log = (tmp_path / "drain.log").read_text()
     assert not re.search(r"Traceback", log), log[-3000:]
+
+
+def test_dead_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path):
+    server = start_server(tiny_model_dir, tmp_path / "dead.log")
+    try:
+        children = psutil.Process(server.process.pid).children(recursive=True)
+        engine_cores = [c for c in children if "EngineCore" in " ".join(c.cmdline()) + c.name()]
+        assert engine_cores, [c.name() for c in children]
+        for core in engine_cores:
+            core.kill()
+        # Readiness fails at once; the watchdog then exits so Kubernetes restarts the pod.
+        deadline = time.monotonic() + 10
+        ready_status = 200
+        while time.monotonic() < deadline and server.process.poll() is None:
+            try:
+                ready_status = httpx.get(f"{server.url}/health/ready", timeout=3).status_code
+            except httpx.TransportError:
+                break
+            if ready_status == 503:
+                break
+            time.sleep(0.2)
+        assert ready_status == 503 or server.process.poll() is not None
+        server.process.wait(timeout=60)
+    finally:
+        stop(server)

@@ -222,6 +222,44 @@ def _report_pair_error(error: PairError) -> None:
 
 
 @app.command()
+def export(
+    labels_path: Annotated[Path, typer.Argument(metavar="LABELS.jsonl", exists=True)],
+    pairs_path: Annotated[Path, typer.Option("--pairs", exists=True, help="The labeled pairs.")],
+    output: Annotated[Path, typer.Option("-o", "--output")],
+    drop_low_confidence: Annotated[bool, typer.Option(help="Leave low-mass labels out.")] = False,
+) -> None:
+    """Write chosen/rejected/margin/p_chosen rows for reward-model training (TRL and soft BT)."""
+    from cai_judge.cli.pairs_file import read_pairs
+    from cai_judge.labeling.export import COLUMN_CONVENTIONS, preference_row
+
+    pairs = {p.id: p for p in read_pairs(pairs_path).pairs}
+    written = ties = dropped = missing = 0
+    with output.open("w", encoding="utf-8") as sink:
+        for line in labels_path.read_text(encoding="utf-8").splitlines():
+            label = Label.model_validate_json(line)
+            pair = pairs.get(label.id)
+            if pair is None:
+                missing += 1
+                continue
+            row = preference_row(pair, label)
+            if row is None:
+                ties += 1
+            elif drop_low_confidence and row["low_confidence"]:
+                dropped += 1
+            else:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+    columns = output.with_name(output.name + ".columns.json")
+    columns.write_text(json.dumps(COLUMN_CONVENTIONS, indent=2) + "\n")
+    console.print(
+        f"wrote {written} row(s) to {output} (column conventions: {columns}); "
+        f"skipped {ties} tie(s), {dropped} low-confidence, {missing} without a pair"
+    )
+    if missing:
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+@app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Env: CAI_JUDGE_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Env: CAI_JUDGE_PORT.")] = None,
