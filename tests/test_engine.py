@@ -52,10 +52,11 @@ async def test_prefix_cache_serves_the_second_principle(judge: Judge, tiny_engin
     ab_units = [u for u in units if u.prefix_key == units[0].prefix_key]
     assert len(ab_units) == 16 and ab_units[0].prefix_length > 64
     scores = await tiny_engine.score(ab_units)
-    # The leader computes the order's prefix; every follower finds its whole blocks cached.
+    # The leader computes the order's prefix (only the template's constant head may already
+    # be cached by earlier work); every follower finds the prefix's whole blocks cached.
     block = tiny_engine.config.block_size or 1
-    assert scores[0].cached_tokens < block
     whole_blocks = ab_units[0].prefix_length // block * block
+    assert scores[0].cached_tokens < whole_blocks
     assert all(s.cached_tokens >= whole_blocks for s in scores[1:])
 
 

@@ -174,9 +174,12 @@ def test_overload_is_refused_cleanly_and_memory_stays_bounded(server: Server):
 
 def test_client_disconnect_aborts_its_engine_work(server: Server):
     aborted_before = server.metric("cai_judge_engine_aborted_units_total")
-    body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(8)]}  # 256 units
+    # 128 pairs x 1 principle x 2 orders: 256 units of ~900 tokens that share no prefix,
+    # seconds of work even for the tiny model, so the client leaves long before the end.
+    pairs = [pair(i + 2000, 75) for i in range(128)]
+    body = {"constitution": "harmless", "pairs": pairs, "principles": 1}
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{server.url}/v1/labels", json=body, timeout=1.0)
+        httpx.post(f"{server.url}/v1/labels", json=body, timeout=0.5)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         if server.metric("cai_judge_engine_aborted_units_total") > aborted_before:

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cai_judge.labeling.schema import Label, Usage
 
+ADMISSION_REASONS = ("draining", "rate_limit", "queue_full")
 _UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -77,6 +78,16 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.build_info.labels(version=package_version(), model=model).set(1)
+        # Known label values start at 0, so rates and dashboards work before the first event.
+        for reason in ADMISSION_REASONS:
+            self.admission_rejections.labels(reason=reason)
+        for preferred in ("a", "b", "tie"):
+            self.labels.labels(model=model, preferred=preferred)
+        for kind in ("prompt", "cached"):
+            self.engine_tokens.labels(model=model, kind=kind)
+        self.aborted_units.labels(model=model)
+        self.pairs.labels(model=model)
+        self.score_units.labels(model=model)
 
     def observe_aborted(self, units: int) -> None:
         self.aborted_units.labels(model=self.model).inc(units)

@@ -13,7 +13,7 @@ class ScoreUnit:
 
     `prefix_length` counts the leading tokens this unit shares with the other principles
     of the same (pair, order): the engine schedules one unit of each prefix first so the
-    rest find that prefix in the cache.
+    rest find that prefix in the cache. Zero means no shared prefix: sent at once.
     """
 
     prompt_token_ids: tuple[int, ...]

@@ -166,9 +166,11 @@ class VllmEngine:
         return [leader, *followers]
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        groups: dict[tuple[int, ...], list[int]] = {}
+        groups: dict[object, list[int]] = {}
         for index, unit in enumerate(units):
-            groups.setdefault(unit.prefix_key, []).append(index)
+            # A unit that declares no shared prefix is its own group: sent at once.
+            key: object = unit.prefix_key if unit.prefix_length else index
+            groups.setdefault(key, []).append(index)
         group_results = await asyncio.gather(
             *(self._score_prefix_group([units[i] for i in idx]) for idx in groups.values())
         )
