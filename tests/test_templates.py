@@ -108,3 +108,13 @@ def test_chat_prompt_renders_roles(tiny_tokenizer):
     ]
     text = renderer.prefix_text(conversation, "a", "b")
     assert "System:\n> Be brief.\nHuman:\n> Hi\nAssistant:\n> Hello\nHuman:\n> Help me" in text
+
+
+def test_prefix_alignment_pads_with_newlines(tiny_tokenizer):
+    renderer = JudgePromptRenderer(TEMPLATE, tiny_tokenizer, use_chat_template=True)
+    ids = renderer.prefix_ids("Hello?", "first", "second")
+    padded = renderer.aligned(ids, 32)
+    assert len(padded) % 32 == 0 and len(padded) - len(ids) < 32
+    assert padded[: len(ids)] == ids
+    assert tiny_tokenizer.decode(padded[len(ids) :]) == "\n" * (len(padded) - len(ids))
+    assert renderer.aligned(padded, 32) == padded

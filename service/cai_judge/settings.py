@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     # -- the vLLM engine ---------------------------------------------------------------
     enable_prefix_caching: bool = True
     block_size: Annotated[int, Field(ge=16)] | None = 32
+    # Pad shared prefixes to whole KV blocks, so principle tails never recompute a partial
+    # block (bench/NOTES.md §7).
+    align_prefix_to_block: bool = True
     max_num_seqs: Annotated[int, Field(ge=1)] = 256
     # Measured on the 2-core CI machine: binding the worker to both cores gave 1.85× the
     # prefill tokens/s of vLLM's default of one core (see bench/NOTES.md).

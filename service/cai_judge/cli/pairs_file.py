@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cai_judge.labeling.schema import Pair
+from cai_judge.labeling.validation import describe_validation_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,14 +27,6 @@ class PairsFile:
     line_numbers: dict[str, int] = field(default_factory=dict)
     bad_lines: list[BadLine] = field(default_factory=list)
     duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"]) or "(line)"
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def read_pairs(path: Path) -> PairsFile:
@@ -55,7 +48,7 @@ def read_pairs(path: Path) -> PairsFile:
             try:
                 pair = Pair.model_validate(raw)
             except ValidationError as error:
-                reason = describe_validation_error(error)
+                reason = describe_validation_error(error, whole="(line)")
                 pair_id = raw_id if isinstance(raw_id, str) else None
                 result.bad_lines.append(BadLine(line_number, reason, pair_id))
                 continue

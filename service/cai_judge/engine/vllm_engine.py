@@ -33,6 +33,8 @@ class VllmEngineConfig:
     # Smaller blocks let more of a prefix be reused (only whole blocks are cached); the
     # CPU backend prefers multiples of 32. None keeps vLLM's own default.
     block_size: int | None = 32
+    # Pad each shared prefix to a whole number of blocks (see Engine.prefix_alignment).
+    align_prefix_to_block: bool = True
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
     enforce_eager: bool = True
@@ -85,6 +87,11 @@ class VllmEngine:
         self.config = config
         self.model_name = config.model
         self.max_model_len: int = llm.model_config.max_model_len
+        # Only whole blocks are cached: without alignment every follower recomputes the
+        # prefix's last partial block (half a block on average) besides its own tail.
+        block = llm.vllm_config.cache_config.block_size
+        aligned = config.align_prefix_to_block and config.enable_prefix_caching
+        self.prefix_alignment: int = block if aligned and block else 1
         self._request_ids = itertools.count()
         self._score_params: dict[tuple[int, int], SamplingParams] = {}
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from cai_judge.labeling.schema import Pair
+from cai_judge.labeling.validation import describe_validation_error
 
 GoldPreference = Literal["a", "b"]
 
@@ -66,14 +67,6 @@ class GoldFile:
     problems: list[GoldProblem] = field(default_factory=list)
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"]) or "(line)"
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def read_gold(path: Path) -> GoldFile:
     """Parse every line; every problem (bad JSON, bad field, duplicate id) is collected
     with its line number so one run shows them all."""
@@ -94,7 +87,9 @@ def read_gold(path: Path) -> GoldFile:
             try:
                 pair = GoldPair.model_validate(raw)
             except ValidationError as error:
-                result.problems.append(GoldProblem(line_number, _describe(error)))
+                result.problems.append(
+                    GoldProblem(line_number, describe_validation_error(error, whole="(line)"))
+                )
                 continue
             if pair.id in first_line:
                 result.problems.append(

@@ -59,6 +59,7 @@ class BatchingEngine:
         self.inner = engine
         self.model_name = engine.model_name
         self.max_model_len = engine.max_model_len
+        self.prefix_alignment = engine.prefix_alignment
         self.window_s = window_s
         self.max_batch_units = max_batch_units
         self.stats = BatchingStats()

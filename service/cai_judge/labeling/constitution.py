@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from cai_judge.labeling.templates import TEMPLATES
+from cai_judge.labeling.validation import describe_validation_error
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
@@ -125,14 +126,6 @@ class ConstitutionSpec(BaseModel):
         return f"{self.id}@{self.version}"
 
 
-def _describe_validation_error(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
-
-
 def parse_constitution(data: Any, source: str) -> ConstitutionSpec:
     """Validate raw content; errors name the source, the field and the reason."""
     if not isinstance(data, dict):
@@ -140,7 +133,7 @@ def parse_constitution(data: Any, source: str) -> ConstitutionSpec:
     try:
         return ConstitutionSpec.model_validate(data)
     except ValidationError as error:
-        raise ConstitutionError(f"{source}: {_describe_validation_error(error)}") from None
+        raise ConstitutionError(f"{source}: {describe_validation_error(error)}") from None
 
 
 def load_constitution_file(path: Path) -> ConstitutionSpec:

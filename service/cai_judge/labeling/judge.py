@@ -109,7 +109,10 @@ class Judge:
             key = (pair.prompt_key(), first, second)
             ids = prefix_cache.get(key)
             if ids is None:
-                ids = renderer.prefix_ids(pair.conversation(), first, second)
+                ids = renderer.aligned(
+                    renderer.prefix_ids(pair.conversation(), first, second),
+                    self.engine.prefix_alignment,
+                )
                 prefix_cache[key] = ids
             return ids
 

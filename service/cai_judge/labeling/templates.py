@@ -186,6 +186,16 @@ class JudgePromptRenderer:
             add_special_tokens=not self.use_chat_template,
         )
 
+    @cached_property
+    def pad_token_id(self) -> int:
+        """A newline: padding the prefix with it only adds blank lines before the question."""
+        return self.tokenizer.encode("\n", add_special_tokens=False)[-1]
+
+    def aligned(self, ids: list[int], multiple: int) -> list[int]:
+        """`ids` padded at the end to a multiple of `multiple` tokens."""
+        remainder = len(ids) % multiple
+        return ids if remainder == 0 else ids + [self.pad_token_id] * (multiple - remainder)
+
     def tail_ids(self, question: str) -> list[int]:
         ids = self._tail_cache.get(question)
         if ids is None:
