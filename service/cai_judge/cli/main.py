@@ -22,7 +22,7 @@ from cai_judge.labeling.constitution import (
     load_constitution_file,
 )
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
+from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
 from cai_judge.settings import Settings
 
 app = typer.Typer(
@@ -34,9 +34,6 @@ model_app = typer.Typer(help="The judge model: prepare and verify the embedded d
 constitutions_app = typer.Typer(help="List, show and check constitutions.")
 app.add_typer(model_app, name="model")
 app.add_typer(constitutions_app, name="constitutions")
-from cai_judge.cli.eval_cmd import register as _register_eval  # noqa: E402
-
-_register_eval(app)
 
 # soft_wrap: error lines stay whole lines, so logs and grep see them intact.
 console = Console(stderr=True, soft_wrap=True)
@@ -164,7 +161,7 @@ async def _label_file(
     registry: ConstitutionRegistry,
     constitution_ref: str,
     options: LabelOptions,
-    todo: list,  # type: ignore[type-arg]
+    todo: list[Pair],
     output: Path,
     batch_size: int,
 ) -> int:
@@ -368,6 +365,16 @@ def constitutions_check(files: Annotated[list[Path], typer.Argument(exists=True)
         typer.echo(f"ok {path}: {spec.id}@{spec.version[:12]} ({len(spec.principles)} principles)")
     if failed:
         raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _register_subcommands() -> None:
+    # Imported here, after this module's helpers exist: eval_cmd uses them.
+    from cai_judge.cli.eval_cmd import register as register_eval
+
+    register_eval(app)
+
+
+_register_subcommands()
 
 
 def run() -> None:

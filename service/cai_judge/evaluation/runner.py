@@ -13,7 +13,6 @@ from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import PairScores
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
-from cai_judge.labeling.label_math import PrincipleBreakdown
 from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
 
 
@@ -46,18 +45,7 @@ def pair_scores(label: Label) -> PairScores:
         raise ValueError(f"label {label.id!r} has no per-principle numbers")
     return PairScores(
         pair_id=label.id,
-        principles=tuple(
-            PrincipleBreakdown(
-                principle_id=r.principle,
-                s_ab=r.s_ab,
-                s_ba=r.s_ba,
-                margin=r.margin,
-                bias=r.position_bias,
-                agree=r.agree,
-                answer_mass=r.answer_mass,
-            )
-            for r in label.per_principle
-        ),
+        principles=tuple(r.to_breakdown() for r in label.per_principle),
     )
 
 

@@ -202,18 +202,7 @@ class Judge:
         numbers = compute_label(principle_scores, options.aggregator, options.low_mass_threshold)
         per_principle = None
         if options.per_principle:
-            per_principle = [
-                PrincipleResult(
-                    principle=b.principle_id,
-                    s_ab=b.s_ab,
-                    s_ba=b.s_ba,
-                    margin=b.margin,
-                    position_bias=b.bias,
-                    agree=b.agree,
-                    answer_mass=b.answer_mass,
-                )
-                for b in numbers.per_principle
-            ]
+            per_principle = [PrincipleResult.from_breakdown(b) for b in numbers.per_principle]
         return Label(
             id=plan.pair.id,
             preferred=numbers.preferred,

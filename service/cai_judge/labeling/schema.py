@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
 from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
 from cai_judge.labeling.templates import Conversation
 
@@ -91,6 +91,29 @@ class PrincipleResult(BaseModel):
     position_bias: float
     agree: bool
     answer_mass: float
+
+    @classmethod
+    def from_breakdown(cls, b: PrincipleBreakdown) -> PrincipleResult:
+        return cls(
+            principle=b.principle_id,
+            s_ab=b.s_ab,
+            s_ba=b.s_ba,
+            margin=b.margin,
+            position_bias=b.bias,
+            agree=b.agree,
+            answer_mass=b.answer_mass,
+        )
+
+    def to_breakdown(self) -> PrincipleBreakdown:
+        return PrincipleBreakdown(
+            principle_id=self.principle,
+            s_ab=self.s_ab,
+            s_ba=self.s_ba,
+            margin=self.margin,
+            bias=self.position_bias,
+            agree=self.agree,
+            answer_mass=self.answer_mass,
+        )
 
 
 class Label(BaseModel):
