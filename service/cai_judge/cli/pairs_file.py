@@ -6,12 +6,11 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from pydantic import ValidationError
 
 from cai_judge.labeling.schema import Pair
-from cai_judge.labeling.validation import describe_validation_error
+from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,27 +32,22 @@ def read_pairs(path: Path) -> PairsFile:
     """Parse every line; bad lines are collected, not fatal; duplicate ids are found."""
     result = PairsFile()
     seen_lines: dict[str, list[int]] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw: Any = json.loads(line)
-            except json.JSONDecodeError as error:
-                result.bad_lines.append(BadLine(line_number, f"not valid JSON: {error.msg}"))
-                continue
-            raw_id = raw.get("id") if isinstance(raw, dict) else None
-            if isinstance(raw_id, str):
-                seen_lines.setdefault(raw_id, []).append(line_number)
-            try:
-                pair = Pair.model_validate(raw)
-            except ValidationError as error:
-                reason = describe_validation_error(error, whole="(line)")
-                pair_id = raw_id if isinstance(raw_id, str) else None
-                result.bad_lines.append(BadLine(line_number, reason, pair_id))
-                continue
-            result.pairs.append(pair)
-            result.line_numbers[pair.id] = line_number
+    for line_number, raw, not_json in read_json_lines(path):
+        if not_json is not None:
+            result.bad_lines.append(BadLine(line_number, not_json))
+            continue
+        raw_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(raw_id, str):
+            seen_lines.setdefault(raw_id, []).append(line_number)
+        try:
+            pair = Pair.model_validate(raw)
+        except ValidationError as error:
+            reason = describe_validation_error(error, whole="(line)")
+            pair_id = raw_id if isinstance(raw_id, str) else None
+            result.bad_lines.append(BadLine(line_number, reason, pair_id))
+            continue
+        result.pairs.append(pair)
+        result.line_numbers[pair.id] = line_number
     result.duplicate_ids = {pid: lines for pid, lines in seen_lines.items() if len(lines) > 1}
     return result
 

@@ -6,15 +6,14 @@ gold set would be compared with metrics over the whole one.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from cai_judge.labeling.schema import Pair
-from cai_judge.labeling.validation import describe_validation_error
+from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 
 GoldPreference = Literal["a", "b"]
 
@@ -72,33 +71,28 @@ def read_gold(path: Path) -> GoldFile:
     with its line number so one run shows them all."""
     result = GoldFile()
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                raw: Any = json.loads(line)
-            except json.JSONDecodeError as error:
-                result.problems.append(GoldProblem(line_number, f"not valid JSON: {error.msg}"))
-                continue
-            if not isinstance(raw, dict):
-                result.problems.append(GoldProblem(line_number, "expected a JSON object"))
-                continue
-            try:
-                pair = GoldPair.model_validate(raw)
-            except ValidationError as error:
-                result.problems.append(
-                    GoldProblem(line_number, describe_validation_error(error, whole="(line)"))
+    for line_number, raw, not_json in read_json_lines(path):
+        if not_json is not None:
+            result.problems.append(GoldProblem(line_number, not_json))
+            continue
+        if not isinstance(raw, dict):
+            result.problems.append(GoldProblem(line_number, "expected a JSON object"))
+            continue
+        try:
+            pair = GoldPair.model_validate(raw)
+        except ValidationError as error:
+            result.problems.append(
+                GoldProblem(line_number, describe_validation_error(error, whole="(line)"))
+            )
+            continue
+        if pair.id in first_line:
+            result.problems.append(
+                GoldProblem(
+                    line_number,
+                    f"id: duplicate {pair.id!r}, first on line {first_line[pair.id]}",
                 )
-                continue
-            if pair.id in first_line:
-                result.problems.append(
-                    GoldProblem(
-                        line_number,
-                        f"id: duplicate {pair.id!r}, first on line {first_line[pair.id]}",
-                    )
-                )
-                continue
-            first_line[pair.id] = line_number
-            result.pairs.append(pair)
+            )
+            continue
+        first_line[pair.id] = line_number
+        result.pairs.append(pair)
     return result

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 from pydantic import ValidationError
 
 
@@ -12,3 +17,17 @@ def describe_validation_error(error: ValidationError, whole: str = "(top level)"
         location = ".".join(str(p) for p in item["loc"]) or whole
         parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """Each non-blank line's number and value, or (number, None, why it is not JSON)."""
+    with path.open(encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as error:
+                yield line_number, None, f"not valid JSON: {error.msg}"
+                continue
+            yield line_number, value, None
