@@ -35,16 +35,6 @@ class _Entry:
     batch: _Batch | None = None
 
 
-@dataclass
-class BatchingStats:
-    """Counters the service exports as metrics."""
-
-    batches: int = 0
-    units_sent: int = 0
-    units_coalesced: int = 0
-    units_aborted: int = 0
-
-
 class BatchingEngine:
     """Wraps an Engine; same interface, with shared batches across concurrent callers."""
 
@@ -62,7 +52,6 @@ class BatchingEngine:
         self.prefix_alignment = engine.prefix_alignment
         self.window_s = window_s
         self.max_batch_units = max_batch_units
-        self.stats = BatchingStats()
         self._on_batch = on_batch
         self._on_abort = on_abort
         self._entries: dict[ScoreUnit, _Entry] = {}
@@ -74,10 +63,6 @@ class BatchingEngine:
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
 
-    @property
-    def units_in_flight(self) -> int:
-        return len(self._entries)
-
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
         loop = asyncio.get_running_loop()
         entries: list[_Entry] = []
@@ -88,8 +73,6 @@ class BatchingEngine:
                 entry = _Entry(loop.create_future())
                 self._entries[unit] = entry
                 self._pending.append(unit)
-            else:
-                self.stats.units_coalesced += 1
             entry.waiters += 1
             entries.append(entry)
         self._ensure_dispatcher()
@@ -138,8 +121,6 @@ class BatchingEngine:
             for entry in entries:
                 entry.batch = batch
             batch.task = asyncio.create_task(self._run_batch(batch_units, entries))
-            self.stats.batches += 1
-            self.stats.units_sent += len(batch_units)
             if self._on_batch is not None:
                 self._on_batch(len(batch_units))
 
@@ -147,7 +128,6 @@ class BatchingEngine:
         try:
             scores = await self.inner.score(units)
         except asyncio.CancelledError:
-            self.stats.units_aborted += len(units)
             if self._on_abort is not None:
                 self._on_abort(len(units))
             for entry in entries:
