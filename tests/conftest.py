@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from cai_judge.engine.default_model import prepare_default_model
-from cai_judge.engine.vllm_engine import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from tests.support.tiny_model import build_tiny_model

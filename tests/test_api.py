@@ -11,7 +11,7 @@ import pytest
 
 from cai_judge.api.app import create_app
 from cai_judge.api.security import hash_api_key
-from cai_judge.engine.vllm_engine import VllmEngine
+from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 

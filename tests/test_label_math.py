@@ -164,7 +164,7 @@ def test_selection_all_and_invalid_k():
 
 def test_preference_rows_follow_both_conventions():
     from cai_judge.labeling.export import preference_row
-    from cai_judge.labeling.schema import ConstitutionRef, Label, Pair
+    from cai_judge.labeling.schema import ConstitutionRef, Label, Pair, TemplateRef
 
     pair = Pair(id="x", prompt="q", response_a="good", response_b="bad")
 
@@ -172,8 +172,9 @@ def test_preference_rows_follow_both_conventions():
         return Label(
             id="x", preferred=preferred, margin=margin, p_a=sigmoid(margin), position_bias=0,
             consistency=1, answer_mass=0.9, low_confidence=False, principles=["p"],
-            aggregator=Aggregator.MEAN_LOGODDS, constitution=ConstitutionRef(id="c", version="v"),
-            model="m", seed=0,
+            selection="all", aggregator=Aggregator.MEAN_LOGODDS,
+            constitution=ConstitutionRef(id="c", version="v"),
+            template=TemplateRef(id="t", version="v"), model="m", seed=0,
         )  # fmt: skip
 
     row = preference_row(pair, label(-1.5, "b"))

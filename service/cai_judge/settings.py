@@ -1,6 +1,8 @@
 """All configuration in one pydantic-settings class, read from `CAI_JUDGE_*` variables.
 
-Command-line flags override these per run; the service reads the same class.
+Command-line flags override these per run; the service reads the same class. Pure data:
+no I/O and no imports from the rest of the package (DESIGN.md §8), so every layer can
+import it; turning a setting into something real (a model path) is the engine's job.
 """
 
 from __future__ import annotations
@@ -67,14 +69,6 @@ class Settings(BaseSettings):
     ready_timeout_s: Annotated[float, Field(gt=0)] = 2.0
     # Units from concurrent requests that arrive within this window share one engine call.
     batch_window_ms: Annotated[float, Field(ge=0)] = 2.0
-
-    def resolve_model_path(self) -> str:
-        """The checkpoint vLLM loads; the default model must already be prepared."""
-        if self.model != DEFAULT_MODEL:
-            return self.model
-        from cai_judge.engine.default_model import default_model_dir, verify_prepared_model
-
-        return str(verify_prepared_model(default_model_dir(self.cache_dir)))
 
     def use_chat_template(self) -> bool | None:
         return {"auto": None, "on": True, "off": False}[self.chat_template]

@@ -34,7 +34,7 @@ from cai_judge.api.protocol import (
 )
 from cai_judge.api.security import ApiKeyChecker, RateLimiter
 from cai_judge.engine.base import Engine
-from cai_judge.labeling.batching import BatchingEngine
+from cai_judge.engine.batching import BatchingEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError

@@ -266,11 +266,12 @@ def serve(
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight work first."""
     from cai_judge.api.server import serve as run_server
     from cai_judge.engine.default_model import ModelNotReady
+    from cai_judge.engine.factory import resolve_model_path
 
     settings = _settings(host=host, port=port, model=model, constitutions_dir=constitutions_dir)
     _registry(settings)  # refuse bad constitutions before the engine starts
     try:
-        settings.resolve_model_path()
+        resolve_model_path(settings)
     except ModelNotReady as error:
         raise _fail(str(error)) from None
     run_server(settings)

@@ -26,6 +26,7 @@ from cai_judge.labeling.schema import (
     Pair,
     PairError,
     PrincipleResult,
+    TemplateRef,
     Usage,
 )
 from cai_judge.labeling.templates import TEMPLATES, JudgePromptRenderer, TemplateError
@@ -213,8 +214,10 @@ class Judge:
             answer_mass=numbers.answer_mass,
             low_confidence=numbers.low_confidence,
             principles=plan.principle_ids,
+            selection=options.principles,
             aggregator=options.aggregator,
             constitution=ConstitutionRef(id=spec.id, version=spec.version),
+            template=TemplateRef(id=spec.template, version=self.renderer(spec.template).version),
             model=self.engine.model_name,
             seed=options.seed,
             per_principle=per_principle,

@@ -83,6 +83,14 @@ class ConstitutionRef(BaseModel):
     version: str
 
 
+class TemplateRef(BaseModel):
+    """The judge prompt that made a label: its id and the renderer's version, which covers
+    every rule that changes the tokens the model sees (chat format, prefix padding)."""
+
+    id: str
+    version: str
+
+
 class PrincipleResult(BaseModel):
     principle: str
     s_ab: float
@@ -128,8 +136,11 @@ class Label(BaseModel):
     answer_mass: float
     low_confidence: bool
     principles: list[str]
+    # The `principles` option that selected them: `all`, or k. Resuming a file checks it.
+    selection: int | Literal["all"]
     aggregator: Aggregator
     constitution: ConstitutionRef
+    template: TemplateRef
     model: str
     seed: int
     per_principle: list[PrincipleResult] | None = None
