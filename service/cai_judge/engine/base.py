@@ -44,6 +44,24 @@ class EngineError(RuntimeError):
     """The engine failed or refused a request."""
 
 
+class ScoreUnitsFailed(EngineError):
+    """Some units of one `score` call failed and the others have scores.
+
+    vLLM fails requests one by one (a prompt it refuses, say), so one bad unit need not
+    cost its neighbours their scores: `results` holds, per unit in call order, its score
+    or the error that unit alone met.
+    """
+
+    def __init__(self, results: Sequence[UnitScore | BaseException]) -> None:
+        self.results = list(results)
+        failed = [r for r in self.results if isinstance(r, BaseException)]
+        super().__init__(f"{len(failed)} of {len(self.results)} score units failed: {failed[0]}")
+
+    @property
+    def failed_indices(self) -> list[int]:
+        return [i for i, r in enumerate(self.results) if isinstance(r, BaseException)]
+
+
 class Engine(Protocol):
     model_name: str
     max_model_len: int
@@ -54,7 +72,9 @@ class Engine(Protocol):
     @property
     def tokenizer(self) -> Any: ...
 
-    async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]: ...
+    async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
+        """One result per unit, in order; `ScoreUnitsFailed` when only some units failed."""
+        ...
 
     async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]: ...
 
