@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example example-offline test lint
+.PHONY: setup example example-offline test lint test-explore
 SHELL := /bin/bash
 VENV := .venv
 
@@ -26,3 +26,10 @@ lint: setup
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra
+
+# Property and fuzz tests with fresh random seeds (the test command runs them derandomized,
+# so a commit always gives the same result). A failure prints a reproduce blob.
+test-explore: setup
+	HYPOTHESIS_PROFILE=explore $(VENV)/bin/python -m pytest -ra tests/test_label_math.py \
+		tests/test_eval_protocols.py \
+		tests/test_server.py -k "schemathesis"

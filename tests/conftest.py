@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from cai_judge.engine.default_model import prepare_default_model
 from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
@@ -21,6 +22,12 @@ from tests.support.tiny_model import build_tiny_model
 
 # Two engines may live in one session; keep their KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+# Property and fuzz tests (hypothesis, schemathesis) are derandomized in the test command:
+# one commit, one result. `make test-explore` runs them with fresh random seeds instead.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, database=None, max_examples=500)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

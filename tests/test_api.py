@@ -10,9 +10,9 @@ import httpx
 import pytest
 
 from cai_judge.api.app import create_app
-from cai_judge.api.security import hash_api_key
 from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 
 pytestmark = pytest.mark.engine
@@ -160,8 +160,8 @@ async def test_body_over_the_limit_is_413(client: Client):
         response = await http.post(
             "/v1/labels", content=chunks(), headers={"content-type": "application/json"}
         )
-        assert response.status_code == 413
-        assert response.json()["error"]["type"] == "http_error" or "limit" in response.text
+        assert_envelope(response, 413, None, "over the limit of 2048")
+        assert response.json()["error"]["type"] == "request_too_large"
 
 
 async def test_api_keys_deny_by_default(client: Client):
@@ -191,16 +191,18 @@ async def test_rate_limit_is_429_with_retry_after(client: Client):
 
 async def test_queue_full_and_draining_are_503(client: Client):
     async with client(max_queued_units=40, retry_after_s=3) as http:
-        state = http.app.state.service  # type: ignore[attr-defined]
+        state = http.app.state.services.admission  # type: ignore[attr-defined]
         body = {"constitution": "harmless", "pairs": [PAIR]}  # 16 principles x 2 = 32 units
         state.queued_units = 20  # another request holds 20 units
         response = await http.post("/v1/labels", json=body)
         assert_envelope(response, 503, None, "queue full", "20 of 40")
         assert response.headers["Retry-After"] == "3"
         state.queued_units = 0
-        assert (await http.post("/v1/labels", json={**body, "pairs": [PAIR] * 2})).status_code == (
-            422
-        )  # 64 units can never fit: not a retryable 503
+        other = {**PAIR, "id": "p2", "response_a": "Boil it."}
+        response = await http.post("/v1/labels", json={**body, "pairs": [PAIR, other]})
+        # 64 units can never fit: not a retryable 503. (Two copies of one pair would share
+        # their 32 units and fit: admission counts the unique units the engine will see.)
+        assert_envelope(response, 422, "pairs", "64 score units", "capacity of 40")
         assert (await http.post("/v1/labels", json=body)).status_code == 200
         state.draining = True
         response = await http.post("/v1/labels", json=body)
@@ -274,3 +276,99 @@ async def test_grafana_dashboard_only_uses_exported_metrics(client: Client):
         exported = (await http.get("/metrics")).text
     for name in sorted(names):
         assert re.search(rf"^{name}(_bucket|_sum|_count)?[{{ ]", exported, re.MULTILINE), name
+
+
+async def test_builtin_constitution_ids_are_reserved(client: Client):
+    async with client() as http:
+        before = (await http.get("/v1/constitutions/harmless")).json()
+        hijack = {"id": "harmless", "principles": [{"id": "p", "question": "Which is shorter?"}]}
+        response = await http.post("/v1/constitutions", json=hijack)
+        assert_envelope(response, 409, "id", "'harmless' is reserved")
+        assert response.json()["error"]["type"] == "reserved_id"
+        # Unpinned requests still get the built-in principles.
+        after = (await http.get("/v1/constitutions/harmless")).json()
+        assert after["version"] == before["version"]
+        assert (await http.get("/v1/constitutions")).json()["constitutions"][0]["versions"]
+
+
+async def test_adding_constitutions_needs_an_admin_key(client: Client):
+    keys = {"api_key_hashes": [hash_api_key("user")], "admin_key_hashes": [hash_api_key("root")]}
+    new = {"id": "polite", "principles": [{"id": "p", "question": "Which is more polite?"}]}
+    async with client(**keys) as http:
+        user, admin = {"X-API-Key": "user"}, {"X-API-Key": "root"}
+        assert_envelope(await http.post("/v1/constitutions", json=new), 401, "authorization")
+        response = await http.post("/v1/constitutions", json=new, headers=user)
+        assert_envelope(response, 403, "authorization", "admin key")
+        assert (await http.get("/v1/constitutions/polite", headers=user)).status_code == 404
+        assert (await http.post("/v1/constitutions", json=new, headers=admin)).status_code == 201
+        # An admin key is an ordinary key too; the new id is visible to every key.
+        assert (await http.get("/v1/constitutions/polite", headers=user)).status_code == 200
+        body = {"constitution": "polite", "pairs": [PAIR]}
+        assert (await http.post("/v1/labels", json=body, headers=admin)).status_code == 200
+
+
+async def test_docs_and_openapi_sit_behind_the_key(client: Client):
+    async with client(api_key_hashes=[hash_api_key("s3cret")]) as http:
+        for path in ("/docs", "/openapi.json", "/metrics"):
+            assert_envelope(await http.get(path), 401, "authorization")
+            assert (await http.get(path, headers={"X-API-Key": "s3cret"})).status_code == 200
+        assert (await http.get("/health/live")).status_code == 200
+    async with client() as http:  # no keys configured: open, as before
+        assert (await http.get("/openapi.json")).status_code == 200
+        assert "swagger" in (await http.get("/docs")).text.lower()
+
+
+async def test_token_budget_is_refused_with_the_numbers(client: Client):
+    async with client(max_tokens_per_request=100) as http:
+        body = {"constitution": "harmless", "pairs": [PAIR], "principles": 2}
+        response = await http.post("/v1/labels", json=body)
+        assert_envelope(response, 422, "pairs", "over the limit of 100 tokens", "4 score units")
+        assert response.json()["error"]["type"] == "request_too_large"
+        # Nothing was admitted: the queue is empty and the engine saw no unit.
+        state = http.app.state.services.admission  # type: ignore[attr-defined]
+        assert state.queued_units == 0 and state.active_requests == 0
+
+
+async def test_seed_bound_is_exact_in_json(client: Client):
+    async with client() as http:
+        body = {"constitution": "harmless", "pairs": [PAIR], "principles": 1}
+        ok = await http.post("/v1/labels", json={**body, "seed": 2**53 - 1})
+        assert ok.status_code == 200 and ok.json()["labels"][0]["seed"] == 2**53 - 1
+        response = await http.post("/v1/labels", json={**body, "seed": 2**53})
+        assert_envelope(response, 422, "seed", "less than or equal to 9007199254740991")
+        spec = (await http.get("/openapi.json")).json()
+        seed_schema = spec["components"]["schemas"]["LabelRequest"]["properties"]["seed"]
+        assert seed_schema["maximum"] == 2**53 - 1
+
+
+async def test_chat_role_order_is_a_per_item_error(client: Client):
+    async with client() as http:
+        bad_order = {
+            **PAIR,
+            "id": "bad",
+            "prompt": [{"role": "user", "content": "hi"}, {"role": "user", "content": "again"}],
+        }
+        ends_on_assistant = {**PAIR, "id": "ends", "prompt": [
+            {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"}]}  # fmt: skip
+        good = {
+            **PAIR,
+            "id": "good",
+            "prompt": [
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "egg?"},
+            ],
+        }
+        response = await http.post(
+            "/v1/labels",
+            json={"constitution": "harmless", "principles": 1,
+                  "pairs": [bad_order, good, ends_on_assistant]},
+        )  # fmt: skip
+        assert response.status_code == 200, response.text
+        first, second, third = response.json()["labels"]
+        assert first["error"]["param"] == "pairs.0.prompt.1.role"
+        assert third["error"]["param"].startswith("pairs.2.prompt.2")
+        assert "user" in third["error"]["message"]
+        assert second["id"] == "good" and "margin" in second

@@ -116,7 +116,24 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     stop(running)
 
 
-def test_concurrent_requests_share_batches_and_the_prefix_cache(server: Server):
+def padded_prefix_lengths(model_dir: Path, pair: dict[str, str]) -> tuple[int, int]:
+    """Each order's shared prefix, in tokens, as the server renders it (chat template on)."""
+    from transformers import AutoTokenizer
+
+    from cai_judge.labeling.templates import TEMPLATES, JudgePromptRenderer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    renderer = JudgePromptRenderer(TEMPLATES["cai-mc-v1"], tokenizer, use_chat_template=True)
+    a, b = pair["response_a"], pair["response_b"]
+    return (
+        len(renderer.prefix_ids(pair["prompt"], a, b)),
+        len(renderer.prefix_ids(pair["prompt"], b, a)),
+    )
+
+
+def test_concurrent_requests_share_batches_and_the_prefix_cache(
+    server: Server, tiny_model_dir: Path
+):
     async def main() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
             return await asyncio.gather(
@@ -133,8 +150,12 @@ def test_concurrent_requests_share_batches_and_the_prefix_cache(server: Server):
     for i, response in enumerate(responses):
         body = response.json()
         assert body["labels"][0]["id"] == f"p{i}"
-        # Under concurrency each order's principles still find that order's prefix cached.
-        assert body["usage"]["cached_prompt_tokens"] > 0
+        # Under concurrency each order's principles still find that order's prefix cached:
+        # of the 4 units of an order, the 3 followers each read the whole prefix from the
+        # cache (the template's constant head alone would be ~10% of this).
+        prefix_ab, prefix_ba = padded_prefix_lengths(tiny_model_dir, pair(i, 40))
+        assert body["usage"]["score_units"] == 8
+        assert body["usage"]["cached_prompt_tokens"] >= 3 * (prefix_ab + prefix_ba)
     # 12 requests were served by fewer engine batches than requests.
     assert server.metric("cai_judge_batch_size_count") - batches_before < 12
 
@@ -241,26 +262,92 @@ def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
     assert not re.search(r"Traceback", log), log[-3000:]
 
 
-def test_dead_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path):
-    server = start_server(tiny_model_dir, tmp_path / "dead.log")
+def test_drain_cuts_requests_longer_than_the_timeout_with_503(tiny_model_dir: Path, tmp_path: Path):
+    """Requests still running at the drain deadline are answered 503 with Retry-After
+    (the client retries elsewhere), never 500, and the server then exits cleanly."""
+    server = start_server(
+        tiny_model_dir, tmp_path / "cut.log", drain_timeout_s="1", max_queued_units="4096"
+    )
     try:
-        children = psutil.Process(server.process.pid).children(recursive=True)
-        engine_cores = [c for c in children if "EngineCore" in " ".join(c.cmdline()) + c.name()]
-        assert engine_cores, [c.name() for c in children]
-        for core in engine_cores:
-            core.kill()
-        # Readiness fails at once; the watchdog then exits so Kubernetes restarts the pod.
-        deadline = time.monotonic() + 10
-        ready_status = 200
-        while time.monotonic() < deadline and server.process.poll() is None:
-            try:
-                ready_status = httpx.get(f"{server.url}/health/ready", timeout=3).status_code
-            except httpx.TransportError:
-                break
-            if ready_status == 503:
-                break
-            time.sleep(0.2)
-        assert ready_status == 503 or server.process.poll() is not None
-        server.process.wait(timeout=60)
+        # 128 pairs x 1 principle x 2 orders of ~900 tokens that share no prefix: many
+        # seconds of engine work per request, far past the 1 s drain timeout.
+        bodies = [
+            {"constitution": "harmless", "principles": 1,
+             "pairs": [pair(1000 * r + i, 75) for i in range(128)]}
+            for r in range(3)
+        ]  # fmt: skip
+
+        async def main() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+                requests = [asyncio.create_task(http.post("/v1/labels", json=b)) for b in bodies]
+                await asyncio.sleep(1.0)
+                assert not any(r.done() for r in requests), "requests finished too soon"
+                server.process.send_signal(signal.SIGTERM)
+                return list(await asyncio.gather(*requests))
+
+        started = time.monotonic()
+        responses = asyncio.run(main())
+        for response in responses:
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["type"] == "shutdown"
+            assert "retry" in response.json()["error"]["message"]
+            assert int(response.headers["Retry-After"]) >= 1
+        # Cut at the 1 s deadline, not left to finish.
+        assert time.monotonic() - started < 30
+        assert server.process.wait(timeout=60) == 0
     finally:
         stop(server)
+    log = (tmp_path / "cut.log").read_text()
+    assert "drain timeout: cut 3 request(s)" in log
+    assert not re.search(r"Traceback", log), log[-3000:]
+
+
+def engine_core_processes(server: Server) -> list[psutil.Process]:
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    cores = [c for c in children if "EngineCore" in " ".join(c.cmdline()) + c.name()]
+    assert cores, [c.name() for c in children]
+    return cores
+
+
+def wait_for_unready_then_exit(server: Server, within_s: float) -> tuple[list[int], int]:
+    """Poll readiness until the process exits; the statuses seen and the exit code."""
+    seen: list[int] = []
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and server.process.poll() is None:
+        with contextlib.suppress(httpx.TransportError):
+            seen.append(httpx.get(f"{server.url}/health/ready", timeout=1).status_code)
+        time.sleep(0.1)
+    return seen, server.process.wait(timeout=30)
+
+
+def test_dead_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path):
+    server = start_server(tiny_model_dir, tmp_path / "dead.log", engine_health_interval_s="2")
+    try:
+        for core in engine_core_processes(server):
+            core.kill()
+        # Readiness fails at once; the watchdog then exits non-zero so Kubernetes restarts
+        # the pod and counts a failure.
+        seen, code = wait_for_unready_then_exit(server, within_s=60)
+        assert 503 in seen, seen
+        assert code == 1
+    finally:
+        stop(server)
+    assert "the engine is dead" in (tmp_path / "dead.log").read_text()
+
+
+def test_hung_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path):
+    """An engine core that stops answering (SIGSTOP: alive, but silent) is as dead."""
+    server = start_server(
+        tiny_model_dir, tmp_path / "hung.log", engine_health_interval_s="0.5",
+        ready_timeout_s="0.5", engine_hang_timeout_s="0.5", engine_health_timeouts="3",
+    )  # fmt: skip
+    try:
+        for core in engine_core_processes(server):
+            core.suspend()
+        seen, code = wait_for_unready_then_exit(server, within_s=60)
+        assert 503 in seen, seen
+        assert code == 1
+    finally:
+        stop(server)  # kills the suspended core with the process group
+    log = (tmp_path / "hung.log").read_text()
+    assert "3 health checks in a row timed out" in log, log[-3000:]

@@ -37,9 +37,6 @@ class Settings(BaseSettings):
     # -- the vLLM engine ---------------------------------------------------------------
     enable_prefix_caching: bool = True
     block_size: Annotated[int, Field(ge=16)] | None = 32
-    # Pad shared prefixes to whole KV blocks, so principle tails never recompute a partial
-    # block (bench/NOTES.md §7).
-    align_prefix_to_block: bool = True
     max_num_seqs: Annotated[int, Field(ge=1)] = 256
     # Measured on the 2-core CI machine: binding the worker to both cores gave 1.85× the
     # prefill tokens/s of vLLM's default of one core (see bench/NOTES.md).
@@ -57,16 +54,30 @@ class Settings(BaseSettings):
     # sha256 hex digests of the accepted API keys; empty means no auth. Keys themselves
     # are never stored or logged (`cai-judge hash-key` prints a digest).
     api_key_hashes: list[str] = Field(default_factory=list)
+    # Admin keys may also add constitutions; they are valid ordinary keys as well.
+    admin_key_hashes: list[str] = Field(default_factory=list)
     max_pairs_per_request: Annotated[int, Field(ge=1)] = 256
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
+    # Prompt tokens of a request's unique score units. Bounds the engine time one request
+    # can take (and so the drain timeout it needs); ~12 min of CPU prefill at the default.
+    max_tokens_per_request: Annotated[int, Field(ge=1)] = 1_000_000
     # Admission bound: score units admitted but not finished, across all requests.
     max_queued_units: Annotated[int, Field(ge=1)] = 8192
     rate_limit: str = Field(
         default="600/minute", description="Per API key (or client address), `limits` syntax."
     )
     retry_after_s: Annotated[int, Field(ge=1)] = 2
+    # On SIGTERM: how long admitted requests may run on before they are cut (503 with
+    # Retry-After). Size terminationGracePeriodSeconds above it (README, k8s/).
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0
     ready_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    engine_health_interval_s: Annotated[float, Field(gt=0)] = 5.0
+    # The watchdog's checks: this many in a row without an answer within
+    # `engine_hang_timeout_s` mean a hung engine, and the process exits as for a dead one.
+    # Longer than the readiness timeout: a CPU engine answers only between two prefill
+    # steps, which take seconds under load, and busy must not read as hung.
+    engine_health_timeouts: Annotated[int, Field(ge=1)] = 3
+    engine_hang_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Units from concurrent requests that arrive within this window share one engine call.
     batch_window_ms: Annotated[float, Field(ge=0)] = 2.0
 

@@ -1,9 +1,14 @@
-"""One place maps every error to a status code and the envelope `{"error": {...}}`."""
+"""One place maps every error to an HTTP status and the envelope `{"error": {...}}`.
+
+Services raise the typed errors of `services/errors.py`; this table is the HTTP half of
+the mapping (the gRPC servicer has the other). Anything unexpected is a 500 that names
+no internals; the log has the traceback.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,26 +16,57 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cai_judge.labeling.constitution import ConstitutionError, ConstitutionNotFound
+from cai_judge.api.protocol import ErrorEnvelope
+from cai_judge.labeling.validation import describe_errors
+from cai_judge.services.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
 
 logger = logging.getLogger(__name__)
 
+HTTP_STATUS: dict[type[ServiceError], int] = {
+    InvalidRequest: 422,
+    NotFound: 404,
+    Conflict: 409,
+    Unauthenticated: 401,
+    PermissionDenied: 403,
+    RateLimited: 429,
+    Unavailable: 503,
+}
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        type_: str,
-        message: str,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.type = type_
-        self.message = message
-        self.param = param
-        self.headers = dict(headers or {})
+# For the OpenAPI document: every route lists the errors it can answer.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": description}
+    for status, description in {
+        401: "Missing or wrong API key",
+        403: "A valid key that may not do this (adding constitutions needs an admin key)",
+        404: "Unknown constitution or version",
+        409: "Conflicts with what is stored (a reserved constitution id)",
+        413: "Request body over the limit",
+        422: "Invalid request: the message names the field and the limit",
+        429: "Rate limit; retry after `Retry-After` seconds",
+        503: "Queue full, draining, or cut by shutdown; retry after `Retry-After` seconds",
+    }.items()
+}
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"request body of {size} bytes is over the limit of {limit}")
+
+
+def status_of(error: ServiceError) -> int:
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]  # type: ignore[index]
+    return 500
 
 
 def error_response(
@@ -44,49 +80,24 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-_UNION_TAGS = {"int", "str", "float", "bool", "list", "dict", "function-after"}
-
-
-def _is_union_tag(part: str) -> bool:
-    # pydantic names the union member it tried ("constrained-int", "literal['all']",
-    # "Pair"); our field names are snake_case, so these never collide with them.
-    return part in _UNION_TAGS or "-" in part or "[" in part or part[:1].isupper()
-
-
-def location_to_param(location: Sequence[Any]) -> str:
-    """("body", "pairs", 0, "response_a") -> "pairs.0.response_a"."""
-    parts = [str(p) for p in location if isinstance(p, int) or not _is_union_tag(str(p))]
-    if parts and parts[0] in ("body", "query", "path", "header"):
-        parts = parts[1:]
-    return ".".join(parts)
-
-
-def describe_validation(errors: Sequence[Mapping[str, Any]]) -> tuple[str, str | None]:
-    first = errors[0]
-    param = location_to_param(first.get("loc", ())) or None
-    message = f"{param}: {first['msg']}" if param else str(first["msg"])
-    if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error(s))"
-    return message, param
-
-
 def register_exception_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, error: ApiError) -> JSONResponse:
-        return error_response(error.status, error.type, error.message, error.param, error.headers)
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, error: ServiceError) -> JSONResponse:
+        headers: dict[str, str] = {}
+        if error.retry_after_s is not None:
+            headers["Retry-After"] = str(error.retry_after_s)
+        if isinstance(error, Unauthenticated):
+            headers["WWW-Authenticate"] = "Bearer"
+        return error_response(status_of(error), error.type, error.message, error.param, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:
-        message, param = describe_validation(error.errors())
+        message, param = describe_errors(error.errors())
         return error_response(422, "invalid_request", message, param)
 
-    @app.exception_handler(ConstitutionNotFound)
-    async def _not_found(request: Request, error: ConstitutionNotFound) -> JSONResponse:
-        return error_response(404, "not_found", str(error).strip("'\""), "constitution")
-
-    @app.exception_handler(ConstitutionError)
-    async def _bad_constitution(request: Request, error: ConstitutionError) -> JSONResponse:
-        return error_response(422, "invalid_constitution", str(error))
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(request: Request, error: BodyTooLarge) -> JSONResponse:
+        return error_response(413, "request_too_large", str(error))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> JSONResponse:

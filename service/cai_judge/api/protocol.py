@@ -1,4 +1,9 @@
-"""HTTP request and response types, apart from the serving logic (as vLLM's openai/ does)."""
+"""HTTP request and response types, apart from the serving logic (as vLLM's openai/ does).
+
+Each wire type converts to or from the service layer's types here, so a route is only
+`wire -> service call -> wire`. Labels and pairs are the domain's own models: the wire
+shows them as they are.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
+from cai_judge.labeling.constitution import ConstitutionSpec, Principle
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, Pair, Usage
+from cai_judge.labeling.schema import Label, Pair, PairError, Usage
+from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
+from cai_judge.services.health import Readiness
+from cai_judge.services.labels import LabelCommand, LabelOutcome
 
 EXAMPLE_PAIR: Any = {
     "id": "pair-1",
@@ -66,10 +76,20 @@ class LabelRequest(BaseModel):
         description="Pairs `{id, prompt, response_a, response_b}` (the `Pair` schema); "
         "invalid ones come back as per-item errors."
     )
-    principles: Annotated[int, Field(ge=1, le=256)] | Literal["all"] = "all"
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
+
+    def to_command(self) -> LabelCommand:
+        return LabelCommand(
+            constitution=self.constitution,
+            pairs=self.pairs,
+            principles=self.principles,
+            seed=self.seed,
+            aggregator=self.aggregator,
+            per_principle=self.per_principle,
+        )
 
 
 class ItemError(BaseModel):
@@ -78,6 +98,14 @@ class ItemError(BaseModel):
     id: str | None
     index: int
     error: ErrorDetail
+
+    @classmethod
+    def from_pair_error(cls, error: PairError) -> ItemError:
+        return cls(
+            id=error.id,
+            index=error.index,
+            error=ErrorDetail(type="invalid_pair", message=error.error, param=error.param),
+        )
 
 
 class LabelResponse(BaseModel):
@@ -125,6 +153,16 @@ class LabelResponse(BaseModel):
     labels: list[Label | ItemError] = Field(description="One entry per input pair, in order.")
     usage: Usage
 
+    @classmethod
+    def from_outcome(cls, outcome: LabelOutcome) -> LabelResponse:
+        return cls(
+            labels=[
+                ItemError.from_pair_error(r) if isinstance(r, PairError) else r
+                for r in outcome.results
+            ],
+            usage=outcome.usage,
+        )
+
 
 class ConstitutionSummary(BaseModel):
     id: str
@@ -132,6 +170,20 @@ class ConstitutionSummary(BaseModel):
     versions: list[str]
     principles: int
     description: str
+
+
+class ConstitutionDetail(BaseModel):
+    """One stored version: its content and the content hash that is its version."""
+
+    version: str
+    id: str
+    description: str
+    template: str
+    principles: list[Principle]
+
+    @classmethod
+    def from_spec(cls, spec: ConstitutionSpec) -> ConstitutionDetail:
+        return cls(version=spec.version, **spec.model_dump())
 
 
 class ConstitutionList(BaseModel):
@@ -154,6 +206,14 @@ class ConstitutionList(BaseModel):
     )
     constitutions: list[ConstitutionSummary]
 
+    @classmethod
+    def from_summaries(cls, summaries: list[ConstitutionSummaryData]) -> ConstitutionList:
+        return cls(
+            constitutions=[
+                ConstitutionSummary.model_validate(s, from_attributes=True) for s in summaries
+            ]
+        )
+
 
 class HealthStatus(BaseModel):
     model_config = ConfigDict(
@@ -161,3 +221,7 @@ class HealthStatus(BaseModel):
     )
     status: Literal["ok", "unavailable"]
     checks: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def from_readiness(cls, readiness: Readiness) -> HealthStatus:
+        return cls(status="ok" if readiness.ready else "unavailable", checks=readiness.checks)

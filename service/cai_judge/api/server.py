@@ -1,49 +1,72 @@
 """uvicorn with Kubernetes-style draining on SIGTERM (DESIGN.md §6).
 
 On the first SIGTERM the service stays up but turns unready (503 on /health/ready) and
-refuses new labeling work, waits for in-flight requests up to `drain_timeout_s`, then
-exits; uvicorn's graceful shutdown then cancels whatever is left, and the lifespan shuts
-the engine down, which aborts its requests. A second signal exits at once.
+refuses new labeling work with 503. Admitted requests run on for up to `drain_timeout_s`.
+Whatever is still running then is cut: its engine work is aborted and it is answered 503
+with Retry-After (a shutdown is the server's choice, not the client's fault; the client
+retries elsewhere with the same idempotency key), never 500. Once those answers are out
+the server exits, and the lifespan shuts the engine down. A second signal exits at once.
+
+Exit status: 0 after a drain; 1 when the engine died (or hung), so the orchestrator sees
+a failure and restarts the pod.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from types import FrameType
 
 import uvicorn
+from fastapi import FastAPI
 
-from cai_judge.api.app import ServiceState, create_app
+from cai_judge.api.app import create_app
+from cai_judge.services.container import Services
 from cai_judge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# After cutting admitted work: time for its 503 answers to reach the clients.
+ABORT_ANSWER_GRACE_S = 5.0
+
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, state: ServiceState) -> None:
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
         super().__init__(config)
-        self.service_state = state
+        self.app = app
+        self.drain_timeout_s = drain_timeout_s
         self.drain_deadline: float | None = None
+        self.answer_deadline: float | None = None
+
+    @property
+    def services(self) -> Services | None:
+        services: Services | None = self.app.state.services
+        return services
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.drain_deadline is not None:
+        if self.drain_deadline is not None or self.services is None:
             super().handle_exit(sig, frame)
             return
         # Runs as a signal handler: only set flags; on_tick acts on them.
-        self.service_state.draining = True
-        self.drain_deadline = time.monotonic() + self.service_state.settings.drain_timeout_s
+        self.services.admission.start_draining()
+        self.drain_deadline = time.monotonic() + self.drain_timeout_s
 
     async def on_tick(self, counter: int) -> bool:
         should_exit = await super().on_tick(counter)
-        if self.drain_deadline is not None and not self.should_exit:
-            idle = self.service_state.active_requests == 0
-            if idle or time.monotonic() >= self.drain_deadline:
-                if not idle:
-                    logger.warning(
-                        "drain timeout: aborting %d request(s)", self.service_state.active_requests
-                    )
-                self.should_exit = True
+        services = self.services
+        if self.drain_deadline is None or self.should_exit or services is None:
+            return should_exit or self.should_exit
+        admission = services.admission
+        now = time.monotonic()
+        if admission.active_requests == 0:
+            self.should_exit = True
+        elif self.answer_deadline is None and now >= self.drain_deadline:
+            cut = admission.abort_admitted()
+            logger.warning("drain timeout: cut %d request(s), answering them 503", cut)
+            self.answer_deadline = now + ABORT_ANSWER_GRACE_S
+        elif self.answer_deadline is not None and now >= self.answer_deadline:
+            self.should_exit = True
         return should_exit or self.should_exit
 
 
@@ -53,9 +76,12 @@ def serve(settings: Settings) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        # After draining, whatever is still running is cancelled at once.
+        # After draining, whatever is still open is closed at once.
         timeout_graceful_shutdown=1,
         log_level="info",
         access_log=False,
     )
-    DrainingServer(config, app.state.service).run()
+    server = DrainingServer(config, app, settings.drain_timeout_s)
+    server.run()
+    if server.services is not None and server.services.admission.engine_dead:
+        sys.exit(1)

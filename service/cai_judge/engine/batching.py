@@ -9,6 +9,11 @@ computed once).
 
 Cancellation is per caller: when every caller waiting on a batch has gone away (a client
 disconnected), the batch task is cancelled, which makes vLLM abort those requests.
+
+Failures are per unit where the engine can tell them apart (`ScoreUnitsFailed`): a batch
+mixes the units of many requests, and one request's bad unit must not cost its siblings
+their labels. A caller whose units all failed gets the engine's error; a caller with some
+failed units gets `ScoreUnitsFailed` with its own units' results.
 """
 
 from __future__ import annotations
@@ -19,7 +24,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cai_judge.engine.base import Engine, GenerationParams, ScoreUnit, UnitScore
+from cai_judge.engine.base import (
+    Engine,
+    GenerationParams,
+    ScoreUnit,
+    ScoreUnitsFailed,
+    UnitScore,
+)
 
 
 @dataclass(eq=False)
@@ -49,7 +60,6 @@ class BatchingEngine:
         self.inner = engine
         self.model_name = engine.model_name
         self.max_model_len = engine.max_model_len
-        self.prefix_alignment = engine.prefix_alignment
         self.window_s = window_s
         self.max_batch_units = max_batch_units
         self._on_batch = on_batch
@@ -81,7 +91,7 @@ class BatchingEngine:
             # asyncio.wait, unlike gather, never cancels the shared futures when this
             # caller is cancelled: other callers may still want them.
             await asyncio.wait([e.future for e in entries])
-            return [e.future.result() for e in entries]
+            return _results_of([e.future for e in entries])
         finally:
             self._release(units, entries)
 
@@ -133,6 +143,14 @@ class BatchingEngine:
             for entry in entries:
                 entry.future.cancel()
             raise
+        except ScoreUnitsFailed as partial:  # each waiter gets its own unit's outcome
+            for entry, outcome in zip(entries, partial.results, strict=True):
+                if entry.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    entry.future.set_exception(outcome)
+                else:
+                    entry.future.set_result(outcome)
         except Exception as error:  # every waiter gets the engine's error
             for entry in entries:
                 if not entry.future.done():
@@ -157,3 +175,19 @@ class BatchingEngine:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
+
+
+def _results_of(futures: list[asyncio.Future[UnitScore]]) -> list[UnitScore]:
+    """Every score, or the caller's share of the failure (see the module docstring)."""
+    outcomes: list[UnitScore | BaseException] = []
+    for future in futures:
+        if future.cancelled():
+            raise asyncio.CancelledError
+        error = future.exception()
+        outcomes.append(error if error is not None else future.result())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failed:
+        return outcomes  # type: ignore[return-value]
+    if len(failed) == len(outcomes):
+        raise failed[0]
+    raise ScoreUnitsFailed(outcomes)

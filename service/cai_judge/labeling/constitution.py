@@ -42,6 +42,11 @@ class ConstitutionNotFound(LookupError):
     pass
 
 
+class ConstitutionIdReserved(ValueError):
+    """An id loaded at start-up (built in, or the operator's folder) cannot get new versions
+    at run time: every unpinned request for it would silently switch principles."""
+
+
 class Principle(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -161,13 +166,15 @@ class ConstitutionRegistry:
     def __init__(self) -> None:
         self._versions: dict[str, dict[str, ConstitutionSpec]] = {}
         self._latest: dict[str, str] = {}
+        self._reserved: set[str] = set()
         self._lock = threading.Lock()
 
     @classmethod
     def from_files(cls, paths: Iterable[Path]) -> ConstitutionRegistry:
+        """Load files; their ids are reserved: only the files define them."""
         registry = cls()
         for path in paths:
-            registry.add(load_constitution_file(path))
+            registry.add(load_constitution_file(path), reserve=True)
         return registry
 
     @classmethod
@@ -179,9 +186,24 @@ class ConstitutionRegistry:
             paths.extend(sorted(folder.glob("*.yaml")))
         return cls.from_files(paths)
 
-    def add(self, spec: ConstitutionSpec) -> ConstitutionSpec:
-        """Store a version (a no-op when that exact content is already stored)."""
+    def is_reserved(self, constitution_id: str) -> bool:
         with self._lock:
+            return constitution_id in self._reserved
+
+    def add(self, spec: ConstitutionSpec, *, reserve: bool = False) -> ConstitutionSpec:
+        """Store a version (a no-op when that exact content is already stored).
+
+        `reserve` marks the id as defined at start-up; later adds of a reserved id without
+        `reserve` raise ConstitutionIdReserved.
+        """
+        with self._lock:
+            if spec.id in self._reserved and not reserve:
+                raise ConstitutionIdReserved(
+                    f"constitution id {spec.id!r} is reserved: it is loaded at start-up and "
+                    "cannot get versions at run time; choose another id"
+                )
+            if reserve:
+                self._reserved.add(spec.id)
             versions = self._versions.setdefault(spec.id, {})
             versions.setdefault(spec.version, spec)
             self._latest[spec.id] = spec.version

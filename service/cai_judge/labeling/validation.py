@@ -1,22 +1,61 @@
-"""One way to say what is wrong with a validated input: `field.path: reason; ...`."""
+"""One way to say what is wrong with a validated input: `field.path: reason; ...`.
+
+The HTTP error envelope, per-item errors, the CLI's bad-line reports and constitution
+files all describe pydantic errors through `describe_errors`, so a field is named the
+same way (`pairs.3.prompt.1.role`) wherever it is reported.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+# Shown in one message before "(and N more)": enough to fix an input in one pass.
+MAX_PROBLEMS_SHOWN = 5
+_UNION_TAGS = {"int", "str", "float", "bool", "list", "dict", "function-after"}
+_WIRE_ROOTS = ("body", "query", "path", "header")
+
+
+def _is_union_tag(part: str) -> bool:
+    # pydantic names the union member it tried ("constrained-int", "literal['all']",
+    # "Pair"); our field names are snake_case, so these never collide with them.
+    return part in _UNION_TAGS or "-" in part or "[" in part or part[:1].isupper()
+
+
+def location_to_param(location: Sequence[Any]) -> str:
+    """("body", "pairs", 0, "str", "response_a") -> "pairs.0.response_a"."""
+    parts = [str(p) for p in location if isinstance(p, int) or not _is_union_tag(str(p))]
+    if parts and parts[0] in _WIRE_ROOTS:
+        parts = parts[1:]
+    return ".".join(parts)
+
+
+def describe_errors(
+    errors: Sequence[Mapping[str, Any]],
+    prefix: Sequence[str | int] = (),
+    whole: str = "(top level)",
+) -> tuple[str, str | None]:
+    """A message naming every field at fault (up to a few), and the first field's path."""
+    described: list[str] = []
+    first_param: str | None = None
+    for error in errors:
+        param = location_to_param([*prefix, *error.get("loc", ())])
+        if first_param is None:
+            first_param = param or None
+        described.append(f"{param or whole}: {error['msg']}")
+    message = "; ".join(described[:MAX_PROBLEMS_SHOWN])
+    if len(described) > MAX_PROBLEMS_SHOWN:
+        message += f" (and {len(described) - MAX_PROBLEMS_SHOWN} more)"
+    return message, first_param
+
 
 def describe_validation_error(error: ValidationError, whole: str = "(top level)") -> str:
     """Every error as `location: message`; `whole` names the input when no field is at fault."""
-    parts = []
-    for item in error.errors():
-        location = ".".join(str(p) for p in item["loc"]) or whole
-        parts.append(f"{location}: {item['msg']}")
-    return "; ".join(parts)
+    return describe_errors(error.errors(), whole=whole)[0]
 
 
 def read_json_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:

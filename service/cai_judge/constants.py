@@ -1,0 +1,9 @@
+"""Limits shared by the wire schemas and the domain: pure data (DESIGN.md §8)."""
+
+from __future__ import annotations
+
+# Seeds travel as JSON numbers; above 2**53 - 1 a float64 JSON parser (JavaScript, many
+# fuzzers) rounds them, and a schema-valid seed then arrives as another number.
+MAX_SEED = 2**53 - 1
+# Principles sampled per pair: also the most a constitution may hold.
+MAX_PRINCIPLES = 256
