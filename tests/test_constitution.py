@@ -108,3 +108,19 @@ def test_invalid_yaml(tmp_path: Path):
     path.write_text("id: [unclosed")
     with pytest.raises(ConstitutionError, match="not valid YAML"):
         load_constitution_file(path)
+
+
+def test_ids_loaded_at_start_are_reserved(registry: ConstitutionRegistry):
+    from cai_judge.labeling.constitution import ConstitutionIdReserved
+
+    fresh = ConstitutionRegistry.with_builtins()
+    before = fresh.resolve("harmless").version
+    hijack = parse_constitution({**VALID, "id": "harmless"}, "request")
+    with pytest.raises(ConstitutionIdReserved, match="'harmless' is reserved"):
+        fresh.add(hijack)
+    assert fresh.resolve("harmless").version == before
+    assert fresh.is_reserved("harmless") and not fresh.is_reserved("tiny")
+    # Ids added at run time get new versions as before.
+    fresh.add(parse_constitution(VALID, "v1"))
+    second = fresh.add(parse_constitution({**VALID, "description": "v2"}, "v2"))
+    assert fresh.resolve("tiny").version == second.version

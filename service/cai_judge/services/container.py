@@ -7,7 +7,6 @@ so requests from every transport share engine batches and identical units.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 from cai_judge.engine.base import Engine
@@ -73,5 +72,4 @@ class Services:
     async def close(self) -> None:
         """Stop the batching decorator; the engine itself belongs to whoever started it."""
         await self.engine.shutdown()
-        with contextlib.suppress(AttributeError):  # Judge.close arrives with the plan API
-            self.judge.close()
+        self.judge.close()
