@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT
+from bench.padding_effect import unpadded_spec
 
 WORDS = [
     "the",
@@ -160,14 +161,14 @@ def naive_units(judge: Any, pairs: list[Any], spec: Any, k: int, seed: int) -> l
     return units
 
 
-def floor_tokens(judge: Any, pairs: list[Any], spec: Any, k: int, seed: int) -> int:
+async def floor_tokens(judge: Any, pairs: list[Any], spec: Any, k: int, seed: int) -> int:
     """Each order's prefix once, plus each selected principle's tail once per order."""
     from cai_judge.labeling.schema import LabelOptions
 
-    units, _, _ = judge.plan_units(pairs, spec, LabelOptions(principles=k, seed=seed))
+    plan = await judge.plan(pairs, spec, LabelOptions(principles=k, seed=seed))
     prefixes: dict[tuple[int, ...], int] = {}
     tails = 0
-    for unit in units:
+    for unit in plan.units:
         prefixes[unit.prefix_key] = unit.prefix_length
         tails += len(unit.prompt_token_ids) - unit.prefix_length
     return sum(prefixes.values()) + tails
@@ -217,19 +218,19 @@ async def run_cell(
 
     unaligned_rate = None
     if ablate_alignment:
-        # The same path with prefixes left unpadded, on its own fresh pairs, same engine.
-        alignment, judge.engine.prefix_alignment = judge.engine.prefix_alignment, 1
-        try:
-            ablation_pairs = make_pairs(tokenizer, count, length, seed + 2)
-            started = time.perf_counter()
-            await judge.label(ablation_pairs, spec, LabelOptions(principles=k, seed=seed))
-            unaligned_rate = round(count / (time.perf_counter() - started), 4)
-        finally:
-            judge.engine.prefix_alignment = alignment
+        # The same path with the template's prefix padding off, on its own fresh pairs,
+        # same engine. (The unpadded template's constitution version differs, so a k < all
+        # selects other principles: as many, which is what the timing depends on.)
+        ablation_pairs = make_pairs(tokenizer, count, length, seed + 2)
+        started = time.perf_counter()
+        await judge.label(
+            ablation_pairs, unpadded_spec(spec), LabelOptions(principles=k, seed=seed)
+        )
+        unaligned_rate = round(count / (time.perf_counter() - started), 4)
 
     naive_prompt = sum(s.prompt_tokens for s in naive_scores)
     naive_cached = sum(s.cached_tokens for s in naive_scores)
-    floor = floor_tokens(judge, cai_pairs, spec, k, seed)
+    floor = await floor_tokens(judge, cai_pairs, spec, k, seed)
     floor_seconds = floor / prefill_rate
     return Cell(
         k=k,
@@ -299,14 +300,15 @@ async def main_async(args: argparse.Namespace) -> list[Cell]:
         overrides["model"] = args.model
     if args.block_size:
         overrides["block_size"] = args.block_size
-    if args.no_align:
-        overrides["align_prefix_to_block"] = False
     settings = Settings(**overrides)
     engine = await start_engine(settings)
     cells: list[Cell] = []
+    judge = None
     try:
         judge = Judge(engine, ConstitutionRegistry.with_builtins())
         spec = judge.registry.resolve("harmless")
+        if args.no_align:
+            spec = unpadded_spec(spec)
         # Warm-up: the first batches of a fresh engine pay one-time costs.
         await run_cell(judge, spec, 1, 2, "short", seed=999, prefill_rate=1.0)
         rates = {length: await calibrate_prefill(judge, spec, length) for length in args.lengths}
@@ -330,6 +332,8 @@ async def main_async(args: argparse.Namespace) -> list[Cell]:
                 flush=True,
             )
     finally:
+        if judge is not None:
+            judge.close()
         await engine.shutdown()
 
     table = Table("K", "pairs", "length", "naive pairs/s", "cai pairs/s", "speedup",
@@ -349,7 +353,9 @@ def main() -> None:
     parser.add_argument("--model", help="default: the embedded default model")
     parser.add_argument("--block-size", type=int, help="override the KV block size")
     parser.add_argument(
-        "--no-align", action="store_true", help="do not pad prefixes to whole KV blocks"
+        "--no-align",
+        action="store_true",
+        help="label with the template's prefix padding off (prefix_pad_multiple=1)",
     )
     parser.add_argument(
         "--ablate-alignment",

@@ -65,9 +65,6 @@ class ScoreUnitsFailed(EngineError):
 class Engine(Protocol):
     model_name: str
     max_model_len: int
-    # Shared prefixes are padded to a multiple of this many tokens so that a prefix ends on
-    # a KV-cache block boundary; 1 means no padding.
-    prefix_alignment: int
 
     @property
     def tokenizer(self) -> Any: ...

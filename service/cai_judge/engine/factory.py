@@ -27,7 +27,6 @@ def engine_config(settings: Settings) -> VllmEngineConfig:
         max_model_len=settings.max_model_len,
         enable_prefix_caching=settings.enable_prefix_caching,
         block_size=settings.block_size,
-        align_prefix_to_block=settings.align_prefix_to_block,
         max_num_seqs=settings.max_num_seqs,
         cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
         cpu_threads_bind=settings.cpu_threads_bind,

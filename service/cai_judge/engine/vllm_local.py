@@ -3,6 +3,14 @@
 Scoring is one prefill and no decoding: `max_tokens=1`, greedy, and `logprob_token_ids`
 returning full-vocabulary log-probs for exactly the two answer tokens. `prompt_logprobs`
 is never used: it bypasses the prefix cache.
+
+The KV block size and prefix caching are performance settings only: they never change
+the tokens of a unit, so they never change a label (DESIGN.md §3). Padding prefixes to
+block boundaries is the template's rule (`JudgeTemplate.prefix_pad_multiple`).
+
+vLLM fails requests one by one (a prompt over the context, say), so `score` returns
+every unit that succeeded and raises `ScoreUnitsFailed` carrying each unit's score or
+error, rather than the first error alone.
 """
 
 from __future__ import annotations
@@ -15,7 +23,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from cai_judge.engine.base import EngineError, GenerationParams, ScoreUnit, UnitScore
+from cai_judge.engine.base import (
+    EngineError,
+    GenerationParams,
+    ScoreUnit,
+    ScoreUnitsFailed,
+    UnitScore,
+)
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -31,10 +45,9 @@ class VllmEngineConfig:
     seed: int = 0
     enable_prefix_caching: bool = True
     # Smaller blocks let more of a prefix be reused (only whole blocks are cached); the
-    # CPU backend prefers multiples of 32. None keeps vLLM's own default.
+    # CPU backend prefers multiples of 32. None keeps vLLM's own default. Followers find
+    # their whole prefix cached when this divides the template's prefix_pad_multiple.
     block_size: int | None = 32
-    # Pad each shared prefix to a whole number of blocks (see Engine.prefix_alignment).
-    align_prefix_to_block: bool = True
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
     enforce_eager: bool = True
@@ -87,11 +100,6 @@ class VllmEngine:
         self.config = config
         self.model_name = config.model
         self.max_model_len: int = llm.model_config.max_model_len
-        # Only whole blocks are cached: without alignment every follower recomputes the
-        # prefix's last partial block (half a block on average) besides its own tail.
-        block = llm.vllm_config.cache_config.block_size
-        aligned = config.align_prefix_to_block and config.enable_prefix_caching
-        self.prefix_alignment: int = block if aligned and block else 1
         self._request_ids = itertools.count()
         self._score_params: dict[tuple[int, int], SamplingParams] = {}
 
@@ -164,12 +172,25 @@ class VllmEngine:
             cached_tokens=int(final.num_cached_tokens or 0),
         )
 
-    async def _score_prefix_group(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
+    async def _score_prefix_group(
+        self, units: Sequence[ScoreUnit]
+    ) -> list[UnitScore | BaseException]:
+        """Each unit's score or its error; only cancellation propagates."""
         # vLLM caches a block only once it is computed: units sent in the same step as
         # their prefix's first computation all recompute it. So one unit goes first and
         # the rest follow once its prefix sits in the cache.
-        leader = await self._score_one(units[0])
-        followers = await asyncio.gather(*(self._score_one(u) for u in units[1:]))
+        try:
+            leader: UnitScore | BaseException = await self._score_one(units[0])
+        except Exception as error:
+            # The followers share the prefix that failed (the usual cause: a prompt vLLM
+            # refuses). Sending them would only fail again, or hide the cause.
+            return [error] * len(units)
+        followers = await asyncio.gather(
+            *(self._score_one(u) for u in units[1:]), return_exceptions=True
+        )
+        for follower in followers:
+            if isinstance(follower, asyncio.CancelledError):
+                raise follower
         return [leader, *followers]
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
@@ -178,14 +199,27 @@ class VllmEngine:
             # A unit that declares no shared prefix is its own group: sent at once.
             key: object = unit.prefix_key if unit.prefix_length else index
             groups.setdefault(key, []).append(index)
+        # Groups catch their units' errors, so a sibling's failure never leaves the others
+        # running unattended; what still escapes (cancellation) is re-raised below.
         group_results = await asyncio.gather(
-            *(self._score_prefix_group([units[i] for i in idx]) for idx in groups.values())
+            *(self._score_prefix_group([units[i] for i in idx]) for idx in groups.values()),
+            return_exceptions=True,
         )
-        results: list[UnitScore | None] = [None] * len(units)
-        for indices, scores in zip(groups.values(), group_results, strict=True):
-            for index, score in zip(indices, scores, strict=True):
-                results[index] = score
-        return [r for r in results if r is not None]
+        results: list[UnitScore | BaseException | None] = [None] * len(units)
+        for indices, outcome in zip(groups.values(), group_results, strict=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+            for index, result in zip(indices, outcome, strict=True):
+                results[index] = result
+        scores = [r for r in results if isinstance(r, UnitScore)]
+        if len(scores) == len(units):
+            return scores
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if not scores:
+            # Nothing to salvage: the caller sees the error itself (a dead engine, a
+            # batch of prompts vLLM refuses), as from any other engine call.
+            raise failures[0]
+        raise ScoreUnitsFailed([r for r in results if r is not None])
 
     async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
         from vllm import SamplingParams
@@ -208,10 +242,17 @@ class VllmEngine:
         return list(await asyncio.gather(*(one(p) for p in prompts)))
 
     async def check_health(self) -> None:
-        """Raise if the engine core is dead (the service then exits to be restarted)."""
+        """Raise if the engine core is dead; hang if it stopped answering.
+
+        AsyncLLM.check_health only reads a flag that is set once the core process has
+        exited. A core that is alive but stuck never sets it, so the check also makes a
+        round trip to the core (a utility call it answers between two engine steps): the
+        caller's timeout then tells a hung engine from a healthy one.
+        """
         if self._llm is None:
             raise EngineError("engine is shut down")
         await self._llm.check_health()
+        await self._llm.is_sleeping()
 
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None

@@ -1,16 +1,29 @@
-"""Pairs → score units → engine → labels.
+"""Pairs → score units → engine → labels, in two steps: `plan`, then `run`.
+
+`plan` renders and tokenizes every (pair, principle, order) into unique score units,
+which is CPU work: it runs in one dedicated worker thread, so the event loop stays free,
+and a service can refuse a request on its real unit and token counts before any of it
+reaches the engine. One thread, because a Hugging Face fast tokenizer must not be used
+from two threads at once. `run` scores the units and builds the labels.
 
 All score units of one call go to the engine together, deduplicated: a pair and its
 swap, or two pairs with the same texts, share every unit, which is what makes
-antisymmetry hold to the bit within a call.
+antisymmetry hold to the bit within a call (DESIGN.md §2, §3). The tokens of a unit
+depend only on the pair, the constitution's principles and the template (prefix padding
+included), never on engine settings, so neither does a label (DESIGN.md §3).
+
+vLLM fails requests one by one; when only some units fail (`ScoreUnitsFailed`), the pairs
+that touched a failed unit get a `PairError` and every other pair its label.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from cai_judge.engine.base import Engine, ScoreUnit, UnitScore
+from cai_judge.engine.base import Engine, ScoreUnit, ScoreUnitsFailed, UnitScore
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.label_math import (
     OrderScore,
@@ -50,7 +63,9 @@ class LabelBatch:
 
 
 @dataclass
-class _PlannedPair:
+class PlannedPair:
+    """One pair that fits the context: its principles and the units that score them."""
+
     index: int
     pair: Pair
     principle_ids: list[str]
@@ -58,11 +73,31 @@ class _PlannedPair:
     unit_indices: list[tuple[int, int]] = field(default_factory=list)
 
 
+@dataclass
+class LabelPlan:
+    """Everything `Judge.run` needs: rendered, tokenized and deduplicated, not yet scored."""
+
+    constitution: ConstitutionSpec
+    options: LabelOptions
+    template: TemplateRef
+    pair_count: int
+    units: list[ScoreUnit]
+    planned: list[PlannedPair]
+    # Pairs refused while planning (over the model's context), by input index.
+    errors: list[PairError]
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens of the unique units: what the engine is asked to read."""
+        return sum(len(u.prompt_token_ids) for u in self.units)
+
+
 class Judge:
     """Labels pairs against constitutions with one engine.
 
     `use_chat_template=None` renders through the tokenizer's chat template when it has
     one (instruction-tuned judges answer far more reliably inside their own format).
+    Call `close()` when done: it stops the tokenizing thread.
     """
 
     def __init__(
@@ -77,9 +112,15 @@ class Judge:
             use_chat_template = bool(getattr(engine.tokenizer, "chat_template", None))
         self.use_chat_template = use_chat_template
         self._renderers: dict[str, JudgePromptRenderer] = {}
+        # The only thread that touches the tokenizer once the Judge is built.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cai-judge-plan")
         # Refuse a template whose answers are not single tokens now, not mid-batch.
         for template_id in TEMPLATES:
             self.renderer(template_id)
+
+    def close(self) -> None:
+        """Stop the tokenizing thread; plans still queued are cancelled."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def renderer(self, template_id: str) -> JudgePromptRenderer:
         renderer = self._renderers.get(template_id)
@@ -92,16 +133,95 @@ class Judge:
             self._renderers[template_id] = renderer
         return renderer
 
-    def plan_units(
+    def resolve(self, constitution: str | ConstitutionSpec) -> ConstitutionSpec:
+        if isinstance(constitution, ConstitutionSpec):
+            return constitution
+        return self.registry.resolve(constitution)
+
+    # -- the two steps --------------------------------------------------------------------
+
+    async def plan(
+        self,
+        pairs: Sequence[Pair],
+        constitution: str | ConstitutionSpec,
+        options: LabelOptions | None = None,
+    ) -> LabelPlan:
+        """Render and tokenize, in the Judge's worker thread; no engine work."""
+        spec = self.resolve(constitution)
+        options = options or LabelOptions()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._plan, list(pairs), spec, options)
+
+    async def run(self, plan: LabelPlan) -> LabelBatch:
+        """Score a plan's units on the engine and build its labels, in input order."""
+        results: Sequence[UnitScore | BaseException] = []
+        if plan.units:
+            try:
+                results = await self.engine.score(plan.units)
+            except ScoreUnitsFailed as failed:
+                results = failed.results
+        if len(results) != len(plan.units):
+            raise RuntimeError(
+                f"the engine returned {len(results)} results for {len(plan.units)} units"
+            )
+        scores = [r for r in results if isinstance(r, UnitScore)]
+        out: list[Label | PairError | None] = [None] * plan.pair_count
+        for error in plan.errors:
+            out[error.index] = error
+        labeled = 0
+        for planned in plan.planned:
+            failure = next(
+                (
+                    results[i]
+                    for pair_units in planned.unit_indices
+                    for i in pair_units
+                    if isinstance(results[i], BaseException)
+                ),
+                None,
+            )
+            if isinstance(failure, BaseException):
+                # The engine's own words: for a prompt vLLM refuses they name the limit.
+                out[planned.index] = PairError.of(
+                    planned.pair.id,
+                    planned.index,
+                    str(failure) or type(failure).__name__,
+                    type="engine_error",
+                )
+                continue
+            out[planned.index] = self._make_label(planned, results, plan)
+            labeled += 1
+        usage = Usage(
+            pairs=labeled,
+            score_units=len(scores),
+            prompt_tokens=sum(s.prompt_tokens for s in scores),
+            cached_prompt_tokens=sum(s.cached_tokens for s in scores),
+        )
+        return LabelBatch([r for r in out if r is not None], usage, plan.constitution)
+
+    async def label(
+        self,
+        pairs: Sequence[Pair],
+        constitution: str | ConstitutionSpec,
+        options: LabelOptions | None = None,
+    ) -> LabelBatch:
+        """`plan` then `run`, for callers with no admission step (CLI, evaluation, tests)."""
+        return await self.run(await self.plan(pairs, constitution, options))
+
+    # -- planning -------------------------------------------------------------------------
+
+    def _plan(
         self, pairs: Sequence[Pair], spec: ConstitutionSpec, options: LabelOptions
-    ) -> tuple[list[ScoreUnit], list[_PlannedPair], list[PairError]]:
-        """Render every (pair, principle, order) into unique score units."""
+    ) -> LabelPlan:
+        """Render every (pair, principle, order) into unique score units.
+
+        Uses the tokenizer, so it runs only in the Judge's worker thread (see `plan`).
+        """
         renderer = self.renderer(spec.template)
         answer_ids = (renderer.answer_tokens.id_a, renderer.answer_tokens.id_b)
         units: list[ScoreUnit] = []
         unit_index: dict[tuple[int, ...], int] = {}
         prefix_cache: dict[tuple[str, str, str], list[int]] = {}
-        planned: list[_PlannedPair] = []
+        planned: list[PlannedPair] = []
         errors: list[PairError] = []
         tails = {pid: renderer.tail_ids(spec.principle(pid).question) for pid in spec.principle_ids}
         longest_tail = max(len(t) for t in tails.values())
@@ -110,10 +230,8 @@ class Judge:
             key = (pair.prompt_key(), first, second)
             ids = prefix_cache.get(key)
             if ids is None:
-                ids = renderer.aligned(
-                    renderer.prefix_ids(pair.conversation(), first, second),
-                    self.engine.prefix_alignment,
-                )
+                # Padded by the template's rule, whatever the engine's block size.
+                ids = renderer.prefix_ids(pair.conversation(), first, second)
                 prefix_cache[key] = ids
             return ids
 
@@ -132,21 +250,19 @@ class Judge:
             needed = max(len(prefix_ab), len(prefix_ba)) + longest_tail + 1
             if needed > self.engine.max_model_len:
                 errors.append(
-                    PairError(
-                        id=pair.id,
-                        index=index,
-                        param="pairs",
-                        error=(
-                            f"judge prompt needs {needed} tokens, over the model's context of "
-                            f"{self.engine.max_model_len}"
-                        ),
+                    PairError.of(
+                        pair.id,
+                        index,
+                        f"judge prompt needs {needed} tokens, over the model's context of "
+                        f"{self.engine.max_model_len}",
+                        type="context_length",
                     )
                 )
                 continue
             seed = selection_seed(
                 pair.prompt_key(), pair.response_a, pair.response_b, spec.version, options.seed
             )
-            plan = _PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
+            plan = PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
             for pid in plan.principle_ids:
                 tail = tails[pid]
                 plan.unit_indices.append(
@@ -156,56 +272,38 @@ class Judge:
                     )
                 )
             planned.append(plan)
-        return units, planned, errors
-
-    async def label(
-        self,
-        pairs: Sequence[Pair],
-        constitution: str | ConstitutionSpec,
-        options: LabelOptions | None = None,
-    ) -> LabelBatch:
-        options = options or LabelOptions()
-        spec = (
-            constitution
-            if isinstance(constitution, ConstitutionSpec)
-            else self.registry.resolve(constitution)
+        return LabelPlan(
+            constitution=spec,
+            options=options,
+            template=TemplateRef(id=spec.template, version=renderer.version),
+            pair_count=len(pairs),
+            units=units,
+            planned=planned,
+            errors=errors,
         )
-        units, planned, errors = self.plan_units(pairs, spec, options)
-        scores: list[UnitScore] = await self.engine.score(units) if units else []
-        usage = Usage(
-            pairs=len(planned),
-            score_units=len(units),
-            prompt_tokens=sum(s.prompt_tokens for s in scores),
-            cached_prompt_tokens=sum(s.cached_tokens for s in scores),
-        )
-        results: list[Label | PairError | None] = [None] * len(pairs)
-        for error in errors:
-            results[error.index] = error
-        for plan in planned:
-            results[plan.index] = self._make_label(plan, scores, spec, options)
-        return LabelBatch([r for r in results if r is not None], usage, spec)
 
     def _make_label(
         self,
-        plan: _PlannedPair,
-        scores: Sequence[UnitScore],
-        spec: ConstitutionSpec,
-        options: LabelOptions,
+        planned: PlannedPair,
+        results: Sequence[UnitScore | BaseException],
+        plan: LabelPlan,
     ) -> Label:
+        def order(index: int) -> OrderScore:
+            score = results[index]
+            assert isinstance(score, UnitScore)  # failed pairs never get here
+            return OrderScore(score.logprob_a, score.logprob_b)
+
+        spec, options = plan.constitution, plan.options
         principle_scores = [
-            PrincipleScores(
-                principle_id=pid,
-                order_ab=OrderScore(scores[ab].logprob_a, scores[ab].logprob_b),
-                order_ba=OrderScore(scores[ba].logprob_a, scores[ba].logprob_b),
-            )
-            for pid, (ab, ba) in zip(plan.principle_ids, plan.unit_indices, strict=True)
+            PrincipleScores(principle_id=pid, order_ab=order(ab), order_ba=order(ba))
+            for pid, (ab, ba) in zip(planned.principle_ids, planned.unit_indices, strict=True)
         ]
         numbers = compute_label(principle_scores, options.aggregator, options.low_mass_threshold)
         per_principle = None
         if options.per_principle:
             per_principle = [PrincipleResult.from_breakdown(b) for b in numbers.per_principle]
         return Label(
-            id=plan.pair.id,
+            id=planned.pair.id,
             preferred=numbers.preferred,
             margin=numbers.margin,
             p_a=numbers.p_a,
@@ -213,11 +311,11 @@ class Judge:
             consistency=numbers.consistency,
             answer_mass=numbers.answer_mass,
             low_confidence=numbers.low_confidence,
-            principles=plan.principle_ids,
+            principles=planned.principle_ids,
             selection=options.principles,
             aggregator=options.aggregator,
             constitution=ConstitutionRef(id=spec.id, version=spec.version),
-            template=TemplateRef(id=spec.template, version=self.renderer(spec.template).version),
+            template=plan.template,
             model=self.engine.model_name,
             seed=options.seed,
             per_principle=per_principle,

@@ -7,6 +7,15 @@ short principle tail per principle.
 Untrusted text (the conversation and both responses) is quoted line by line with "> "
 so it cannot forge an option marker, a delimiter or the answer stem, and special-token
 strings inside it are broken up so the tokenizer cannot turn them into control tokens.
+Lines are split at every break `str.splitlines` knows (\r, \v, \f, \x1c-\x1e, U+0085,
+U+2028, U+2029 as well as \n): a model reads any of them as a new line, so splitting on
+"\n" alone would let a response start an unquoted line with "\r".
+
+Padding each shared prefix to a multiple of tokens (so that it ends on a KV-cache block
+boundary and followers find all of it cached) changes the tokens the model sees, so it
+is a rule of the template, part of its version, never an engine setting: a label depends
+only on the model, the template version, the constitution version, the selected
+principles and the pair (DESIGN.md §3).
 """
 
 from __future__ import annotations
@@ -23,6 +32,10 @@ QUOTE = "> "
 # but it stops "<|im_end|>" inside a response from becoming the real control token.
 _TOKEN_BREAKER = "\u200b"
 _PRINCIPLE_SENTINEL = "\x00CAI_JUDGE_PRINCIPLE\x00"
+# Bumped whenever this module changes the tokens a template renders to (2: lines split at
+# every line break, only real special tokens broken), so labels made by the old rules keep
+# a version of their own.
+_RENDERING_REVISION = 2
 
 
 class TemplateError(ValueError):
@@ -35,11 +48,16 @@ class Tokenizer(Protocol):
     chat_template: Any
     bos_token: Any
 
+    # Token id -> AddedToken; entries whose `.special` is true are control tokens.
+    @property
+    def added_tokens_decoder(self) -> dict[int, Any]: ...
+
+    @property
+    def all_special_tokens(self) -> list[str]: ...
+
     def encode(self, text: str, add_special_tokens: bool = ...) -> list[int]: ...
 
     def apply_chat_template(self, conversation: Any, **kwargs: Any) -> Any: ...
-
-    def get_added_vocab(self) -> dict[str, int]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +67,19 @@ class JudgeTemplate:
     conversation_header: str
     options_header: str
     answer_stem: str
+    # Each shared prefix is padded with newline tokens to a multiple of this many tokens;
+    # 1 means no padding. 32 matches the default KV block size (settings.block_size), and
+    # any block size dividing it: only whole blocks are cached, so without padding every
+    # follower recomputes the prefix's last partial block, half a block on average
+    # (bench/NOTES.md §7). A different engine block size costs speed, never labels.
+    prefix_pad_multiple: int = 32
+
+    def __post_init__(self) -> None:
+        if self.prefix_pad_multiple < 1:
+            raise ValueError(
+                f"template {self.id!r}: prefix_pad_multiple must be at least 1, "
+                f"got {self.prefix_pad_multiple}"
+            )
 
     @property
     def version(self) -> str:
@@ -68,6 +99,7 @@ TEMPLATES: dict[str, JudgeTemplate] = {
         ),
         options_header="Options:",
         answer_stem="The answer is: (",
+        prefix_pad_multiple=32,
     ),
 }
 
@@ -99,6 +131,18 @@ def render_chat_template_split(tokenizer: Tokenizer, user_content: str) -> tuple
     return before, after
 
 
+def special_token_strings(tokenizer: Tokenizer) -> list[str]:
+    """The tokenizer's control-token strings, longest first (the order they are broken in).
+
+    Only real special tokens: an added token that is not special (a tool-call marker, a
+    merged word) is ordinary text to the model, and breaking it would change what a
+    response says. Single characters cannot be broken and are left out.
+    """
+    strings = {str(t.content) for t in tokenizer.added_tokens_decoder.values() if t.special}
+    strings.update(str(s) for s in tokenizer.all_special_tokens)
+    return sorted((s for s in strings if len(s) > 1), key=lambda s: (-len(s), s))
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerTokens:
     id_a: int
@@ -111,6 +155,7 @@ class JudgePromptRenderer:
     The shared prefix (conversation and options) and the principle tail are tokenized
     separately and concatenated, so every principle of an order sees identical prefix
     ids (a requirement for prefix-cache hits), and each tail is tokenized once per call.
+    Not thread-safe, like the fast tokenizer it drives: the Judge uses it from one thread.
     """
 
     def __init__(self, template: JudgeTemplate, tokenizer: Tokenizer, use_chat_template: bool):
@@ -119,9 +164,7 @@ class JudgePromptRenderer:
         self.template = template
         self.tokenizer = tokenizer
         self.use_chat_template = use_chat_template
-        self._special_strings = sorted(
-            (s for s in tokenizer.get_added_vocab() if len(s) > 1), key=len, reverse=True
-        )
+        self._special_strings = special_token_strings(tokenizer)
         if use_chat_template:
             self._chat_before, self._chat_after = render_chat_template_split(
                 tokenizer, _PRINCIPLE_SENTINEL
@@ -135,7 +178,9 @@ class JudgePromptRenderer:
     def version(self) -> str:
         """Identifies everything that shapes the prompt: part of every cache key."""
         chat = self.tokenizer.chat_template if self.use_chat_template else None
-        payload = json.dumps([self.template.version, self.use_chat_template, chat]).encode()
+        payload = json.dumps(
+            [_RENDERING_REVISION, self.template.version, self.use_chat_template, chat]
+        ).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
 
     # -- text ---------------------------------------------------------------------------
@@ -144,7 +189,12 @@ class JudgePromptRenderer:
         for special in self._special_strings:
             if special in text:
                 text = text.replace(special, special[0] + _TOKEN_BREAKER + special[1:])
-        return "\n".join(QUOTE + line for line in text.split("\n"))
+        lines = text.splitlines()
+        # splitlines drops a trailing break (and gives nothing for ""): keep that last,
+        # empty line, so the quoted text keeps every line the writer put in it.
+        if not lines or text.splitlines(keepends=True)[-1] != lines[-1]:
+            lines.append("")
+        return "\n".join(QUOTE + line for line in lines)
 
     def render_conversation(self, conversation: Conversation) -> str:
         if isinstance(conversation, str):
@@ -174,11 +224,17 @@ class JudgePromptRenderer:
     def render_text(
         self, conversation: Conversation, first: str, second: str, question: str
     ) -> str:
+        """The prompt as text, without the prefix padding (which exists only as tokens:
+        re-encoding padded text could merge the newlines into other tokens)."""
         return self.prefix_text(conversation, first, second) + self.tail_text(question)
 
     # -- tokens -------------------------------------------------------------------------
 
     def prefix_ids(self, conversation: Conversation, first: str, second: str) -> list[int]:
+        """The shared prefix's ids, padded to the template's `prefix_pad_multiple`."""
+        return self.padded(self.unpadded_prefix_ids(conversation, first, second))
+
+    def unpadded_prefix_ids(self, conversation: Conversation, first: str, second: str) -> list[int]:
         # Chat templates write their own BOS into the text; plain prompts get the
         # tokenizer's usual special tokens.
         return self.tokenizer.encode(
@@ -186,15 +242,23 @@ class JudgePromptRenderer:
             add_special_tokens=not self.use_chat_template,
         )
 
+    def render_ids(
+        self, conversation: Conversation, first: str, second: str, question: str
+    ) -> list[int]:
+        """What the model sees: the padded prefix, then the principle tail."""
+        return self.prefix_ids(conversation, first, second) + self.tail_ids(question)
+
     @cached_property
     def pad_token_id(self) -> int:
         """A newline: padding the prefix with it only adds blank lines before the question."""
         return self.tokenizer.encode("\n", add_special_tokens=False)[-1]
 
-    def aligned(self, ids: list[int], multiple: int) -> list[int]:
-        """`ids` padded at the end to a multiple of `multiple` tokens."""
-        remainder = len(ids) % multiple
-        return ids if remainder == 0 else ids + [self.pad_token_id] * (multiple - remainder)
+    def padded(self, ids: list[int]) -> list[int]:
+        """`ids` padded at the end to a multiple of the template's `prefix_pad_multiple`."""
+        remainder = len(ids) % self.template.prefix_pad_multiple
+        if remainder == 0:
+            return ids
+        return ids + [self.pad_token_id] * (self.template.prefix_pad_multiple - remainder)
 
     def tail_ids(self, question: str) -> list[int]:
         ids = self._tail_cache.get(question)
