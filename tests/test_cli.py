@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,11 +17,16 @@ PAIRS = [
 ]
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CAI_JUDGE_MAX_MODEL_LEN": "1024"}
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        **os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CAI_JUDGE_MAX_MODEL_LEN": "1024",
+        **(env or {}),
+    }  # fmt: skip
     return subprocess.run(
         [sys.executable, "-m", "cai_judge.cli.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
+        cwd=cwd, env=full_env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
 
 
@@ -92,10 +98,23 @@ def test_resume_after_partial_output_and_bad_lines(tmp_path: Path, tiny_model_di
                        cwd=tmp_path)  # fmt: skip
     assert exported.returncode == 0, exported.stderr
     rows = read_labels(rows_path)
-    assert len(rows) + exported.stderr.count("tie") >= 1
+    summary = re.search(
+        r"exported (\d+) label\(s\): wrote (\d+) row\(s\).*skipped (\d+) tie\(s\), "
+        r"(\d+) low-confidence, (\d+) without a pair; (\d+) bad line",
+        exported.stderr,
+    )
+    assert summary, exported.stderr
+    labels_read, written, ties, dropped, missing, bad = map(int, summary.groups())
+    assert labels_read == len(PAIRS) and (dropped, missing, bad) == (0, 0, 0)
+    assert written + ties == labels_read
+    assert len(rows) == written
+    exported_by_id = {label["id"]: label for label in resumed}
+    assert {row["id"] for row in rows} == {
+        pid for pid, label in exported_by_id.items() if label["preferred"] != "tie"
+    }
     by_pair = {p["id"]: p for p in PAIRS}
     for row in rows:
-        label = by_id[row["id"]]
+        label = exported_by_id[row["id"]]
         pair = by_pair[str(row["id"])]
         winner = "response_a" if label["preferred"] == "a" else "response_b"
         assert row["chosen"] == pair[winner]

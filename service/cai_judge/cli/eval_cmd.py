@@ -1,9 +1,4 @@
-"""`cai-judge eval` and `cai-judge compare`: a judge measured against gold preferences.
-
-The shared CLI helpers (`_settings`, `_registry`, `_fail`, `console`) are imported from
-`cai_judge.cli.main` inside the commands, not at module level: main imports this module
-while it is still being defined, so a top-level import would see it half-built.
-"""
+"""`cai-judge eval` and `cai-judge compare`: a judge measured against gold preferences."""
 
 from __future__ import annotations
 
@@ -18,9 +13,25 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cai_judge.cli.common import (
+    BatchSizeOption,
+    ConstitutionOption,
+    ConstitutionsDirOption,
+    ExitCode,
+    ModelOption,
+    SeedOption,
+    build_settings,
+    console,
+    engine_session,
+    fail,
+    label_options,
+    load_registry,
+    progress,
+    report_pair_error,
+    resolve_constitution,
+)
 from cai_judge.evaluation.gold import GoldPair, read_gold
 from cai_judge.evaluation.protocols import Protocol
 from cai_judge.evaluation.render import (
@@ -71,15 +82,8 @@ GoldArgument = Annotated[
 OutputOption = Annotated[
     Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
 ]
-ConstitutionsDirOption = Annotated[
-    Path | None, typer.Option(help="Extra folder of constitution YAML files.")
-]
-SeedOption = Annotated[
-    int, typer.Option(min=0, help="Seeds single-order's coin and the bootstrap.")
-]
 BinsOption = Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")]
 ResamplesOption = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
-BatchSizeOption = Annotated[int, typer.Option(min=1, help="Pairs per engine call.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -97,8 +101,6 @@ def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
 
 
 def _load_gold(path: Path) -> list[GoldPair]:
-    from cai_judge.cli.main import _fail
-
     gold = read_gold(path)
     if gold.problems:
         shown = "\n".join(
@@ -106,30 +108,24 @@ def _load_gold(path: Path) -> list[GoldPair]:
         )
         more = len(gold.problems) - _MAX_PROBLEMS_SHOWN
         tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise _fail(
+        raise fail(
             f"{len(gold.problems)} problem(s) in gold file {path}; nothing was scored, since "
             f"metrics over part of a gold set mislead:\n{shown}{tail}"
         )
     if not gold.pairs:
-        raise _fail(f"gold file {path} holds no pairs")
+        raise fail(f"gold file {path} holds no pairs")
     return gold.pairs
 
 
-def _resolve(registry: ConstitutionRegistry, ref: str) -> ConstitutionSpec:
-    from cai_judge.cli.main import _fail
-    from cai_judge.labeling.constitution import ConstitutionNotFound
-
-    try:
-        return registry.resolve(ref)
-    except ConstitutionNotFound as error:
-        raise _fail(str(error)) from None
+def _check_label_options(seed: int, settings: Settings) -> None:
+    # score_gold labels with these options after the engine has started: a value they
+    # refuse should be a usage error now, not a traceback a minute later.
+    label_options(seed=seed, low_mass_threshold=settings.low_mass_threshold)
 
 
 def _check_output(directory: Path) -> None:
-    from cai_judge.cli.main import _fail
-
     if directory.exists() and not directory.is_dir():
-        raise _fail(f"{directory} exists and is not a folder; -o names the report folder")
+        raise fail(f"{directory} exists and is not a folder; -o names the report folder")
 
 
 async def _score_runs(
@@ -142,26 +138,13 @@ async def _score_runs(
     stage: str = "",
 ) -> list[JudgeRun]:
     """Start one engine and score the gold once per constitution with it."""
-    from cai_judge.cli.main import _fail, console
-    from cai_judge.engine.default_model import ModelNotReady
-    from cai_judge.engine.factory import start_engine
     from cai_judge.evaluation.runner import score_gold
-    from cai_judge.labeling.judge import Judge
 
     console.print(f"{stage}starting the judge model {settings.model} ...")
-    try:
-        engine = await start_engine(settings)
-    except ModelNotReady as error:
-        raise _fail(str(error)) from None
     runs: list[JudgeRun] = []
-    started = time.perf_counter()
-    try:
-        judge = Judge(engine, registry, settings.use_chat_template())
-        columns = (
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("pairs"), TimeRemainingColumn(),
-        )  # fmt: skip
-        with Progress(*columns, console=console) as bar:
+    async with engine_session(settings, registry) as judge:
+        started = time.perf_counter()
+        with progress() as bar:
             for spec in constitutions:
                 task = bar.add_task(f"{stage}labeling with {spec.id}", total=len(gold))
                 runs.append(
@@ -175,9 +158,7 @@ async def _score_runs(
                         on_progress=functools.partial(bar.advance, task),
                     )
                 )
-    finally:
-        await engine.shutdown()
-    elapsed = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
     units = sum(r.usage.score_units for r in runs)
     console.print(
         f"{stage}scored {len(gold)} pair(s) x {len(constitutions)} constitution(s) in "
@@ -187,13 +168,8 @@ async def _score_runs(
 
 
 def _report_pair_errors(run: JudgeRun) -> None:
-    from cai_judge.cli.main import console
-
     for error in run.errors:
-        console.print(
-            f"[yellow]pair {error.id!r}[/yellow] not scored ({run.constitution.id}): {error.error}",
-            highlight=False,
-        )
+        report_pair_error(error, f" not scored ({run.constitution.id})")
 
 
 # -- terminal tables -------------------------------------------------------------------
@@ -294,11 +270,8 @@ def _compare_tables(report: CompareReport, show: int) -> list[Table]:
 def eval_command(
     gold_path: GoldArgument,
     output: OutputOption,
-    constitution: Annotated[str, typer.Option(help="`id` or `id@version`.")] = "harmless",
-    model: Annotated[
-        str | None,
-        typer.Option(help="`default`, a checkpoint directory, or a hub ID. Env: CAI_JUDGE_MODEL."),
-    ] = None,
+    constitution: ConstitutionOption = "harmless",
+    model: ModelOption = None,
     protocol: Annotated[
         list[ProtocolChoice] | None,
         typer.Option(help="Repeat to pick several; all four by default."),
@@ -314,11 +287,10 @@ def eval_command(
     The model runs once, with every principle in both orders; each protocol is derived
     from that one run, so protocols differ only in how they read the same numbers.
     """
-    from cai_judge.cli.main import ExitCode, _registry, _settings, console
-
-    settings = _settings(model=model, constitutions_dir=constitutions_dir)
-    registry = _registry(settings)
-    spec = _resolve(registry, constitution)
+    settings = build_settings(model=model, constitutions_dir=constitutions_dir)
+    registry = load_registry(settings)
+    spec = resolve_constitution(registry, constitution)
+    _check_label_options(seed, settings)
     _check_output(output)
     gold = _load_gold(gold_path)
     options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
@@ -372,16 +344,15 @@ def compare_command(
     (started one after the other). Shows the metrics side by side and the pairs where the
     verdicts differ; writes compare.json and compare.html.
     """
-    from cai_judge.cli.main import ExitCode, _fail, _registry, _settings, console
-
-    settings = _settings(model=model, constitutions_dir=constitutions_dir)
-    registry = _registry(settings)
-    spec_a = _resolve(registry, constitution_a or constitution)
-    spec_b = _resolve(registry, constitution_b or constitution)
+    settings = build_settings(model=model, constitutions_dir=constitutions_dir)
+    registry = load_registry(settings)
+    spec_a = resolve_constitution(registry, constitution_a or constitution)
+    spec_b = resolve_constitution(registry, constitution_b or constitution)
+    _check_label_options(seed, settings)
     side_model_a = model_a or settings.model
     side_model_b = model_b or settings.model
     if (side_model_a, spec_a.version) == (side_model_b, spec_b.version):
-        raise _fail(
+        raise fail(
             "both sides are the same model and constitution: give --constitution-a and "
             "--constitution-b, or --model-a and --model-b"
         )

@@ -1,15 +1,20 @@
-"""Reading pair files and resuming label files, line by line."""
+"""Reading pair and label files line by line, and checking a label file before resuming it.
+
+Every problem is reported with its line number and never stops the reading, so one pass
+over a file shows everything that needs fixing.
+"""
 
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
-from cai_judge.labeling.schema import Pair
+from cai_judge.labeling.schema import Label, Pair
 from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 
 
@@ -52,50 +57,196 @@ def read_pairs(path: Path) -> PairsFile:
     return result
 
 
+def _raw_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
+    """Each line's number, bytes (without the line end) and whether a line end follows.
+
+    Split on b"\\n" alone: a label is one `json.dumps` line, which escapes every other
+    line break, and bytes are split before decoding so one non-UTF-8 line spoils only
+    itself.
+    """
+    parts = data.split(b"\n")
+    for index, part in enumerate(parts[:-1]):
+        yield index + 1, part, True
+    if parts[-1]:
+        yield len(parts), parts[-1], False
+
+
+def _utf8(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+        ) from None
+
+
+@dataclass
+class LabelsFile:
+    labels: list[Label] = field(default_factory=list)
+    line_numbers: dict[str, int] = field(default_factory=dict)
+    bad_lines: list[BadLine] = field(default_factory=list)
+
+
+def read_labels(path: Path) -> LabelsFile:
+    """Every whole, valid label of a label file; each other line becomes a BadLine.
+
+    A later line with an id already read is bad too, naming the first: exporting both
+    would give the same pair twice to the reward model, and picking one silently would
+    hide that the file was edited or concatenated.
+    """
+    result = LabelsFile()
+    for line_number, raw, has_end in _raw_lines(path.read_bytes()):
+        if not raw.strip():
+            result.bad_lines.append(BadLine(line_number, "blank line"))
+            continue
+        if not has_end:
+            result.bad_lines.append(
+                BadLine(
+                    line_number,
+                    "half-written: the last line has no line end (a run stopped mid-write; "
+                    "`cai-judge label` redoes that pair when resumed)",
+                )
+            )
+            continue
+        try:
+            record = json.loads(_utf8(raw))
+        except json.JSONDecodeError as error:
+            result.bad_lines.append(BadLine(line_number, f"not valid JSON: {error.msg}"))
+            continue
+        except ValueError as error:
+            result.bad_lines.append(BadLine(line_number, str(error)))
+            continue
+        raw_id = record.get("id") if isinstance(record, dict) else None
+        pair_id = raw_id if isinstance(raw_id, str) else None
+        try:
+            label = Label.model_validate(record)
+        except ValidationError as error:
+            reason = f"not a label: {describe_validation_error(error, whole='(line)')}"
+            result.bad_lines.append(BadLine(line_number, reason, pair_id))
+            continue
+        first = result.line_numbers.get(label.id)
+        if first is not None:
+            reason = f"duplicate id {label.id!r}, first labeled on line {first}; not exported"
+            result.bad_lines.append(BadLine(line_number, reason, label.id))
+            continue
+        result.labels.append(label)
+        result.line_numbers[label.id] = line_number
+    return result
+
+
 class ResumeError(ValueError):
     pass
 
 
+# What a label records about how it was made, by the option that sets it. Two labels of
+# one file that differ in any of these come from different judges (DESIGN.md §3: a label
+# depends on the model, the template, the constitution and the principles chosen), so a
+# file is only resumed by a run that agrees with it on all of them.
+PROVENANCE_OPTIONS: dict[str, str] = {
+    "model": "--model",
+    "constitution": "--constitution",
+    "template": "judge template (the model's chat format, CAI_JUDGE_CHAT_TEMPLATE)",
+    "selection": "--principles",
+    "seed": "--seed",
+    "aggregator": "--aggregator",
+}
+_MISSING = "(none)"
+
+
+def provenance(record: Mapping[str, Any]) -> dict[str, str]:
+    """A label record's provenance fields as comparable text; a run's provenance is built
+    as a record of the same shape, so both sides are formatted by this one function."""
+
+    def ref(value: Any) -> str:
+        if isinstance(value, dict) and "id" in value and "version" in value:
+            return f"{value['id']}@{value['version']}"
+        return _MISSING
+
+    def plain(value: Any) -> str:
+        return _MISSING if value is None else str(value)
+
+    return {
+        "model": plain(record.get("model")),
+        "constitution": ref(record.get("constitution")),
+        "template": ref(record.get("template")),
+        "selection": plain(record.get("selection")),
+        "seed": plain(record.get("seed")),
+        "aggregator": plain(record.get("aggregator")),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    field: str
+    file_value: str
+    line_number: int
+    run_value: str
+
+    def describe(self) -> str:
+        return (
+            f"{PROVENANCE_OPTIONS[self.field]}: the file has {_short(self.file_value)} "
+            f"(line {self.line_number}), this run has {_short(self.run_value)}"
+        )
+
+
+def _short(value: str) -> str:
+    # `id@<sha256 hex>` reads better cut to 12 hex digits, like `constitutions list`.
+    name, at, version = value.rpartition("@")
+    if at and len(version) > 12 and all(c in "0123456789abcdef" for c in version):
+        return f"{name}@{version[:12]}"
+    return value
+
+
 @dataclass
 class ExistingLabels:
-    ids: set[str]
-    constitution: tuple[str, str] | None
-    model: str | None
+    ids: set[str] = field(default_factory=set)
+    # provenance field -> value -> the first line holding it
+    provenance: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Where a half-written last line starts, when there is one: see drop_partial_tail.
+    partial_tail_at: int | None = None
+
+    def mismatches(self, run: Mapping[str, str], fields: tuple[str, ...]) -> list[Mismatch]:
+        """Each value of `fields` in the file that is not the run's, first lines first."""
+        found = [
+            Mismatch(name, value, line, run[name])
+            for name in fields
+            for value, line in self.provenance.get(name, {}).items()
+            if value != run[name]
+        ]
+        return sorted(found, key=lambda m: (m.line_number, m.field))
 
 
 def load_existing_labels(path: Path) -> ExistingLabels:
     """Read a label file written by an earlier (maybe killed) run, for resuming.
 
-    A run killed mid-write can leave a partial last line; it is cut off here so that
-    appending continues on a clean line instead of gluing two records together.
+    A run killed mid-write can leave a partial last line (no line end); it is noted, not
+    cut here, so that a run refused for other reasons leaves the file as it found it.
     """
-    existing = ExistingLabels(set(), None, None)
+    existing = ExistingLabels()
     if not path.exists():
         return existing
-    data = path.read_bytes()
-    lines = data.splitlines(keepends=True)
-    good_end = 0
-    counts: Counter[tuple[str, str]] = Counter()
-    for line_number, raw_line in enumerate(lines, start=1):
+    offset = 0
+    for line_number, raw, has_end in _raw_lines(path.read_bytes()):
+        if not has_end:
+            existing.partial_tail_at = offset
+            break
         try:
-            if not raw_line.endswith(b"\n"):
-                raise ValueError("no line end")
-            record = json.loads(raw_line)
+            record = json.loads(_utf8(raw))
             existing.ids.add(record["id"])
         except (ValueError, KeyError, TypeError) as error:
-            if line_number == len(lines):
-                break  # the partial write of a killed run: dropped below
             raise ResumeError(
                 f"{path}:{line_number} is not a label ({error}); it was not written by "
                 "`cai-judge label`, so it is not resumed: choose another output file"
             ) from None
-        good_end += len(raw_line)
-        constitution = record.get("constitution") or {}
-        counts[(constitution.get("id", ""), constitution.get("version", ""))] += 1
-        existing.model = existing.model or record.get("model")
-    if good_end < len(data):
-        with path.open("r+b") as handle:
-            handle.truncate(good_end)
-    if counts:
-        existing.constitution = counts.most_common(1)[0][0]
+        for name, value in provenance(record).items():
+            existing.provenance.setdefault(name, {}).setdefault(value, line_number)
+        offset += len(raw) + 1
     return existing
+
+
+def drop_partial_tail(path: Path, existing: ExistingLabels) -> None:
+    """Cut a half-written last line, so appending continues on a clean line instead of
+    gluing two records together."""
+    if existing.partial_tail_at is not None:
+        with path.open("r+b") as handle:
+            handle.truncate(existing.partial_tail_at)

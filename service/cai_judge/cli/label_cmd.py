@@ -1,0 +1,309 @@
+"""`cai-judge label` (pairs file → label file, resumable) and `cai-judge export` (label file
+→ reward-model training rows)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from cai_judge.cli.common import (
+    AggregatorOption,
+    BatchSizeOption,
+    ConstitutionOption,
+    ConstitutionsDirOption,
+    ExitCode,
+    ModelOption,
+    PrinciplesOption,
+    SeedOption,
+    build_settings,
+    console,
+    engine_session,
+    fail,
+    label_options,
+    load_registry,
+    parse_principles,
+    progress,
+    report_pair_error,
+    resolve_constitution,
+)
+from cai_judge.cli.pairs_file import (
+    PROVENANCE_OPTIONS,
+    BadLine,
+    ExistingLabels,
+    PairsFile,
+    ResumeError,
+    drop_partial_tail,
+    load_existing_labels,
+    provenance,
+    read_labels,
+    read_pairs,
+)
+from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.schema import Label, LabelOptions, Pair, Usage
+
+if TYPE_CHECKING:
+    from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.settings import Settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command("label")(label_command)
+    app.command("export")(export_command)
+
+
+def _read_pairs(path: Path) -> PairsFile:
+    try:
+        return read_pairs(path)
+    except UnicodeDecodeError as error:
+        raise fail(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "pairs files are JSON Lines in UTF-8"
+        ) from None
+
+
+def _report_bad_lines(path: Path, bad_lines: list[BadLine]) -> None:
+    for bad in bad_lines:
+        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
+
+
+# -- resuming --------------------------------------------------------------------------
+
+
+def _template_version(settings: Settings, spec: ConstitutionSpec) -> str:
+    """The template version this run's labels will carry, found without the engine.
+
+    The version depends only on the template and the tokenizer (JudgePromptRenderer), and
+    a tokenizer loads in about a second where the engine takes 30-90 s: so a file made with
+    another template is refused before the engine starts. VllmEngine.start loads its
+    tokenizer the same way, and _label_file checks the running Judge's version against this
+    one before it writes a label, so the two can never silently disagree.
+    """
+    from transformers import AutoTokenizer
+
+    from cai_judge.engine.default_model import ModelNotReady
+    from cai_judge.engine.factory import resolve_model_path
+    from cai_judge.labeling.templates import TEMPLATES, JudgePromptRenderer, TemplateError
+
+    try:
+        path = resolve_model_path(settings)
+    except ModelNotReady as error:
+        raise fail(str(error)) from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise fail(f"cannot load the tokenizer of the judge model {path}: {error}") from None
+    use_chat_template = settings.use_chat_template()
+    if use_chat_template is None:
+        # `auto`, decided as Judge.__init__ decides it.
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    try:
+        renderer = JudgePromptRenderer(TEMPLATES[spec.template], tokenizer, use_chat_template)
+    except TemplateError as error:
+        raise fail(f"the judge model cannot use the judge template: {error}") from None
+    return renderer.version
+
+
+def _check_resume(
+    output: Path,
+    existing: ExistingLabels,
+    settings: Settings,
+    spec: ConstitutionSpec,
+    options: LabelOptions,
+) -> str | None:
+    """Refuse a label file made with other settings; the template version when checked."""
+    from cai_judge.engine.factory import model_display_name
+
+    if not existing.ids:
+        return None
+    run: dict[str, Any] = {
+        "model": model_display_name(settings),
+        "constitution": {"id": spec.id, "version": spec.version},
+        "template": None,
+        "selection": options.principles,
+        "seed": options.seed,
+        "aggregator": options.aggregator.value,
+    }
+    # The template last: it needs the tokenizer, and a file from another model or
+    # constitution is refused without loading anything.
+    cheap = tuple(f for f in PROVENANCE_OPTIONS if f != "template")
+    found = existing.mismatches(provenance(run), cheap)
+    template_version = None
+    if not found:
+        template_version = _template_version(settings, spec)
+        run["template"] = {"id": spec.template, "version": template_version}
+        found = existing.mismatches(provenance(run), ("template",))
+    if found:
+        shown = "\n".join(f"  {m.describe()}" for m in found)
+        raise fail(
+            f"{output} holds labels made with other settings, and resuming it would mix "
+            f"two judges' labels in one file:\n{shown}\n"
+            "Write this run to another output file (-o), or rerun with the file's settings."
+        )
+    return template_version
+
+
+# -- label -----------------------------------------------------------------------------
+
+
+def label_command(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT.jsonl", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Labels, one JSON per line.")],
+    constitution: ConstitutionOption = "harmless",
+    principles: PrinciplesOption = "all",
+    seed: SeedOption = 0,
+    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
+    per_principle: Annotated[bool, typer.Option(help="Add each principle's numbers.")] = False,
+    model: ModelOption = None,
+    constitutions_dir: ConstitutionsDirOption = None,
+    batch_size: BatchSizeOption = 32,
+) -> None:
+    """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
+
+    Resuming needs the model, constitution, template, principles, seed, aggregator it had.
+    """
+    settings = build_settings(model=model, constitutions_dir=constitutions_dir)
+    registry = load_registry(settings)
+    spec = resolve_constitution(registry, constitution)
+    options = label_options(
+        principles=parse_principles(principles),
+        seed=seed,
+        aggregator=aggregator,
+        per_principle=per_principle,
+        low_mass_threshold=settings.low_mass_threshold,
+    )
+
+    pairs_file = _read_pairs(input_path)
+    if pairs_file.duplicate_ids:
+        shown = "; ".join(
+            f"{pid!r} on lines {', '.join(map(str, lines))}"
+            for pid, lines in list(pairs_file.duplicate_ids.items())[:10]
+        )
+        raise fail(
+            f"{len(pairs_file.duplicate_ids)} duplicate pair id(s) in {input_path}: {shown}. "
+            "Ids must be unique so labels can be matched and resumed."
+        )
+    _report_bad_lines(input_path, pairs_file.bad_lines)
+
+    try:
+        existing = load_existing_labels(output)
+    except ResumeError as error:
+        raise fail(str(error)) from None
+    template_version = _check_resume(output, existing, settings, spec, options)
+    drop_partial_tail(output, existing)
+    todo = [p for p in pairs_file.pairs if p.id not in existing.ids]
+    if existing.ids:
+        console.print(f"resuming: {len(existing.ids)} pair(s) already in {output}")
+
+    failed = asyncio.run(
+        _label_file(settings, registry, spec, options, todo, output, batch_size, template_version)
+    )
+    failures = len(pairs_file.bad_lines) + failed
+    if failures:
+        console.print(f"[red]{failures} pair(s) not labeled[/red] (see above)")
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+async def _label_file(
+    settings: Settings,
+    registry: ConstitutionRegistry,
+    spec: ConstitutionSpec,
+    options: LabelOptions,
+    todo: list[Pair],
+    output: Path,
+    batch_size: int,
+    template_version: str | None,
+) -> int:
+    if not todo:
+        console.print("nothing to label")
+        return 0
+    failed = 0
+    usage = Usage()
+    async with engine_session(settings, registry) as judge:
+        running = judge.renderer(spec.template).version
+        if template_version is not None and running != template_version:
+            raise fail(
+                f"the judge renders template {spec.template} as version {running}, not "
+                f"{template_version} as computed from the tokenizer; nothing was written "
+                f"to {output}. Please report this bug."
+            )
+        started = time.perf_counter()
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("a", encoding="utf-8") as sink, progress("labeling") as bar:
+            task = bar.add_task("label", total=len(todo))
+            for start in range(0, len(todo), batch_size):
+                batch = await judge.label(todo[start : start + batch_size], spec.ref, options)
+                for result in batch.results:
+                    if isinstance(result, Label):
+                        sink.write(result.model_dump_json(exclude_none=True) + "\n")
+                    else:
+                        failed += 1
+                        report_pair_error(result)
+                # Flushed per batch: a killed run resumes after the last whole batch.
+                sink.flush()
+                usage.add(batch.usage)
+                bar.advance(task, len(batch.results))
+        elapsed = time.perf_counter() - started
+    cached = usage.cached_prompt_tokens / usage.prompt_tokens if usage.prompt_tokens else 0.0
+    console.print(
+        f"labeled {usage.pairs} pair(s) in {elapsed:.1f} s ({usage.pairs / elapsed:.2f} pairs/s, "
+        f"engine start excluded): {usage.score_units} score units, "
+        f"{usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
+    )
+    return failed
+
+
+# -- export ----------------------------------------------------------------------------
+
+
+def export_command(
+    labels_path: Annotated[
+        Path, typer.Argument(metavar="LABELS.jsonl", exists=True, dir_okay=False)
+    ],
+    pairs_path: Annotated[
+        Path, typer.Option("--pairs", exists=True, dir_okay=False, help="The labeled pairs.")
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output")],
+    drop_low_confidence: Annotated[bool, typer.Option(help="Leave low-mass labels out.")] = False,
+) -> None:
+    """Write chosen/rejected/margin/p_chosen rows for reward-model training (TRL and soft BT).
+
+    Bad lines of LABELS.jsonl (blank, half-written, not JSON or UTF-8, not a label, a
+    repeated id) are reported by line number and left out; the rest is exported, and the
+    exit status is 1 when any line was bad or any label has no pair.
+    """
+    from cai_judge.labeling.export import COLUMN_CONVENTIONS, preference_row
+
+    pairs = {p.id: p for p in _read_pairs(pairs_path).pairs}
+    labels_file = read_labels(labels_path)
+    _report_bad_lines(labels_path, labels_file.bad_lines)
+    written = ties = dropped = missing = 0
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8") as sink:
+        for label in labels_file.labels:
+            pair = pairs.get(label.id)
+            if pair is None:
+                missing += 1
+                continue
+            row = preference_row(pair, label)
+            if row is None:
+                ties += 1
+            elif drop_low_confidence and row["low_confidence"]:
+                dropped += 1
+            else:
+                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                written += 1
+    columns = output.with_name(output.name + ".columns.json")
+    columns.write_text(json.dumps(COLUMN_CONVENTIONS, indent=2) + "\n")
+    bad = len(labels_file.bad_lines)
+    console.print(
+        f"exported {len(labels_file.labels)} label(s): wrote {written} row(s) to {output} "
+        f"(column conventions: {columns}); skipped {ties} tie(s), {dropped} low-confidence, "
+        f"{missing} without a pair; {bad} bad line(s) in {labels_path}"
+    )
+    if missing or bad:
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
