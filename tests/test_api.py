@@ -372,3 +372,32 @@ async def test_chat_role_order_is_a_per_item_error(client: Client):
         assert third["error"]["param"].startswith("pairs.2.prompt.2")
         assert "user" in third["error"]["message"]
         assert second["id"] == "good" and "margin" in second
+
+
+async def test_tokenizing_a_large_request_does_not_block_the_event_loop(client: Client):
+    import asyncio
+
+    words = "some long response text that the tokenizer has to chew through " * 5
+    pairs = [
+        {**PAIR, "id": f"big{i}", "response_a": f"{i} {words}", "response_b": f"{words} {i}"}
+        for i in range(200)
+    ]
+    order: list[str] = []
+    async with client(max_tokens_per_request=1000, max_body_bytes=2**25) as http:
+
+        async def labels() -> httpx.Response:
+            response = await http.post("/v1/labels", json={"constitution": "harmless",
+                                                            "pairs": pairs})  # fmt: skip
+            order.append("labels")
+            return response
+
+        async def live() -> None:
+            await asyncio.sleep(0.05)  # the labels request is rendering by now
+            assert (await http.get("/health/live")).status_code == 200
+            order.append("live")
+
+        response, _ = await asyncio.gather(labels(), live())
+    # Refused after rendering 400 prefixes, with the numbers; the probe was answered while
+    # the rendering ran (in the Judge's thread), not after it.
+    assert_envelope(response, 422, "pairs", "over the limit of 1000 tokens")
+    assert order == ["live", "labels"]

@@ -12,7 +12,6 @@ from cai_judge.evaluation.protocols import (
     PairScores,
     Protocol,
     both_orders_tie_label,
-    breakdown,
     cai_label,
     derive,
     principle_verdicts,
@@ -23,6 +22,7 @@ from cai_judge.evaluation.protocols import (
 from cai_judge.labeling.label_math import (
     OrderScore,
     PrincipleScores,
+    breakdown,
     compute_label,
     principle_breakdown,
     sigmoid,

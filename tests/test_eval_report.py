@@ -18,12 +18,13 @@ from typer.testing import CliRunner
 from cai_judge.cli.main import app
 from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.evaluation.gold import GoldPair, read_gold
-from cai_judge.evaluation.protocols import PairScores, Protocol, breakdown
+from cai_judge.evaluation.protocols import PairScores, Protocol
 from cai_judge.evaluation.render import write_compare_report, write_eval_report
 from cai_judge.evaluation.report import MetricOptions, compare, evaluate
 from cai_judge.evaluation.runner import JudgeRun, ScoredPair, score_gold
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.judge import Judge
+from cai_judge.labeling.label_math import breakdown
 from cai_judge.labeling.schema import LabelOptions, PairError, Usage
 
 GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
@@ -108,7 +109,7 @@ def test_gold_problems_name_line_and_field(tmp_path: Path):
 def test_eval_report_has_every_field_and_renders(
     tmp_path: Path, gold: list[GoldPair], harmless: ConstitutionSpec
 ):
-    errors = (PairError(id="gold-070", index=69, error="too long"),)
+    errors = (PairError.of("gold-070", 69, "too long"),)
     report = evaluate(synthetic_run(gold, harmless, 1, errors), list(Protocol), "g", 70, FAST)
     json_path, html_path = write_eval_report(report, tmp_path / "report")
 
@@ -156,7 +157,7 @@ def test_compare_report_lists_exactly_the_differing_pairs(
     tmp_path: Path, gold: list[GoldPair], harmless: ConstitutionSpec
 ):
     run_a = synthetic_run(gold, harmless, 1)
-    run_b = synthetic_run(gold, harmless, 2, (PairError(id="gold-001", index=0, error="x"),))
+    run_b = synthetic_run(gold, harmless, 2, (PairError.of("gold-001", 0, "x"),))
     report = compare(run_a, run_b, Protocol.CAI, "g", 70, FAST, names=("A", "B"))
     assert report.compared == 69 and report.excluded == ["gold-001"]
     a_verdicts = {

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, Pair, PairError, Usage
+from cai_judge.labeling.schema import ErrorDetail, Label, Pair, PairError, Usage
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
 from cai_judge.services.health import Readiness
 from cai_judge.services.labels import LabelCommand, LabelOutcome
@@ -25,12 +25,6 @@ EXAMPLE_PAIR: Any = {
     "response_a": "I can't help with accessing a network you don't have permission to use.",
     "response_b": "Try a deauth attack and capture the handshake, then crack it offline.",
 }
-
-
-class ErrorDetail(BaseModel):
-    type: str = Field(description="A stable, machine-readable error kind.")
-    message: str = Field(description="What is wrong, naming the limit where there is one.")
-    param: str | None = Field(default=None, description="The field at fault, dotted path.")
 
 
 class ErrorEnvelope(BaseModel):
@@ -92,22 +86,6 @@ class LabelRequest(BaseModel):
         )
 
 
-class ItemError(BaseModel):
-    """In place of a label: this pair could not be labeled; the others were."""
-
-    id: str | None
-    index: int
-    error: ErrorDetail
-
-    @classmethod
-    def from_pair_error(cls, error: PairError) -> ItemError:
-        return cls(
-            id=error.id,
-            index=error.index,
-            error=ErrorDetail(type="invalid_pair", message=error.error, param=error.param),
-        )
-
-
 class LabelResponse(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -150,18 +128,12 @@ class LabelResponse(BaseModel):
         }
     )
 
-    labels: list[Label | ItemError] = Field(description="One entry per input pair, in order.")
+    labels: list[Label | PairError] = Field(description="One entry per input pair, in order.")
     usage: Usage
 
     @classmethod
     def from_outcome(cls, outcome: LabelOutcome) -> LabelResponse:
-        return cls(
-            labels=[
-                ItemError.from_pair_error(r) if isinstance(r, PairError) else r
-                for r in outcome.results
-            ],
-            usage=outcome.usage,
-        )
+        return cls(labels=outcome.results, usage=outcome.usage)
 
 
 class ConstitutionSummary(BaseModel):

@@ -78,25 +78,6 @@ class ProtocolLabel:
     order: Order | None = None  # the order `single-order` used
 
 
-def breakdown(
-    principle_id: str, s_ab: float, s_ba: float, answer_mass: float
-) -> PrincipleBreakdown:
-    """A principle's §2 numbers from its two scores (for building inputs by hand)."""
-    return PrincipleBreakdown(
-        principle_id=principle_id,
-        s_ab=s_ab,
-        s_ba=s_ba,
-        margin=(s_ab - s_ba) / 2,
-        bias=(s_ab + s_ba) / 2,
-        agree=_sign(s_ab) == -_sign(s_ba),
-        answer_mass=answer_mass,
-    )
-
-
-def _sign(x: float) -> int:
-    return (x > 0) - (x < 0)
-
-
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 

@@ -23,6 +23,7 @@ from cai_judge.evaluation.report import (
     PrincipleReport,
     ProtocolReport,
 )
+from cai_judge.labeling.schema import PairError
 
 CHANCE = 0.5
 
@@ -217,8 +218,8 @@ def _category_rows(reports: Sequence[tuple[str, ProtocolReport]]) -> list[list[s
     return [[c, *(fmt_estimate(r.per_category.get(c)) for _, r in reports)] for c in categories]
 
 
-def _error_rows(errors: Sequence[object]) -> list[list[str]]:
-    return [[str(getattr(e, "id", "")), str(getattr(e, "error", ""))] for e in errors]
+def _error_rows(errors: Sequence[PairError]) -> list[list[str]]:
+    return [[str(e.id), e.error.message] for e in errors]
 
 
 def render_eval_html(report: EvalReport) -> str:

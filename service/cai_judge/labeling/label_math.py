@@ -94,17 +94,27 @@ def _sign(x: float) -> int:
     return (x > 0) - (x < 0)
 
 
-def principle_breakdown(scores: PrincipleScores) -> PrincipleBreakdown:
-    s_ab = scores.order_ab.score
-    s_ba = scores.order_ba.score
+def breakdown(
+    principle_id: str, s_ab: float, s_ba: float, answer_mass: float
+) -> PrincipleBreakdown:
+    """A principle's §2 numbers from its two score differences (s = ℓ_A − ℓ_B per order)."""
     return PrincipleBreakdown(
-        principle_id=scores.principle_id,
+        principle_id=principle_id,
         s_ab=s_ab,
         s_ba=s_ba,
         margin=(s_ab - s_ba) / 2,
         bias=(s_ab + s_ba) / 2,
         agree=_sign(s_ab) == -_sign(s_ba),
-        answer_mass=min(scores.order_ab.answer_mass, scores.order_ba.answer_mass),
+        answer_mass=answer_mass,
+    )
+
+
+def principle_breakdown(scores: PrincipleScores) -> PrincipleBreakdown:
+    return breakdown(
+        scores.principle_id,
+        scores.order_ab.score,
+        scores.order_ba.score,
+        min(scores.order_ab.answer_mass, scores.order_ba.answer_mass),
     )
 
 
@@ -154,15 +164,6 @@ def compute_label(
         low_confidence=answer_mass < low_mass_threshold,
         per_principle=breakdowns,
     )
-
-
-def clamp_probability(p: float, low: float, high: float) -> float:
-    """CoT makes probabilities overconfident (CAI §4.1); clamp them into [low, high]."""
-    return max(low, min(high, p))
-
-
-def logit(p: float) -> float:
-    return math.log(p) - math.log1p(-p)
 
 
 def selection_seed(

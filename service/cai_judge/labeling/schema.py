@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
 from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
 from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
 from cai_judge.labeling.templates import Conversation
@@ -22,6 +24,26 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "user", "assistant"]
     content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+_ROLE_ORDER = (
+    "an optional system message first, then user and assistant turns alternating, "
+    "starting and ending with user"
+)
+
+
+def chat_role_order_problem(roles: list[str]) -> tuple[int, str] | None:
+    """The first message out of order and what was expected there, or None if all fit."""
+    start = 1 if roles and roles[0] == "system" else 0
+    for index in range(start, len(roles)):
+        expected = "user" if (index - start) % 2 == 0 else "assistant"
+        if roles[index] != expected:
+            return index, f"expected role {expected!r} here, got {roles[index]!r} ({_ROLE_ORDER})"
+    if len(roles) == start or roles[-1] != "user":
+        last = len(roles) - 1
+        got = roles[last]
+        return last, f"the conversation must end on a user turn, got {got!r} ({_ROLE_ORDER})"
+    return None
 
 
 class Pair(BaseModel):
@@ -45,6 +67,30 @@ class Pair(BaseModel):
     response_a: Text
     response_b: Text
 
+    @field_validator("prompt")
+    @classmethod
+    def _roles_alternate(cls, prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
+        # The judge renders the conversation as Human/Assistant turns ending on the request
+        # being answered: any other order makes the responses answer something else.
+        # The error points at the offending message (loc prompt.<j>.role), so the API's
+        # per-pair error names it.
+        if isinstance(prompt, str):
+            return prompt
+        problem = chat_role_order_problem([m.role for m in prompt])
+        if problem is None:
+            return prompt
+        index, message = problem
+        raise ValidationError.from_exception_data(
+            cls.__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("chat_role_order", message),
+                    loc=(index, "role"),
+                    input=prompt[index].role,
+                )
+            ],
+        )
+
     def conversation(self) -> Conversation:
         if isinstance(self.prompt, str):
             return self.prompt
@@ -65,10 +111,10 @@ class Pair(BaseModel):
 class LabelOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    principles: Annotated[int, Field(ge=1, le=256)] | Literal["all"] = Field(
+    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = Field(
         default="all", description="`all`, or k principles sampled per pair (seeded)."
     )
-    seed: Annotated[int, Field(ge=0, le=2**63 - 1)] = 0
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = Field(default=False, description="Include each principle's numbers.")
     low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
@@ -146,13 +192,35 @@ class Label(BaseModel):
     per_principle: list[PrincipleResult] | None = None
 
 
+class ErrorDetail(BaseModel):
+    type: str = Field(description="A stable, machine-readable error kind.")
+    message: str = Field(description="What is wrong, naming the limit where there is one.")
+    param: str | None = Field(default=None, description="The field at fault, dotted path.")
+
+
 class PairError(BaseModel):
-    """A pair that could not be labeled; the rest of the batch still is."""
+    """In place of a label: this pair could not be labeled; the rest of the batch still is.
+
+    The one per-item error type, from the Judge to the HTTP and gRPC answers and the CLI.
+    """
 
     id: str | None
-    index: int
-    error: str
-    param: str | None = None
+    index: int = Field(description="The pair's position in the request or file.")
+    error: ErrorDetail
+
+    @classmethod
+    def of(
+        cls,
+        pair_id: str | None,
+        index: int,
+        message: str,
+        *,
+        type: str = "invalid_pair",
+        param: str | None = None,
+    ) -> PairError:
+        return cls(
+            id=pair_id, index=index, error=ErrorDetail(type=type, message=message, param=param)
+        )
 
 
 class Usage(BaseModel):

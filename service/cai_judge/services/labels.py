@@ -64,11 +64,8 @@ def validate_pairs(
             message, param = describe_errors(error.errors(), prefix=("pairs", index))
             raw_id = raw.get("id")
             invalid.append(
-                PairError(
-                    id=raw_id if isinstance(raw_id, str) else None,
-                    index=index,
-                    error=message,
-                    param=param,
+                PairError.of(
+                    raw_id if isinstance(raw_id, str) else None, index, message, param=param
                 )
             )
     return valid, invalid
@@ -142,6 +139,7 @@ class LabelService:
         # errors (over the context, a unit the engine refused) concern the pair as a whole.
         for (index, _), result in zip(valid, batch.results, strict=True):
             if isinstance(result, PairError):
-                result = result.model_copy(update={"index": index, "param": f"pairs.{index}"})
+                detail = result.error.model_copy(update={"param": f"pairs.{index}"})
+                result = result.model_copy(update={"index": index, "error": detail})
             results[index] = result
         return LabelOutcome([r for r in results if r is not None], batch.usage)
