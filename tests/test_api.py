@@ -115,7 +115,7 @@ async def test_bad_items_are_reported_beside_good_labels(client: Client):
         ({"pairs": [PAIR]}, "constitution", ["Field required"]),
         ({"constitution": "harmless", "pairs": []}, "pairs", ["at least 1 item"]),
         ({"constitution": "harmless", "pairs": [PAIR], "principles": 0}, "principles",
-         ["greater than or equal to 1"]),
+         ["must be at least 1 (got 0)"]),
         ({"constitution": "harmless", "pairs": [PAIR], "aggregator": "max"}, "aggregator",
          ["mean_logodds"]),
         ({"constitution": "harmless", "pairs": [PAIR], "extra": 1}, "extra", ["Extra inputs"]),
@@ -335,7 +335,7 @@ async def test_seed_bound_is_exact_in_json(client: Client):
         ok = await http.post("/v1/labels", json={**body, "seed": 2**53 - 1})
         assert ok.status_code == 200 and ok.json()["labels"][0]["seed"] == 2**53 - 1
         response = await http.post("/v1/labels", json={**body, "seed": 2**53})
-        assert_envelope(response, 422, "seed", "less than or equal to 9007199254740991")
+        assert_envelope(response, 422, "seed", "must be at most 9007199254740991")
         spec = (await http.get("/openapi.json")).json()
         seed_schema = spec["components"]["schemas"]["LabelRequest"]["properties"]["seed"]
         assert seed_schema["maximum"] == 2**53 - 1

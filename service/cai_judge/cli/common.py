@@ -28,6 +28,7 @@ from cai_judge.labeling.constitution import (
 )
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import LabelOptions, PairError
+from cai_judge.labeling.validation import field_problems
 from cai_judge.settings import Settings
 
 if TYPE_CHECKING:
@@ -62,32 +63,10 @@ def _option_name(field: str, flags: Mapping[str, str], env_prefix: str = "") -> 
     return f"{env_prefix}{field.upper()}" if env_prefix else "--" + field.replace("_", "-")
 
 
-def _limit_phrase(error: Mapping[str, Any]) -> str:
-    ctx = error.get("ctx") or {}
-    phrases = {
-        "less_than_equal": ("le", "at most {}"),
-        "less_than": ("lt", "below {}"),
-        "greater_than_equal": ("ge", "at least {}"),
-        "greater_than": ("gt", "above {}"),
-    }
-    found = phrases.get(str(error.get("type")))
-    if found and found[0] in ctx:
-        return f"must be {found[1].format(ctx[found[0]])} (got {error.get('input')!r})"
-    return str(error.get("msg"))
-
-
 def _first_field_problem(error: ValidationError) -> tuple[str, str]:
-    """The first field at fault and what is wrong with it, limits first.
-
-    For a union such as `principles: int | "all"` pydantic reports every member; the
-    member with a bound says what the user can do ("at most 256"), the others only that
-    the value is not `all`.
-    """
-    errors = error.errors()
-    field = str(errors[0]["loc"][0]) if errors[0]["loc"] else ""
-    mine = [e for e in errors if e["loc"] and str(e["loc"][0]) == field]
-    bounded = [e for e in mine if (e.get("ctx") or {}).keys() & {"le", "lt", "ge", "gt"}]
-    return field, "; ".join(_limit_phrase(e) for e in (bounded or mine))
+    """The first field at fault and what is wrong with it, in the one wording every
+    transport uses (`labeling.validation`)."""
+    return field_problems(error.errors())[0]
 
 
 def build_settings(**overrides: object) -> Settings:

@@ -34,22 +34,54 @@ def location_to_param(location: Sequence[Any]) -> str:
     return ".".join(parts)
 
 
+_BOUND_PHRASES = {
+    "less_than_equal": ("le", "at most {}"),
+    "less_than": ("lt", "below {}"),
+    "greater_than_equal": ("ge", "at least {}"),
+    "greater_than": ("gt", "above {}"),
+}
+
+
+def problem_message(error: Mapping[str, Any]) -> str:
+    """What is wrong with one field: a bound is stated as the limit and the value sent."""
+    ctx = error.get("ctx") or {}
+    found = _BOUND_PHRASES.get(str(error.get("type")))
+    if found and found[0] in ctx:
+        return f"must be {found[1].format(ctx[found[0]])} (got {error.get('input')!r})"
+    return str(error["msg"])
+
+
+def field_problems(
+    errors: Sequence[Mapping[str, Any]], prefix: Sequence[str | int] = ()
+) -> list[tuple[str, str]]:
+    """(field path, problem) per field at fault, in order.
+
+    For a union such as `principles: int | "all"` pydantic reports every member; the
+    members with a bound say what the user can do ("at most 256"), the others only that
+    the value is not `all`, so a field with a bounded member reports only those.
+    """
+    grouped: dict[str, list[Mapping[str, Any]]] = {}
+    for error in errors:
+        grouped.setdefault(location_to_param([*prefix, *error.get("loc", ())]), []).append(error)
+    problems = []
+    for param, group in grouped.items():
+        bounded = [e for e in group if str(e.get("type")) in _BOUND_PHRASES]
+        problems.append((param, "; ".join(problem_message(e) for e in bounded or group)))
+    return problems
+
+
 def describe_errors(
     errors: Sequence[Mapping[str, Any]],
     prefix: Sequence[str | int] = (),
     whole: str = "(top level)",
 ) -> tuple[str, str | None]:
     """A message naming every field at fault (up to a few), and the first field's path."""
-    described: list[str] = []
-    first_param: str | None = None
-    for error in errors:
-        param = location_to_param([*prefix, *error.get("loc", ())])
-        if first_param is None:
-            first_param = param or None
-        described.append(f"{param or whole}: {error['msg']}")
+    problems = field_problems(errors, prefix)
+    described = [f"{param or whole}: {problem}" for param, problem in problems]
     message = "; ".join(described[:MAX_PROBLEMS_SHOWN])
     if len(described) > MAX_PROBLEMS_SHOWN:
         message += f" (and {len(described) - MAX_PROBLEMS_SHOWN} more)"
+    first_param = problems[0][0] or None if problems else None
     return message, first_param
 
 
