@@ -17,8 +17,8 @@ example-offline: setup
 		--constitution harmless --principles 4
 
 lint: setup
-	$(VENV)/bin/ruff check service tests bench
-	$(VENV)/bin/ruff format --check service tests bench
+	$(VENV)/bin/ruff check service tests bench clients/python examples
+	$(VENV)/bin/ruff format --check service tests bench clients/python examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile
 	$(VENV)/bin/kubernetes-validate --strict k8s/deployment.yaml k8s/service.yaml k8s/configmap.yaml

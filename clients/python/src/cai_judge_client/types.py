@@ -1,0 +1,226 @@
+"""Typed results mirroring the service's wire schema (docs/DESIGN.md §2, the README's routes).
+
+These are copies, not imports: the SDK never imports `cai_judge`, so it installs without
+torch or vLLM. A contract test compares every model here with the live service's
+`/openapi.json` (field names and which are required), so the two cannot drift apart.
+
+Response models accept fields they do not know (`extra="allow"`): a newer server may add
+fields without breaking an older client.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeAlias
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Aggregator",
+    "ChatMessage",
+    "Constitution",
+    "ConstitutionList",
+    "ConstitutionRef",
+    "ConstitutionSpec",
+    "ConstitutionSummary",
+    "ErrorDetail",
+    "Job",
+    "JobState",
+    "Label",
+    "LabelRequest",
+    "LabelResponse",
+    "LabelResult",
+    "Pair",
+    "PairError",
+    "PairInput",
+    "Principle",
+    "PrincipleResult",
+    "TemplateRef",
+    "Usage",
+    "parse_result",
+]
+
+Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
+JobState: TypeAlias = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class Pair(BaseModel):
+    """`{id, prompt, response_a, response_b}`; `prompt` is a string or chat messages.
+
+    Calls also take plain dicts: the server validates each pair and reports a bad one in its
+    place (a `PairError`) while labeling the rest.
+    """
+
+    id: str
+    prompt: str | list[ChatMessage]
+    response_a: str
+    response_b: str
+
+
+PairInput: TypeAlias = Pair | dict[str, Any]
+
+
+class LabelRequest(BaseModel):
+    """The body of `POST /v1/labels` (and the JSON form of `POST /v1/jobs`)."""
+
+    constitution: str
+    pairs: list[dict[str, Any]]
+    principles: int | Literal["all"] = "all"
+    seed: int = 0
+    aggregator: Aggregator = "mean_logodds"
+    per_principle: bool = False
+
+
+class ConstitutionRef(_Model):
+    id: str
+    version: str
+
+
+class TemplateRef(_Model):
+    id: str
+    version: str
+
+
+class PrincipleResult(_Model):
+    principle: str
+    s_ab: float
+    s_ba: float
+    margin: float
+    position_bias: float
+    agree: bool
+    answer_mass: float
+
+
+class Label(_Model):
+    """One pair's label. `margin`: log-odds, in nats, that response_a is better, debiased
+    over both orders; `p_a = σ(margin)`, the soft label for the Bradley–Terry loss."""
+
+    id: str
+    preferred: Literal["a", "b", "tie"]
+    margin: float
+    p_a: float
+    position_bias: float
+    consistency: float
+    answer_mass: float
+    low_confidence: bool
+    principles: list[str]
+    selection: int | Literal["all"]
+    aggregator: Aggregator
+    constitution: ConstitutionRef
+    template: TemplateRef
+    model: str
+    seed: int
+    per_principle: list[PrincipleResult] | None = None
+
+
+class ErrorDetail(_Model):
+    type: str
+    message: str
+    param: str | None = None
+
+
+class PairError(_Model):
+    """In place of a label: this pair could not be labeled (the rest of the batch was).
+    `index` is the pair's position in the request, or in the dataset for `label_dataset`."""
+
+    id: str | None
+    index: int
+    error: ErrorDetail
+
+
+LabelResult: TypeAlias = Label | PairError
+
+
+def parse_result(data: dict[str, Any]) -> LabelResult:
+    """A Label or, when the entry carries `error`, a PairError."""
+    if "error" in data:
+        return PairError.model_validate(data)
+    return Label.model_validate(data)
+
+
+class Usage(_Model):
+    pairs: int = 0
+    score_units: int = 0
+    prompt_tokens: int = 0
+    cached_prompt_tokens: int = 0
+
+    def add(self, other: Usage) -> None:
+        self.pairs += other.pairs
+        self.score_units += other.score_units
+        self.prompt_tokens += other.prompt_tokens
+        self.cached_prompt_tokens += other.cached_prompt_tokens
+
+
+class LabelResponse(_Model):
+    labels: list[LabelResult] = Field(description="One entry per input pair, in order.")
+    usage: Usage
+
+    @property
+    def errors(self) -> list[PairError]:
+        return [r for r in self.labels if isinstance(r, PairError)]
+
+
+class Principle(_Model):
+    id: str
+    question: str
+    critique: str | None = None
+    revision: str | None = None
+
+
+class ConstitutionSpec(BaseModel):
+    """What `create_constitution` sends: the same content as a constitution YAML file."""
+
+    id: str
+    description: str = ""
+    template: str = "cai-mc-v1"
+    principles: list[Principle]
+
+
+class Constitution(_Model):
+    """One stored version (`ConstitutionDetail` on the wire); `version` is its content hash."""
+
+    version: str
+    id: str
+    description: str
+    template: str
+    principles: list[Principle]
+
+
+class ConstitutionSummary(_Model):
+    id: str
+    latest_version: str
+    versions: list[str]
+    principles: int
+    description: str
+
+
+class ConstitutionList(_Model):
+    constitutions: list[ConstitutionSummary]
+
+
+class Job(_Model):
+    """A batch job's status (`GET /v1/jobs/{id}`). It succeeds when done + failed == total."""
+
+    id: str
+    state: JobState
+    total: int
+    done: int
+    failed: int
+    pairs_per_s: float
+    eta_s: float | None
+    created_at: str
+    updated_at: str
+    constitution: ConstitutionRef
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_JOB_STATES
