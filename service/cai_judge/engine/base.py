@@ -44,6 +44,12 @@ class EngineError(RuntimeError):
     """The engine failed or refused a request."""
 
 
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached now, but is not broken: a remote fleet with no healthy
+    server. The service answers 503 with Retry-After and reports it in readiness; unlike a
+    dead in-process engine, restarting this process would not bring the fleet back."""
+
+
 class ScoreUnitsFailed(EngineError):
     """Some units of one `score` call failed and the others have scores.
 
