@@ -113,7 +113,7 @@ def servers(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[VllmServer]]:
     logs = tmp_path_factory.mktemp("vllm-servers")
-    started = [launch(tiny_model_dir, logs / f"vllm-{i}.log") for i in range(2)]
+    started = [launch(tiny_model_dir, logs / f"vllm-{i}.log", core=i) for i in range(2)]
     wait_ready(started)
     yield started
     for server in started:
@@ -209,7 +209,8 @@ async def test_a_server_killed_mid_run_loses_nothing(
     every pair gets its label, equal to the in-process engine's. Last test on `servers`:
     the killed server stays dead for the rest of the module."""
     pairs = make_pairs(24, offset=200)
-    victim = servers[0]
+    victim, survivor = servers
+    scored_before = sum(remote.units_by_server.values())
     running = asyncio.create_task(label(remote, pairs))
     deadline = time.monotonic() + 60
     while remote.units_by_server[victim.url] < 4 and time.monotonic() < deadline:
@@ -220,7 +221,10 @@ async def test_a_server_killed_mid_run_loses_nothing(
     assert len(labels) == len(pairs)
     assert_same_labels(labels, await label(tiny_engine, pairs))
     assert not remote.router.is_healthy(victim.url)
-    assert remote.units_by_server[servers[1].url] > 0
+    # Every unit (24 pairs × 4 principles × 2 orders) was scored exactly once, on one
+    # server or the other; what the victim lost went to the survivor.
+    assert sum(remote.units_by_server.values()) - scored_before == 24 * 4 * 2
+    assert remote.units_by_server[survivor.url] > 0
 
 
 @pytest.mark.engine

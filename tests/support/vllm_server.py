@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,25 +58,36 @@ class VllmServer:
             os.killpg(self.process.pid, signal.SIGKILL)
 
 
-def launch(model_dir: Path, log: Path, extra_args: Sequence[str] = ()) -> VllmServer:
-    """Start one server; `wait_ready` it (or several at once) before use."""
+def launch(
+    model_dir: Path,
+    log: Path,
+    *,
+    core: int | None = None,
+    max_model_len: int = 1024,
+    env: Mapping[str, str] | None = None,
+) -> VllmServer:
+    """Start one server; `wait_ready` it (or several at once) before use.
+
+    `core` binds its worker to one CPU core: vLLM's default binds every server to the
+    same first core, so two servers on one machine would share it."""
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         "VLLM_CPU_KVCACHE_SPACE": "1",
         "VLLM_LOGGING_LEVEL": "WARNING",
+        **({"VLLM_CPU_OMP_THREADS_BIND": str(core)} if core is not None else {}),
+        **(env or {}),
     }
     command = [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir), "--dtype", "float32", "--enforce-eager",
-        "--max-model-len", "1024", "--block-size", "32",
+        "--max-model-len", str(max_model_len), "--block-size", "32",
         "--host", "127.0.0.1", "--port", str(port),
         "--enable-prompt-tokens-details", "--disable-uvicorn-access-log",
-        *extra_args,
     ]  # fmt: skip
     handle = log.open("wb")
     process = subprocess.Popen(
-        command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+        command, env=environment, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
     )
     return VllmServer(process, f"http://127.0.0.1:{port}", log)
 
