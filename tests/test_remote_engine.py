@@ -279,3 +279,19 @@ async def test_fleet_down_fails_the_engine_call_not_hangs(tiny_model_dir: Path):
             judge.close()
     finally:
         await engine.shutdown()
+
+
+async def test_dns_discovery_routes_to_every_address_of_a_name(tiny_model_dir: Path):
+    """A headless Service's name resolves to each pod: the fleet is every address."""
+    port = free_port()
+    engine = await RemoteVllmEngine.start(
+        RemoteEngineConfig(
+            urls=(f"http://localhost:{port}",), model=str(tiny_model_dir), dns_discovery=True
+        )
+    )
+    try:
+        assert f"http://127.0.0.1:{port}" in engine.router.servers
+        assert all(not s.startswith("http://localhost") for s in engine.router.servers)
+        assert not engine.router.healthy_servers  # nothing listens there
+    finally:
+        await engine.shutdown()

@@ -242,8 +242,10 @@ class RemoteVllmEngine:
             if set(servers) != set(self.router.servers):
                 logger.info("vLLM fleet: %s", ", ".join(servers) or "none")
             self.router.set_servers(servers)
-        results = await asyncio.gather(*(self._probe(s) for s in self.router.servers))
-        for server, healthy in zip(self.router.servers, results, strict=True):
+        # Another round may change the fleet while this one awaits: mark what was probed.
+        probed = list(self.router.servers)
+        results = await asyncio.gather(*(self._probe(s) for s in probed))
+        for server, healthy in zip(probed, results, strict=True):
             if healthy != self.router.is_healthy(server):
                 log = logger.info if healthy else logger.warning
                 log("vLLM server %s is %s", server, "back" if healthy else "down")
@@ -380,22 +382,25 @@ class RemoteVllmEngine:
             placements = self._placements(units)
         except NoServerAvailable as error:
             return [EngineUnavailable(str(error))] * len(units)
-        # As in process (vllm_local.py): the leader computes the prefix, the followers
-        # find it cached, on the same server.
         try:
-            leader: UnitScore | BaseException = await self._score_one(units[0], placements[0])
-        except Exception as error:
-            for placement in placements[1:]:
-                self.router.finish(placement)
-            return [error] * len(units)
-        followers = await asyncio.gather(
-            *(self._score_one(u, p) for u, p in zip(units[1:], placements[1:], strict=True)),
-            return_exceptions=True,
-        )
-        for follower in followers:
-            if isinstance(follower, asyncio.CancelledError):
-                raise follower
-        return [leader, *followers]
+            # As in process (vllm_local.py): the leader computes the prefix, the followers
+            # find it cached, on the same server.
+            try:
+                leader: UnitScore | BaseException = await self._score_one(units[0], placements[0])
+            except Exception as error:
+                return [error] * len(units)
+            followers = await asyncio.gather(
+                *(self._score_one(u, p) for u, p in zip(units[1:], placements[1:], strict=True)),
+                return_exceptions=True,
+            )
+            for follower in followers:
+                if isinstance(follower, asyncio.CancelledError):
+                    raise follower
+            return [leader, *followers]
+        finally:
+            # Units never sent (a failed leader, a cancelled caller) leave the load count.
+            for placement in {id(p): p for p in placements}.values():
+                self.router.finish(placement, placement.outstanding)
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
         groups: dict[object, list[int]] = {}
