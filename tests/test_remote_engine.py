@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.base import EngineUnavailable
+from cai_judge.engine.base import EngineUnavailable, GenerationParams
 from cai_judge.engine.routing import NoServerAvailable, PrefixRouter, prefix_hash
 from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.engine.vllm_remote import RemoteEngineConfig, RemoteVllmEngine
@@ -72,11 +72,12 @@ def test_an_unhealthy_server_is_skipped_until_it_recovers():
 @given(
     groups=st.lists(st.integers(min_value=1, max_value=8), min_size=1, max_size=60),
     factor=st.sampled_from([1.0, 1.25, 2.0]),
+    floor=st.sampled_from([0, 8, 32]),
 )
-def test_bounded_loads_cap_every_server(groups: list[int], factor: float):
-    """Whatever arrives, no server holds more than ⌈c · mean⌉ in-flight units, except a
-    group too large for any share, which goes to the least-loaded server."""
-    router = PrefixRouter(SERVERS, load_factor=factor)
+def test_bounded_loads_cap_every_server(groups: list[int], factor: float, floor: int):
+    """Whatever arrives, no server holds more than max(⌈c · mean⌉, floor) in-flight units,
+    except a group too large for any share, which goes to the least-loaded server."""
+    router = PrefixRouter(SERVERS, load_factor=factor, min_bound=floor)
     for i, units in enumerate(groups):
         capacity = router.capacity(units)
         least = min(router.load(s) for s in SERVERS)
@@ -88,7 +89,7 @@ def test_bounded_loads_cap_every_server(groups: list[int], factor: float):
 
 
 def test_one_hot_prefix_spills_to_the_next_server_on_the_ring():
-    router = PrefixRouter(SERVERS[:2], load_factor=1.25)
+    router = PrefixRouter(SERVERS[:2], load_factor=1.25, min_bound=0)
     hot = keys(1)[0]
     first = router.place(hot, 8)
     second = router.place(hot, 8)  # would make 16 on one server: over 1.25 × 8
@@ -177,12 +178,22 @@ async def test_labels_equal_the_in_process_engine(
 
 
 @pytest.mark.engine
-async def test_every_unit_of_a_prefix_lands_on_one_server(
+async def test_generation_equals_the_in_process_engine(
+    remote: RemoteVllmEngine, tiny_engine: VllmEngine
+):
+    """CoT and SL-CAI generate over /v1/completions too: greedy text as in process."""
+    prompts = ["The quick brown fox", "Which response is less harmful?"]
+    params = GenerationParams(max_tokens=8)
+    assert await remote.generate(prompts, params) == await tiny_engine.generate(prompts, params)
+
+
+@pytest.mark.engine
+async def test_every_unit_of_a_pair_lands_on_one_server(
     remote: RemoteVllmEngine, servers: list[VllmServer]
 ):
-    """One pair at a time with K=4: two prefixes (one per order) of four units each, so
-    each server's own request counter must grow by 0, 4 or 8, never by a split group;
-    and the followers of each prefix find it in that server's cache."""
+    """One pair at a time with K=4: two prefixes (one per order) of four units each, routed
+    on what both orders share, so one server's own request counter grows by all 8 and the
+    other's by none; and the followers of each prefix find it in that server's cache."""
     used: set[str] = set()
     for pair in make_pairs(8, offset=100):
         before = [s.metric("vllm:request_success_total") for s in servers]
@@ -191,7 +202,7 @@ async def test_every_unit_of_a_prefix_lands_on_one_server(
         await label(remote, [pair])
         after = [s.metric("vllm:request_success_total") for s in servers]
         grew = [a - b for a, b in zip(after, before, strict=True)]
-        assert sorted(grew) in ([0, 8], [4, 4]), grew
+        assert sorted(grew) == [0, 8], grew
         # The router's own count agrees with the servers'.
         for server, delta in zip(servers, grew, strict=True):
             assert remote.units_by_server[server.url] - routed_before.get(server.url, 0) == delta
@@ -295,3 +306,28 @@ async def test_dns_discovery_routes_to_every_address_of_a_name(tiny_model_dir: P
         assert not engine.router.healthy_servers  # nothing listens there
     finally:
         await engine.shutdown()
+
+
+async def test_both_orders_of_a_pair_route_together(tiny_model_dir: Path):
+    """The Judge tells the engine what a pair's orders share: one routing key per pair,
+    the same for pairs on one conversation, another for another conversation."""
+    engine = await RemoteVllmEngine.start(
+        RemoteEngineConfig(urls=(f"http://127.0.0.1:{free_port()}",), model=str(tiny_model_dir))
+    )
+    judge = Judge(engine, ConstitutionRegistry.with_builtins())
+    try:
+        first, second = make_pairs(2)
+        same_prompt = first.model_copy(update={"id": "q", "response_b": "Something else."})
+        plan = await judge.plan([first, second, same_prompt], "harmless", LabelOptions())
+    finally:
+        judge.close()
+        await engine.shutdown()
+    keys_by_pair = [
+        {plan.units[i].affinity_key for both in planned.unit_indices for i in both}
+        for planned in plan.planned
+    ]
+    assert [len(k) for k in keys_by_pair] == [1, 1, 1]
+    assert keys_by_pair[0] == keys_by_pair[2] != keys_by_pair[1]
+    for unit in plan.units:
+        assert unit.prefix_key[: len(unit.affinity_key)] == unit.affinity_key
+        assert len(unit.affinity_key) < unit.prefix_length  # the orders differ after it

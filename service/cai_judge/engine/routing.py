@@ -1,18 +1,21 @@
 """Prefix-affinity routing over a fleet of vLLM servers (DESIGN.md §3, §4): pure, no I/O.
 
-Every score unit that shares a prefix (one pair, one order: everything up to the
-principle) must reach the server that already holds that prefix in its KV cache, or the
-fleet recomputes the long prefix on every server it touches. The router places a whole
-prefix group at once by **consistent hashing with bounded loads** (Mirrokni, Thorup and
-Zadimoghaddam, "Consistent Hashing with Bounded Loads", SODA 2018):
+Every score unit that shares a prefix must reach the server that already holds that
+prefix in its KV cache, or the fleet recomputes the long prefix on every server it
+touches. The key is the part a pair's two orders share (the template and the
+conversation, `ScoreUnit.affinity_key`), so both orders' K units, and other pairs on the
+same conversation, meet on one server. The router places a whole prefix group at once by
+**consistent hashing with bounded loads** (Mirrokni, Thorup and Zadimoghaddam,
+"Consistent Hashing with Bounded Loads", SODA 2018):
 
 - each server owns `VIRTUAL_NODES` points on a hash ring; a group goes to the first
   server clockwise from the hash of its prefix, so adding or removing a server moves only
   the groups that hash to its arcs (about 1/n of them), and the rest keep their caches;
 - a server whose in-flight units would exceed `load_factor` × the mean (counting the new
-  group) is passed over for the next one on the ring, so one hot prefix, or a skewed
-  ring, cannot pile everything onto one server; with factor c no server holds more than
-  ⌈c · mean⌉, and a group moves only when its owner is that far ahead;
+  group; never less than `min_bound`) is passed over for the next one on the ring, so one
+  hot conversation, or a skewed ring, cannot pile everything onto one server; with factor
+  c no server holds more than max(⌈c · mean⌉, min_bound), and a group moves only when its
+  owner is that far ahead;
 - a server marked unhealthy is skipped until it is marked healthy again.
 
 How this differs from the routers that inspired it, and why. They all route opaque
@@ -33,7 +36,8 @@ requests and have to *guess* which part of a prompt is shared:
 
 cai-judge knows the shared prefix *exactly* before it routes: the template puts
 everything a (pair, order) shares first, pads it to whole KV blocks, and the Judge hands
-the engine each unit's `prefix_length` (DESIGN.md §3). So there is nothing to guess and
+the engine each unit's `prefix_length`, and the length its pair's two orders share
+(`affinity_length`, DESIGN.md §3). So there is nothing to guess and
 no tree or index to keep in step with the servers' caches: the hash of the exact prefix
 tokens names the server, the same on every judge pod with the same server list (pods
 route alike without sharing state), and the prefix's followers are sent only after its
@@ -87,6 +91,10 @@ class PrefixRouter:
 
     servers: list[str] = field(default_factory=list)
     load_factor: float = 1.25
+    # In-flight units any server may hold whatever the mean: below this it is not hot, it
+    # is filling its batch. Without it an idle fleet would split one pair's two orders
+    # (4 + 4 units is over 1.25 × the mean of 8 on two servers) for no gain.
+    min_bound: int = 32
     _ring: list[tuple[int, str]] = field(default_factory=list, init=False)
     _points: list[int] = field(default_factory=list, init=False)
     _load: dict[str, int] = field(default_factory=dict, init=False)
@@ -133,12 +141,13 @@ class PrefixRouter:
     # -- placement -------------------------------------------------------------------
 
     def capacity(self, units: int) -> int:
-        """The most in-flight units one healthy server may hold once `units` more arrive."""
+        """The most in-flight units one healthy server may hold once `units` more arrive:
+        `load_factor` × the mean, or `min_bound` if that is more."""
         healthy = len(self.healthy_servers)
         if healthy == 0:
             return 0
         in_flight = sum(self._load.get(s, 0) for s in self.healthy_servers)
-        return math.ceil(self.load_factor * (in_flight + units) / healthy)
+        return max(self.min_bound, math.ceil(self.load_factor * (in_flight + units) / healthy))
 
     def owner(self, key: int, exclude: Iterable[str] = ()) -> str:
         """The first healthy server clockwise from `key`, ignoring load."""

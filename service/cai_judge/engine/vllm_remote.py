@@ -2,10 +2,11 @@
 
 A cluster scales the GPU fleet apart from the stateless judge pods: each vLLM server is
 an ordinary `vllm serve` (an existing distributed engine: tensor and data parallel inside
-it are vLLM's business), and what cai-judge adds is routing. Every unit of one prefix
-group (one pair, one order) goes to one server, chosen by consistent hashing of the exact
-prefix tokens with bounded loads (`engine/routing.py`), and the group's leader goes first
-so the followers find its prefix cached, as in the in-process engine (DESIGN.md §3).
+it are vLLM's business), and what cai-judge adds is routing. Every unit of one pair (both
+orders share the template and the conversation) goes to one server, chosen by consistent
+hashing of those exact tokens with bounded loads (`engine/routing.py`), and each prefix
+group's leader goes first so its followers find the prefix cached, as in the in-process
+engine (DESIGN.md §3).
 
 The request. Scoring is the same prefill-only, answer-token-only request as in process:
 `POST /v1/completions` with the prompt as token ids, `max_tokens=1`, `temperature=0`,
@@ -367,7 +368,7 @@ class RemoteVllmEngine:
 
     def _placements(self, units: Sequence[ScoreUnit]) -> list[Placement]:
         """One shared placement per prefix group, or one server per unit (round robin)."""
-        key = prefix_hash(units[0].prefix_key or units[0].prompt_token_ids)
+        key = prefix_hash(units[0].affinity_key)
         if self.config.routing == "round_robin":
             healthy = self.router.healthy_servers
             return [self.router.place_on(self._round_robin.pick(healthy), key, 1) for _ in units]
