@@ -3,6 +3,11 @@
 .PHONY: setup example example-offline test lint test-explore
 SHELL := /bin/bash
 VENV := .venv
+K8S_OVERLAYS := cpu gpu fleet
+# The rule groups of every PrometheusRule in a rendered manifest, as one rules file.
+export PROMETHEUS_RULES := import sys, yaml; \
+	docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "PrometheusRule"]; \
+	yaml.safe_dump({"groups": [g for d in docs for g in d["spec"]["groups"]]}, sys.stdout)
 
 setup:
 	@bash scripts/setup.sh
@@ -20,9 +25,18 @@ lint: setup
 	$(VENV)/bin/ruff check service tests bench clients/python examples
 	$(VENV)/bin/ruff format --check service tests bench clients/python examples
 	$(VENV)/bin/mypy
-	$(VENV)/bin/hadolint docker/Dockerfile
-	$(VENV)/bin/kubernetes-validate --strict k8s/deployment.yaml k8s/service.yaml k8s/configmap.yaml
-	promtool check rules k8s/prometheus-rules.yaml
+	$(VENV)/bin/hadolint docker/Dockerfile.*
+	@# Every overlay as the cluster gets it: rendered, schema-checked, its alert rules
+	@# through promtool (the Operator's PrometheusRule `spec` is a plain rules file).
+	@mkdir -p build/k8s
+	@set -e; for overlay in $(K8S_OVERLAYS); do \
+		echo "k8s/overlays/$$overlay"; \
+		kubectl kustomize k8s/overlays/$$overlay > build/k8s/$$overlay.yaml; \
+		$(VENV)/bin/kubernetes-validate --strict --quiet build/k8s/$$overlay.yaml; \
+		$(VENV)/bin/python -c "$$PROMETHEUS_RULES" build/k8s/$$overlay.yaml > build/k8s/$$overlay-rules.yaml; \
+		promtool check rules build/k8s/$$overlay-rules.yaml; \
+	done
+	promtool check rules docker/compose/alerts.yml
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra

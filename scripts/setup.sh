@@ -15,13 +15,27 @@ STAMP=$VENV/.cai-judge-installed
 PIP_ARGS=()
 [ -d /opt/wheels ] && PIP_ARGS+=(--find-links /opt/wheels)
 
-# System packages: promtool (checks k8s/prometheus-rules.yaml in `make lint`).
+# System packages: promtool (checks the alert rules in `make lint`).
 if ! command -v promtool >/dev/null; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
     else
         echo "promtool is missing: install Debian's 'prometheus' package" >&2
+        exit 1
+    fi
+fi
+
+# kubectl with kustomize renders k8s/overlays in `make lint`. Any kubectl will do: keep
+# the one installed (a cloud SDK's `kubectl` package, say, which Debian's
+# `kubernetes-client` conflicts with); on a fresh Debian machine take Debian's, whose
+# kustomize v2 reads the overlays too (they keep to `bases`/`patchesStrategicMerge`).
+if ! command -v kubectl >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
+    else
+        echo "kubectl is missing: install Debian's 'kubernetes-client' package (or any kubectl)" >&2
         exit 1
     fi
 fi

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_MODEL = "default"
 
@@ -43,6 +43,24 @@ class Settings(BaseSettings):
     cpu_threads_bind: str = "all"
     cpu_kv_cache_gib: Annotated[float, Field(gt=0)] = 4.0
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
+
+    # -- a remote vLLM fleet (engine/vllm_remote.py, docs/deploy.md) -------------------
+    # `local`: vLLM in this process. `remote`: the vLLM servers of `vllm_urls`, routed by
+    # prefix; `model` must then name the checkpoint they serve (its tokenizer renders here).
+    engine: Literal["local", "remote"] = "local"
+    # Comma-separated (or a JSON list): http://vllm-0:8000,http://vllm-1:8000.
+    vllm_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Route to every address the URLs' host names resolve to, re-resolved every health
+    # round: one URL of a headless Service then reaches each vLLM pod.
+    vllm_dns_discovery: bool = False
+    # `round_robin` exists to measure what prefix affinity saves (bench/fleet_routing.py).
+    vllm_routing: Literal["prefix", "round_robin"] = "prefix"
+    # Bounded loads: no server takes more than this × the mean of in-flight units.
+    vllm_load_factor: Annotated[float, Field(ge=1)] = 1.25
+    vllm_connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    vllm_request_timeout_s: Annotated[float, Field(gt=0)] = 300.0
+    vllm_retries: Annotated[int, Field(ge=0, le=10)] = 3
+    vllm_health_interval_s: Annotated[float, Field(gt=0)] = 2.0
 
     # -- labeling ----------------------------------------------------------------------
     constitutions_dir: Path | None = None
@@ -80,6 +98,18 @@ class Settings(BaseSettings):
     engine_hang_timeout_s: Annotated[float, Field(gt=0)] = 30.0
     # Units from concurrent requests that arrive within this window share one engine call.
     batch_window_ms: Annotated[float, Field(ge=0)] = 2.0
+
+    @field_validator("vllm_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return json.loads(text)
+            return [url.strip() for url in text.split(",") if url.strip()]
+        return value
 
     def use_chat_template(self) -> bool | None:
         return {"auto": None, "on": True, "off": False}[self.chat_template]

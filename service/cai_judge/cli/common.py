@@ -179,7 +179,7 @@ async def engine_session(
 
     try:
         engine = await start_engine(settings)
-    except ModelNotReady as error:
+    except (ModelNotReady, ValueError) as error:
         raise fail(str(error)) from None
     try:
         try:

@@ -29,7 +29,7 @@ def serve_command(
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight work first."""
     from cai_judge.api.server import serve as run_server
     from cai_judge.engine.default_model import ModelNotReady
-    from cai_judge.engine.factory import resolve_model_path
+    from cai_judge.engine.factory import remote_engine_config, resolve_model_path
 
     settings = build_settings(
         host=host, port=port, model=model, constitutions_dir=constitutions_dir
@@ -37,7 +37,9 @@ def serve_command(
     load_registry(settings)  # refuse bad constitutions before the engine starts
     try:
         resolve_model_path(settings)
-    except ModelNotReady as error:
+        if settings.engine == "remote":
+            remote_engine_config(settings)  # refuse a fleet with no URLs before serving
+    except (ModelNotReady, ValueError) as error:
         raise fail(str(error)) from None
     run_server(settings)
 

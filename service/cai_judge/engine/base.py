@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
@@ -14,15 +14,27 @@ class ScoreUnit:
     `prefix_length` counts the leading tokens this unit shares with the other principles
     of the same (pair, order): the engine schedules one unit of each prefix first so the
     rest find that prefix in the cache. Zero means no shared prefix: sent at once.
+
+    `affinity_length` counts the leading tokens it shares with the units of the pair's
+    other order (the template and the conversation): a fleet routes on them, so both
+    orders, and every pair on the same conversation, meet one server's cache. Zero means
+    route on the prefix alone. Not part of a unit's identity: it follows from its tokens.
     """
 
     prompt_token_ids: tuple[int, ...]
     answer_token_ids: tuple[int, int]
     prefix_length: int
+    affinity_length: int = field(default=0, compare=False)
 
     @property
     def prefix_key(self) -> tuple[int, ...]:
         return self.prompt_token_ids[: self.prefix_length]
+
+    @property
+    def affinity_key(self) -> tuple[int, ...]:
+        """What a fleet routes on: the pair's shared part, else the prefix, else all."""
+        length = self.affinity_length or self.prefix_length or len(self.prompt_token_ids)
+        return self.prompt_token_ids[:length]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +54,12 @@ class GenerationParams:
 
 class EngineError(RuntimeError):
     """The engine failed or refused a request."""
+
+
+class EngineUnavailable(EngineError):
+    """The engine cannot be reached now, but is not broken: a remote fleet with no healthy
+    server. The service answers 503 with Retry-After and reports it in readiness; unlike a
+    dead in-process engine, restarting this process would not bring the fleet back."""
 
 
 class ScoreUnitsFailed(EngineError):

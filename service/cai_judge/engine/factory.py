@@ -1,6 +1,9 @@
-"""Start the configured engine from Settings."""
+"""Start the configured engine from Settings: `CAI_JUDGE_ENGINE=local` (vLLM in this
+process) or `remote` (the vLLM servers of `CAI_JUDGE_VLLM_URLS`), DESIGN.md §4."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from cai_judge.engine.default_model import (
     WHEEL_REQUIREMENT,
@@ -9,6 +12,10 @@ from cai_judge.engine.default_model import (
 )
 from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
 from cai_judge.settings import DEFAULT_MODEL, Settings
+
+if TYPE_CHECKING:
+    from cai_judge.engine.base import Engine
+    from cai_judge.engine.vllm_remote import RemoteEngineConfig
 
 DEFAULT_MODEL_NAME = f"HuggingFaceTB/SmolLM2-135M-Instruct ({WHEEL_REQUIREMENT})"
 
@@ -34,11 +41,39 @@ def engine_config(settings: Settings) -> VllmEngineConfig:
     )
 
 
+def remote_engine_config(settings: Settings) -> RemoteEngineConfig:
+    from cai_judge.engine.vllm_remote import RemoteEngineConfig
+
+    if not settings.vllm_urls:
+        raise ValueError(
+            "CAI_JUDGE_ENGINE=remote needs CAI_JUDGE_VLLM_URLS: the vLLM servers' base URLs, "
+            "comma-separated (e.g. http://vllm-0:8000,http://vllm-1:8000)"
+        )
+    return RemoteEngineConfig(
+        urls=tuple(settings.vllm_urls),
+        model=resolve_model_path(settings),
+        max_model_len=settings.max_model_len,
+        routing=settings.vllm_routing,
+        load_factor=settings.vllm_load_factor,
+        connect_timeout_s=settings.vllm_connect_timeout_s,
+        request_timeout_s=settings.vllm_request_timeout_s,
+        retries=settings.vllm_retries,
+        health_interval_s=settings.vllm_health_interval_s,
+        dns_discovery=settings.vllm_dns_discovery,
+    )
+
+
 def model_display_name(settings: Settings) -> str:
     return DEFAULT_MODEL_NAME if settings.model == DEFAULT_MODEL else settings.model
 
 
-async def start_engine(settings: Settings) -> VllmEngine:
-    engine = await VllmEngine.start(engine_config(settings))
+async def start_engine(settings: Settings) -> Engine:
+    engine: Engine
+    if settings.engine == "remote":
+        from cai_judge.engine.vllm_remote import RemoteVllmEngine
+
+        engine = await RemoteVllmEngine.start(remote_engine_config(settings))
+    else:
+        engine = await VllmEngine.start(engine_config(settings))
     engine.model_name = model_display_name(settings)
     return engine

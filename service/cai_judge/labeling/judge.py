@@ -92,6 +92,13 @@ class LabelPlan:
         return sum(len(u.prompt_token_ids) for u in self.units)
 
 
+def common_prefix_length(first: Sequence[int], second: Sequence[int]) -> int:
+    for position, (a, b) in enumerate(zip(first, second, strict=False)):
+        if a != b:
+            return position
+    return min(len(first), len(second))
+
+
 class Judge:
     """Labels pairs against constitutions with one engine.
 
@@ -235,12 +242,12 @@ class Judge:
                 prefix_cache[key] = ids
             return ids
 
-        def add_unit(ids: tuple[int, ...], prefix_length: int) -> int:
+        def add_unit(ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
             index = unit_index.get(ids)
             if index is None:
                 index = len(units)
                 unit_index[ids] = index
-                units.append(ScoreUnit(ids, answer_ids, prefix_length))
+                units.append(ScoreUnit(ids, answer_ids, prefix_length, affinity_length))
             return index
 
         for index, pair in enumerate(pairs):
@@ -263,12 +270,15 @@ class Judge:
                 pair.prompt_key(), pair.response_a, pair.response_b, spec.version, options.seed
             )
             plan = PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
+            # Both orders share the template and the conversation: a fleet routes them
+            # (and other pairs on this conversation) to one server (engine/routing.py).
+            shared = common_prefix_length(prefix_ab, prefix_ba)
             for pid in plan.principle_ids:
                 tail = tails[pid]
                 plan.unit_indices.append(
                     (
-                        add_unit(tuple(prefix_ab + tail), len(prefix_ab)),
-                        add_unit(tuple(prefix_ba + tail), len(prefix_ba)),
+                        add_unit(tuple(prefix_ab + tail), len(prefix_ab), shared),
+                        add_unit(tuple(prefix_ba + tail), len(prefix_ba), shared),
                     )
                 )
             planned.append(plan)

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from cai_judge.engine.base import Engine
+from cai_judge.engine.base import Engine, EngineUnavailable
 from cai_judge.services.admission import Admission
 from cai_judge.settings import Settings
 
@@ -50,6 +50,9 @@ class HealthService:
         except TimeoutError:
             checks["engine"] = f"no answer in {settings.ready_timeout_s:g} s"
             ready = False
+        except EngineUnavailable as error:
+            checks["engine"] = f"unavailable: {error}"
+            ready = False
         except Exception as error:
             checks["engine"] = f"unhealthy: {type(error).__name__}"
             ready = False
@@ -63,6 +66,12 @@ class HealthService:
             await asyncio.sleep(settings.engine_health_interval_s)
             try:
                 await asyncio.wait_for(self.engine.check_health(), settings.engine_hang_timeout_s)
+                timeouts = 0
+                continue
+            except EngineUnavailable as error:
+                # A remote fleet that is down is not this process's fault, and a restart
+                # would not bring it back: stay up, unready, until a server answers.
+                logger.warning("engine unavailable: %s", error)
                 timeouts = 0
                 continue
             except TimeoutError:

@@ -16,13 +16,14 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
 from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.admission import Admission
-from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited
+from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller, RateLimiter
 from cai_judge.settings import Settings
@@ -129,7 +130,15 @@ class LabelService:
                 param="pairs",
             )
         async with self.admission.reserve(len(plan.units)):
-            batch = await self.judge.run(plan)
+            try:
+                batch = await self.judge.run(plan)
+            except EngineUnavailable as error:
+                # A remote fleet with no server up: retry later or elsewhere (503).
+                raise Unavailable(
+                    f"{error}; retry later",
+                    type="engine_unavailable",
+                    retry_after_s=settings.retry_after_s,
+                ) from None
         self.metrics.observe_labels(batch.labels, batch.usage)
 
         results: list[Label | PairError | None] = [None] * len(command.pairs)
