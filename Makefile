@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example example-offline test lint test-explore
+.PHONY: setup example example-offline test lint test-explore protos
 SHELL := /bin/bash
 VENV := .venv
 K8S_OVERLAYS := cpu gpu fleet
@@ -21,7 +21,12 @@ example-offline: setup
 	$(VENV)/bin/cai-judge label examples/pairs.jsonl -o out/example-offline-labels.jsonl \
 		--constitution harmless --principles 4
 
+# Regenerate the gRPC stubs (service/cai_judge/grpc/gen/) from protos/ after editing a .proto.
+protos: setup
+	bash scripts/protos.sh
+
 lint: setup
+	bash scripts/protos.sh --check
 	$(VENV)/bin/ruff check service tests bench clients/python examples
 	$(VENV)/bin/ruff format --check service tests bench clients/python examples
 	$(VENV)/bin/mypy

@@ -73,7 +73,7 @@ async def test_labels_in_order_with_usage(client: Client):
 
         metrics = (await http.get("/metrics")).text
         for name in (
-            'cai_judge_requests_total{code="200",route="/v1/labels"}',
+            'cai_judge_requests_total{code="200",protocol="http",route="/v1/labels"}',
             "cai_judge_request_duration_seconds_bucket",
             "cai_judge_pairs_total",
             "cai_judge_score_units_total",

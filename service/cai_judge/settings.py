@@ -99,6 +99,14 @@ class Settings(BaseSettings):
     # Units from concurrent requests that arrive within this window share one engine call.
     batch_window_ms: Annotated[float, Field(ge=0)] = 2.0
 
+    # -- the gRPC service (same process, same engine and limits as HTTP) -----------------
+    # 0 (the default) means no gRPC server; any other value is the port it listens on,
+    # on `host`.
+    grpc_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # Pairs one LabelStream may have read and not yet answered. The server reads no further
+    # message until an answer leaves, so a stream's memory stays bounded however long it is.
+    grpc_stream_max_in_flight: Annotated[int, Field(ge=1)] = 64
+
     @field_validator("vllm_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -80,5 +80,7 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics = services.metrics
-            metrics.requests.labels(route=route, code=str(code)).inc()
-            metrics.request_duration.labels(route=route).observe(time.perf_counter() - started)
+            metrics.requests.labels(route=route, code=str(code), protocol="http").inc()
+            metrics.request_duration.labels(route=route, protocol="http").observe(
+                time.perf_counter() - started
+            )

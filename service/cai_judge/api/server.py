@@ -7,16 +7,23 @@ with Retry-After (a shutdown is the server's choice, not the client's fault; the
 retries elsewhere with the same idempotency key), never 500. Once those answers are out
 the server exits, and the lifespan shuts the engine down. A second signal exits at once.
 
-Exit status: 0 after a drain; 1 when the engine died (or hung), so the orchestrator sees
-a failure and restarts the pod.
+With `CAI_JUDGE_GRPC_PORT` set, the gRPC server (grpc/server.py) runs in this process and
+event loop on the same Services, started once the lifespan has built them and stopped
+before it closes them. The drain covers it: gRPC health turns NOT_SERVING with readiness,
+new calls get UNAVAILABLE, and the server waits for open LabelStreams as for requests.
+
+Exit status: 0 after a drain; 1 when the engine died (or hung), or the gRPC port could not
+be bound, so the orchestrator sees a failure and restarts the pod.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 import time
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 from fastapi import FastAPI
@@ -25,19 +32,53 @@ from cai_judge.api.app import create_app
 from cai_judge.services.container import Services
 from cai_judge.settings import Settings
 
+if TYPE_CHECKING:
+    from cai_judge.grpc.server import GrpcServer
+
 logger = logging.getLogger(__name__)
 
 # After cutting admitted work: time for its 503 answers to reach the clients.
 ABORT_ANSWER_GRACE_S = 5.0
+# gRPC calls still open when the process stops (only calls that hold no admitted work,
+# e.g. a Watch on health) get this long before they are cancelled.
+GRPC_STOP_GRACE_S = 1.0
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float, grpc_port: int = 0
+    ) -> None:
         super().__init__(config)
         self.app = app
         self.drain_timeout_s = drain_timeout_s
         self.drain_deadline: float | None = None
         self.answer_deadline: float | None = None
+        self.grpc_port = grpc_port
+        self.grpc: GrpcServer | None = None
+        self.grpc_failed = False
+        self._grpc_draining = False
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        services = self.services
+        if self.should_exit or services is None or not self.grpc_port:
+            return
+        from cai_judge.grpc.server import GrpcServer
+
+        grpc_server = GrpcServer(services)
+        try:
+            await grpc_server.start()
+        except RuntimeError as error:
+            logger.error("%s", error)
+            self.grpc_failed = True
+            self.should_exit = True
+            return
+        self.grpc = grpc_server
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(GRPC_STOP_GRACE_S)
+        await super().shutdown(sockets)
 
     @property
     def services(self) -> Services | None:
@@ -59,7 +100,11 @@ class DrainingServer(uvicorn.Server):
             return should_exit or self.should_exit
         admission = services.admission
         now = time.monotonic()
-        if admission.active_requests == 0:
+        if self.grpc is not None and not self._grpc_draining:
+            self._grpc_draining = True
+            await self.grpc.start_draining()
+        open_streams = self.grpc.open_streams if self.grpc is not None else 0
+        if admission.active_requests == 0 and open_streams == 0:
             self.should_exit = True
         elif self.answer_deadline is None and now >= self.drain_deadline:
             cut = admission.abort_admitted()
@@ -81,7 +126,9 @@ def serve(settings: Settings) -> None:
         log_level="info",
         access_log=False,
     )
-    server = DrainingServer(config, app, settings.drain_timeout_s)
+    server = DrainingServer(config, app, settings.drain_timeout_s, settings.grpc_port)
     server.run()
-    if server.services is not None and server.services.admission.engine_dead:
+    if server.grpc_failed or (
+        server.services is not None and server.services.admission.engine_dead
+    ):
         sys.exit(1)

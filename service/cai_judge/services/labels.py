@@ -89,13 +89,22 @@ class LabelService:
         self.metrics = metrics
         self.settings = settings
 
-    async def label(self, command: LabelCommand, caller: Caller) -> LabelOutcome:
+    def check_rate(self, caller: Caller) -> None:
+        """One hit of the caller's rate limit: a label call, or a whole gRPC stream."""
+        try:
+            self.rate_limiter.check(caller.identity)
+        except RateLimited:
+            self.metrics.admission_rejections.labels(reason="rate_limit").inc()
+            raise
+
+    async def label(
+        self, command: LabelCommand, caller: Caller, *, rate_checked: bool = False
+    ) -> LabelOutcome:
+        """`rate_checked`: the caller's rate limit was already hit for this work (a gRPC
+        stream is one call however many groups of pairs it labels)."""
         async with self.admission.enter():
-            try:
-                self.rate_limiter.check(caller.identity)
-            except RateLimited:
-                self.metrics.admission_rejections.labels(reason="rate_limit").inc()
-                raise
+            if not rate_checked:
+                self.check_rate(caller)
             return await self.admission.run(self._label(command))
 
     async def _label(self, command: LabelCommand) -> LabelOutcome:

@@ -30,13 +30,16 @@ class ServiceMetrics:
         self.model = model
         self.registry = CollectorRegistry()
         r = self.registry
+        # Both transports count here: `protocol` is "http" or "grpc"; a gRPC call's route is
+        # its full method name and its code the HTTP status its outcome gets over HTTP
+        # (grpc/errors.py), so one dashboard and one set of alerts read both.
         self.requests = Counter(
-            "cai_judge_requests", "HTTP requests by route and status code.", ["route", "code"],
-            registry=r,
+            "cai_judge_requests", "Requests by route, status code and protocol.",
+            ["route", "code", "protocol"], registry=r,
         )  # fmt: skip
         self.request_duration = Histogram(
-            "cai_judge_request_duration_seconds", "HTTP request latency.", ["route"],
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "cai_judge_request_duration_seconds", "Request latency (a gRPC stream: its "
+            "whole duration).", ["route", "protocol"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.pairs = Counter("cai_judge_pairs", "Pairs labeled.", ["model"], registry=r)
         self.score_units = Counter(

@@ -1,0 +1,1 @@
+"""Generated from protos/ by `make protos` (scripts/protos.sh); never edit by hand."""

@@ -1,0 +1,259 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Aggregator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATOR_UNSPECIFIED: _ClassVar[Aggregator]
+    AGGREGATOR_MEAN_LOGODDS: _ClassVar[Aggregator]
+    AGGREGATOR_MEAN_PROB: _ClassVar[Aggregator]
+AGGREGATOR_UNSPECIFIED: Aggregator
+AGGREGATOR_MEAN_LOGODDS: Aggregator
+AGGREGATOR_MEAN_PROB: Aggregator
+
+class ChatMessage(_message.Message):
+    __slots__ = ("role", "content")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    role: str
+    content: str
+    def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ...) -> None: ...
+
+class ChatPrompt(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[ChatMessage]
+    def __init__(self, messages: _Optional[_Iterable[_Union[ChatMessage, _Mapping]]] = ...) -> None: ...
+
+class Pair(_message.Message):
+    __slots__ = ("id", "text", "chat", "response_a", "response_b")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_A_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_B_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    chat: ChatPrompt
+    response_a: str
+    response_b: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ...) -> None: ...
+
+class LabelOptions(_message.Message):
+    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle")
+    CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    constitution: str
+    principles: int
+    seed: int
+    aggregator: Aggregator
+    per_principle: bool
+    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ...) -> None: ...
+
+class LabelRequest(_message.Message):
+    __slots__ = ("options", "pairs")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    options: LabelOptions
+    pairs: _containers.RepeatedCompositeFieldContainer[Pair]
+    def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., pairs: _Optional[_Iterable[_Union[Pair, _Mapping]]] = ...) -> None: ...
+
+class ConstitutionRef(_message.Message):
+    __slots__ = ("id", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class TemplateRef(_message.Message):
+    __slots__ = ("id", "version")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: str
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class PrincipleResult(_message.Message):
+    __slots__ = ("principle", "s_ab", "s_ba", "margin", "position_bias", "agree", "answer_mass")
+    PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    S_AB_FIELD_NUMBER: _ClassVar[int]
+    S_BA_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    POSITION_BIAS_FIELD_NUMBER: _ClassVar[int]
+    AGREE_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_MASS_FIELD_NUMBER: _ClassVar[int]
+    principle: str
+    s_ab: float
+    s_ba: float
+    margin: float
+    position_bias: float
+    agree: bool
+    answer_mass: float
+    def __init__(self, principle: _Optional[str] = ..., s_ab: _Optional[float] = ..., s_ba: _Optional[float] = ..., margin: _Optional[float] = ..., position_bias: _Optional[float] = ..., agree: _Optional[bool] = ..., answer_mass: _Optional[float] = ...) -> None: ...
+
+class Label(_message.Message):
+    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    P_A_FIELD_NUMBER: _ClassVar[int]
+    POSITION_BIAS_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_MASS_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    preferred: str
+    margin: float
+    p_a: float
+    position_bias: float
+    consistency: float
+    answer_mass: float
+    low_confidence: bool
+    principles: _containers.RepeatedScalarFieldContainer[str]
+    selection: int
+    aggregator: Aggregator
+    constitution: ConstitutionRef
+    template: TemplateRef
+    model: str
+    seed: int
+    per_principle: _containers.RepeatedCompositeFieldContainer[PrincipleResult]
+    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ...) -> None: ...
+
+class ErrorDetail(_message.Message):
+    __slots__ = ("type", "message", "param")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAM_FIELD_NUMBER: _ClassVar[int]
+    type: str
+    message: str
+    param: str
+    def __init__(self, type: _Optional[str] = ..., message: _Optional[str] = ..., param: _Optional[str] = ...) -> None: ...
+
+class PairError(_message.Message):
+    __slots__ = ("id", "index", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    error: ErrorDetail
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., error: _Optional[_Union[ErrorDetail, _Mapping]] = ...) -> None: ...
+
+class LabelResult(_message.Message):
+    __slots__ = ("label", "error")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    label: Label
+    error: PairError
+    def __init__(self, label: _Optional[_Union[Label, _Mapping]] = ..., error: _Optional[_Union[PairError, _Mapping]] = ...) -> None: ...
+
+class Usage(_message.Message):
+    __slots__ = ("pairs", "score_units", "prompt_tokens", "cached_prompt_tokens")
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_UNITS_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    pairs: int
+    score_units: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+    def __init__(self, pairs: _Optional[int] = ..., score_units: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+
+class LabelResponse(_message.Message):
+    __slots__ = ("results", "usage")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LabelResult]
+    usage: Usage
+    def __init__(self, results: _Optional[_Iterable[_Union[LabelResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+
+class LabelStreamRequest(_message.Message):
+    __slots__ = ("options", "pair")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    options: LabelOptions
+    pair: Pair
+    def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., pair: _Optional[_Union[Pair, _Mapping]] = ...) -> None: ...
+
+class LabelStreamResponse(_message.Message):
+    __slots__ = ("id", "index", "result")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    index: int
+    result: LabelResult
+    def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[LabelResult, _Mapping]] = ...) -> None: ...
+
+class ListConstitutionsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ConstitutionSummary(_message.Message):
+    __slots__ = ("id", "latest_version", "versions", "principles", "description")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    latest_version: str
+    versions: _containers.RepeatedScalarFieldContainer[str]
+    principles: int
+    description: str
+    def __init__(self, id: _Optional[str] = ..., latest_version: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., principles: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+
+class ListConstitutionsResponse(_message.Message):
+    __slots__ = ("constitutions",)
+    CONSTITUTIONS_FIELD_NUMBER: _ClassVar[int]
+    constitutions: _containers.RepeatedCompositeFieldContainer[ConstitutionSummary]
+    def __init__(self, constitutions: _Optional[_Iterable[_Union[ConstitutionSummary, _Mapping]]] = ...) -> None: ...
+
+class GetConstitutionRequest(_message.Message):
+    __slots__ = ("ref",)
+    REF_FIELD_NUMBER: _ClassVar[int]
+    ref: str
+    def __init__(self, ref: _Optional[str] = ...) -> None: ...
+
+class Principle(_message.Message):
+    __slots__ = ("id", "question", "critique", "revision")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    CRITIQUE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    question: str
+    critique: str
+    revision: str
+    def __init__(self, id: _Optional[str] = ..., question: _Optional[str] = ..., critique: _Optional[str] = ..., revision: _Optional[str] = ...) -> None: ...
+
+class Constitution(_message.Message):
+    __slots__ = ("id", "version", "description", "template", "principles")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    version: str
+    description: str
+    template: str
+    principles: _containers.RepeatedCompositeFieldContainer[Principle]
+    def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ..., description: _Optional[str] = ..., template: _Optional[str] = ..., principles: _Optional[_Iterable[_Union[Principle, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,185 @@
+"""Proto messages to and from the service layer's types (as `api/protocol.py` does for JSON).
+
+Pairs are handed to the service as plain mappings, exactly as the HTTP API hands over a
+JSON object, so one validator (the domain's `Pair` model) judges both wires and a bad
+pair gets the same per-item error, naming the same field, on either. Options are checked
+by the domain's `LabelOptions` model for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import ValidationError
+
+from cai_judge.grpc.gen.v1 import judge_pb2 as pb
+from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
+from cai_judge.labeling.validation import describe_errors
+from cai_judge.services.constitutions import ConstitutionSummary
+from cai_judge.services.errors import InvalidRequest
+from cai_judge.services.labels import LabelCommand, LabelOutcome
+
+MAX_CONSTITUTION_REF_CHARS = 200  # as the HTTP API's LabelRequest.constitution
+
+AGGREGATOR_FROM_PROTO = {
+    pb.AGGREGATOR_UNSPECIFIED: Aggregator.MEAN_LOGODDS,
+    pb.AGGREGATOR_MEAN_LOGODDS: Aggregator.MEAN_LOGODDS,
+    pb.AGGREGATOR_MEAN_PROB: Aggregator.MEAN_PROB,
+}
+AGGREGATOR_TO_PROTO = {
+    Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
+    Aggregator.MEAN_PROB: pb.AGGREGATOR_MEAN_PROB,
+}
+
+
+def pair_from_proto(pair: pb.Pair) -> dict[str, Any]:
+    """The pair as the HTTP API would receive it; a missing prompt stays missing."""
+    raw: dict[str, Any] = {
+        "id": pair.id,
+        "response_a": pair.response_a,
+        "response_b": pair.response_b,
+    }
+    kind = pair.WhichOneof("prompt")
+    if kind == "text":
+        raw["prompt"] = pair.text
+    elif kind == "chat":
+        raw["prompt"] = [{"role": m.role, "content": m.content} for m in pair.chat.messages]
+    return raw
+
+
+def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> LabelCommand:
+    """A LabelCommand, or InvalidRequest naming the option and its limit."""
+    if not options.constitution:
+        raise InvalidRequest(
+            "options.constitution is required: `id` or `id@version`",
+            param="options.constitution",
+        )
+    if len(options.constitution) > MAX_CONSTITUTION_REF_CHARS:
+        raise InvalidRequest(
+            f"options.constitution has {len(options.constitution)} characters, over the "
+            f"limit of {MAX_CONSTITUTION_REF_CHARS}",
+            param="options.constitution",
+        )
+    if options.aggregator not in AGGREGATOR_FROM_PROTO:
+        raise InvalidRequest(
+            f"options.aggregator {options.aggregator} is not an Aggregator value",
+            param="options.aggregator",
+        )
+    try:
+        checked = LabelOptions(
+            principles=options.principles or "all",
+            seed=options.seed,
+            aggregator=AGGREGATOR_FROM_PROTO[options.aggregator],
+            per_principle=options.per_principle,
+        )
+    except ValidationError as error:
+        message, param = describe_errors(error.errors(), prefix=("options",))
+        raise InvalidRequest(message, param=param) from None
+    return LabelCommand(
+        constitution=options.constitution,
+        pairs=[pair_from_proto(p) for p in pairs],
+        principles=checked.principles,
+        seed=checked.seed,
+        aggregator=checked.aggregator,
+        per_principle=checked.per_principle,
+    )
+
+
+def label_to_proto(label: Label) -> pb.Label:
+    return pb.Label(
+        id=label.id,
+        preferred=label.preferred,
+        margin=label.margin,
+        p_a=label.p_a,
+        position_bias=label.position_bias,
+        consistency=label.consistency,
+        answer_mass=label.answer_mass,
+        low_confidence=label.low_confidence,
+        principles=label.principles,
+        selection=0 if label.selection == "all" else label.selection,
+        aggregator=AGGREGATOR_TO_PROTO[label.aggregator],
+        constitution=pb.ConstitutionRef(
+            id=label.constitution.id, version=label.constitution.version
+        ),
+        template=pb.TemplateRef(id=label.template.id, version=label.template.version),
+        model=label.model,
+        seed=label.seed,
+        per_principle=[
+            pb.PrincipleResult(
+                principle=p.principle,
+                s_ab=p.s_ab,
+                s_ba=p.s_ba,
+                margin=p.margin,
+                position_bias=p.position_bias,
+                agree=p.agree,
+                answer_mass=p.answer_mass,
+            )
+            for p in label.per_principle or []
+        ],
+    )
+
+
+def pair_error_to_proto(error: PairError) -> pb.PairError:
+    return pb.PairError(
+        id=error.id,
+        index=error.index,
+        error=pb.ErrorDetail(
+            type=error.error.type, message=error.error.message, param=error.error.param
+        ),
+    )
+
+
+def result_to_proto(result: Label | PairError) -> pb.LabelResult:
+    if isinstance(result, Label):
+        return pb.LabelResult(label=label_to_proto(result))
+    return pb.LabelResult(error=pair_error_to_proto(result))
+
+
+def usage_to_proto(usage: Usage) -> pb.Usage:
+    return pb.Usage(
+        pairs=usage.pairs,
+        score_units=usage.score_units,
+        prompt_tokens=usage.prompt_tokens,
+        cached_prompt_tokens=usage.cached_prompt_tokens,
+    )
+
+
+def label_response(outcome: LabelOutcome) -> pb.LabelResponse:
+    return pb.LabelResponse(
+        results=[result_to_proto(r) for r in outcome.results], usage=usage_to_proto(outcome.usage)
+    )
+
+
+def stream_response(index: int, result: Label | PairError) -> pb.LabelStreamResponse:
+    return pb.LabelStreamResponse(id=result.id or "", index=index, result=result_to_proto(result))
+
+
+def constitution_list(summaries: list[ConstitutionSummary]) -> pb.ListConstitutionsResponse:
+    return pb.ListConstitutionsResponse(
+        constitutions=[
+            pb.ConstitutionSummary(
+                id=s.id,
+                latest_version=s.latest_version,
+                versions=s.versions,
+                principles=s.principles,
+                description=s.description,
+            )
+            for s in summaries
+        ]
+    )
+
+
+def constitution_to_proto(spec: ConstitutionSpec) -> pb.Constitution:
+    return pb.Constitution(
+        id=spec.id,
+        version=spec.version,
+        description=spec.description,
+        template=spec.template,
+        principles=[
+            pb.Principle(id=p.id, question=p.question, critique=p.critique, revision=p.revision)
+            for p in spec.principles
+        ],
+    )
