@@ -57,10 +57,10 @@ RECORD = FitRecord(
     gold_pairs=100,
     folds=5,
     seed=0,
-    cv_ece_raw=0.2,
-    cv_ece_calibrated=0.1,
-    cv_brier_raw=0.26,
-    cv_brier_calibrated=0.24,
+    ece_raw=0.2,
+    ece_cross_validated=0.1,
+    brier_raw=0.26,
+    brier_cross_validated=0.24,
 )
 
 
@@ -222,9 +222,7 @@ def make_profile(
     spec: FitSpec,
 ) -> object:
     def make(fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics):
-        return CalibrationProfile.create(
-            KEY, fit.terms, RECORD, length_control=spec.length_control
-        )
+        return CalibrationProfile.create(KEY, fit.terms, RECORD, length_control=spec.length_control)
 
     return make
 
@@ -337,7 +335,7 @@ def test_profile_folder_loads_once_and_refuses_two_profiles_for_one_key(tmp_path
     (tmp_path / "one.json").write_text(profile(0.5).to_json())
     assert len(ProfileSet.from_dir(tmp_path)) == 1
     (tmp_path / "two.json").write_text(profile(0.7).to_json())
-    with pytest.raises(CalibrationError, match="one.json and .*two.json are both profiles"):
+    with pytest.raises(CalibrationError, match=r"one\.json and .*two\.json are both profiles"):
         ProfileSet.from_dir(tmp_path)
     with pytest.raises(CalibrationError, match="does not exist"):
         ProfileSet.from_dir(tmp_path / "missing")

@@ -39,9 +39,7 @@ def test_calibrate_then_label_and_export_with_the_profile(tmp_path: Path, tiny_m
 
     pairs = tmp_path / "pairs.jsonl"
     keep = ("id", "prompt", "response_a", "response_b")
-    pairs.write_text(
-        "".join(json.dumps({k: r[k] for k in keep}) + "\n" for r in gold_rows[:6])
-    )
+    pairs.write_text("".join(json.dumps({k: r[k] for k in keep}) + "\n" for r in gold_rows[:6]))
     labels_path = tmp_path / "labels.jsonl"
     label_args = ["label", str(pairs), "-o", str(labels_path), *model]
     labeled = run_cli(*label_args, "--calibration", str(profile_path), cwd=tmp_path)

@@ -112,9 +112,9 @@ def fitted(
 
     def make(fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics):
         record = FitRecord(
-            gold_sha256="0" * 64, gold_pairs=70, folds=5, seed=0, cv_ece_raw=raw.ece,
-            cv_ece_calibrated=cross.ece, cv_brier_raw=raw.brier,
-            cv_brier_calibrated=cross.brier,
+            gold_sha256="0" * 64, gold_pairs=70, folds=5, seed=0, ece_raw=raw.ece,
+            ece_cross_validated=cross.ece, brier_raw=raw.brier,
+            brier_cross_validated=cross.brier,
         )  # fmt: skip
         return CalibrationProfile.create(key, fit.terms, record, length_control=True)
 

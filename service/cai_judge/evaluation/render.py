@@ -412,7 +412,8 @@ def length_figure(rows: Sequence[tuple[str, float | None]], gold: float | None) 
     figure = _new_figure(max(4.0, 1.4 * len(rows) + 1.5), 3.2)
     ax = figure.subplots()
     xs = list(range(len(rows)))
-    ax.bar(xs, [value or 0.0 for _, value in rows], width=0.6, color="#1f5fa8")
+    colors = ["#c0392b" if name == "gold" else "#1f5fa8" for name, _ in rows]
+    ax.bar(xs, [value or 0.0 for _, value in rows], width=0.6, color=colors)
     if gold is not None:
         ax.axhline(gold, color="#c0392b", linestyle="--", linewidth=1.2, label="gold")
         ax.axhspan(gold - 0.1, gold + 0.1, color="#c0392b", alpha=0.08, label="gold ± 10 pts")

@@ -97,10 +97,10 @@ class FitRecord(BaseModel):
     gold_pairs: int = Field(description="gold pairs the final fit used")
     folds: int
     seed: int
-    cv_ece_raw: float
-    cv_ece_calibrated: float
-    cv_brier_raw: float
-    cv_brier_calibrated: float
+    ece_raw: float
+    ece_cross_validated: float
+    brier_raw: float
+    brier_cross_validated: float
 
 
 class ProfileKey(BaseModel):
