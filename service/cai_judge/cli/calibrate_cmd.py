@@ -110,7 +110,8 @@ def _stdout() -> Console:
 
 def _table(report: CalibrationReport) -> Table:
     terms = report.profile.terms
-    parts = [f"T = {fmt_num(report.temperature, 4)}"]
+    # T is None when the fit put no weight on the margin (a rejected reversal).
+    parts = [f"T = {'∞' if report.temperature is None else fmt_num(report.temperature, 4)}"]
     if report.profile.length_control:
         parts.append(f"λ = {terms.length_weight:.4g}")
     table = Table(
