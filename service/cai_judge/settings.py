@@ -64,6 +64,10 @@ class Settings(BaseSettings):
 
     # -- labeling ----------------------------------------------------------------------
     constitutions_dir: Path | None = None
+    # Calibration profiles (`cai-judge calibrate`), loaded once at start-up; a request with
+    # `calibrated: true` gets p_a and margin from the one fitted for its model, template,
+    # constitution version, aggregator and principle selection.
+    calibration_dir: Path | None = None
     low_mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     # -- the HTTP service --------------------------------------------------------------

@@ -74,6 +74,12 @@ class LabelRequest(BaseModel):
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
+    calibrated: bool = Field(
+        default=False,
+        description="Take p_a, margin and preferred from the server's calibration profile for "
+        "this model, template, constitution version, aggregator and principles; the label's "
+        "`calibration` names the profile and keeps the raw numbers. 422 when none fits.",
+    )
 
     def to_command(self) -> LabelCommand:
         return LabelCommand(
@@ -83,6 +89,7 @@ class LabelRequest(BaseModel):
             seed=self.seed,
             aggregator=self.aggregator,
             per_principle=self.per_principle,
+            calibrated=self.calibrated,
         )
 
 

@@ -32,6 +32,7 @@ from cai_judge.labeling.validation import field_problems
 from cai_judge.settings import Settings
 
 if TYPE_CHECKING:
+    from cai_judge.evaluation.gold import GoldPair
     from cai_judge.labeling.judge import Judge
 
 # soft_wrap: error lines stay whole lines, so logs and grep see them intact.
@@ -42,6 +43,8 @@ class ExitCode(IntEnum):
     OK = 0
     SOME_PAIRS_FAILED = 1
     USAGE = 2
+    # `calibrate`: the fit ran, but no profile could be written (the report says why).
+    NO_PROFILE = 3
 
 
 def fail(message: str, code: ExitCode = ExitCode.USAGE) -> typer.Exit:
@@ -119,6 +122,30 @@ def label_options(**values: Any) -> LabelOptions:
     except ValidationError as error:
         field, problem = _first_field_problem(error)
         usage_error(_option_name(field, _LABEL_OPTION_SOURCES), problem)
+
+
+# Problems listed before "... and N more": enough to fix a file in one pass, not a flood.
+_MAX_PROBLEMS_SHOWN = 20
+
+
+def load_gold(path: Path) -> list[GoldPair]:
+    """A gold file, refused whole on any bad line (`eval`, `compare`, `calibrate`)."""
+    from cai_judge.evaluation.gold import read_gold
+
+    gold = read_gold(path)
+    if gold.problems:
+        shown = "\n".join(
+            f"  {path}:{p.line_number}: {p.reason}" for p in gold.problems[:_MAX_PROBLEMS_SHOWN]
+        )
+        more = len(gold.problems) - _MAX_PROBLEMS_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise fail(
+            f"{len(gold.problems)} problem(s) in gold file {path}; nothing was scored, since "
+            f"metrics over part of a gold set mislead:\n{shown}{tail}"
+        )
+    if not gold.pairs:
+        raise fail(f"gold file {path} holds no pairs")
+    return gold.pairs
 
 
 # -- options shared by several commands -----------------------------------------------

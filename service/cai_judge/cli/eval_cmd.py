@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -27,12 +28,13 @@ from cai_judge.cli.common import (
     engine_session,
     fail,
     label_options,
+    load_gold,
     load_registry,
     progress,
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.evaluation.gold import GoldPair, read_gold
+from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import Protocol
 from cai_judge.evaluation.render import (
     fmt_estimate,
@@ -51,14 +53,15 @@ from cai_judge.evaluation.report import (
     compare,
     evaluate,
 )
+from cai_judge.labeling.calibration import ProfileKey
+from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 
 if TYPE_CHECKING:
     from cai_judge.evaluation.runner import JudgeRun
+    from cai_judge.labeling.calibration import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings
-
-# Problems listed before "... and N more": enough to fix a file in one pass, not a flood.
-_MAX_PROBLEMS_SHOWN = 20
 
 
 class ProtocolChoice(StrEnum):
@@ -100,23 +103,6 @@ def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
     return [p for p in Protocol if p.value in wanted]
 
 
-def _load_gold(path: Path) -> list[GoldPair]:
-    gold = read_gold(path)
-    if gold.problems:
-        shown = "\n".join(
-            f"  {path}:{p.line_number}: {p.reason}" for p in gold.problems[:_MAX_PROBLEMS_SHOWN]
-        )
-        more = len(gold.problems) - _MAX_PROBLEMS_SHOWN
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise fail(
-            f"{len(gold.problems)} problem(s) in gold file {path}; nothing was scored, since "
-            f"metrics over part of a gold set mislead:\n{shown}{tail}"
-        )
-    if not gold.pairs:
-        raise fail(f"gold file {path} holds no pairs")
-    return gold.pairs
-
-
 def _check_label_options(seed: int, settings: Settings) -> None:
     # score_gold labels with these options after the engine has started: a value they
     # refuse should be a usage error now, not a traceback a minute later.
@@ -136,13 +122,17 @@ async def _score_runs(
     seed: int,
     batch_size: int,
     stage: str = "",
+    on_start: Callable[[Judge], Awaitable[None]] | None = None,
 ) -> list[JudgeRun]:
-    """Start one engine and score the gold once per constitution with it."""
+    """Start one engine and score the gold once per constitution with it; `on_start` runs
+    on the judge first (checks that need the running model, before the long scoring)."""
     from cai_judge.evaluation.runner import score_gold
 
     console.print(f"{stage}starting the judge model {settings.model} ...")
     runs: list[JudgeRun] = []
     async with engine_session(settings, registry) as judge:
+        if on_start is not None:
+            await on_start(judge)
         started = time.perf_counter()
         with progress() as bar:
             for spec in constitutions:
@@ -184,6 +174,61 @@ def _stdout() -> Console:
 def _when_consistent(r: ProtocolReport) -> str:
     found = r.agreement_when_consistent
     return "–" if found is None else f"{fmt_pct(found.value)} (n={found.n})"
+
+
+def _calibration_table(report: EvalReport) -> Table | None:
+    found = report.calibrated
+    if found is None:
+        return None
+    table = Table(
+        "p_a", "ECE", "Brier", "log loss", "agree", "longer",
+        title=f"calibration profile {found.profile[:12]}",
+        caption=(
+            ("in-sample: this is the gold set the profile was fitted on. " if found.in_sample
+             else "")
+            + "longer: P(picks the longer response, in tokens), gold "
+            + fmt_pct(found.gold_prefers_longer.prefers_longer)
+        ),
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    for name, metrics in (("raw", found.raw), ("calibrated", found.calibrated)):
+        table.add_row(
+            name,
+            fmt_num(metrics.ece),
+            fmt_num(metrics.brier),
+            fmt_num(metrics.log_loss),
+            fmt_pct(metrics.agreement),
+            fmt_pct(metrics.prefers_longer.prefers_longer),
+        )
+    return table
+
+
+def _load_profile(path: Path, settings: Settings, spec: ConstitutionSpec) -> CalibrationProfile:
+    """The profile, checked against the model and constitution before the engine starts."""
+    from cai_judge.engine.factory import model_display_name
+    from cai_judge.labeling.calibration import CalibrationError, read_profile
+
+    try:
+        profile = read_profile(path)
+    except CalibrationError as error:
+        raise fail(str(error)) from None
+    wanted = profile.key.model_copy(
+        update={
+            "model": model_display_name(settings),
+            "constitution": ConstitutionRef(id=spec.id, version=spec.version),
+        }
+    )
+    _check_profile(profile, wanted)
+    return profile
+
+
+def _check_profile(profile: CalibrationProfile, wanted: ProfileKey) -> None:
+    from cai_judge.labeling.calibration import CalibrationError
+
+    try:
+        profile.check_applies_to(wanted)
+    except CalibrationError as error:
+        raise fail(f"{error}; eval with the model and constitution it was fitted for") from None
 
 
 def _eval_table(report: EvalReport) -> Table:
@@ -281,6 +326,16 @@ def eval_command(
     bootstrap: ResamplesOption = 2000,
     batch_size: BatchSizeOption = 32,
     constitutions_dir: ConstitutionsDirOption = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration",
+            exists=True,
+            dir_okay=False,
+            metavar="PROFILE.json",
+            help="Also report the labels of this `cai-judge calibrate` profile beside the raw.",
+        ),
+    ] = None,
 ) -> None:
     """Measure a judge and a constitution against gold labels; write report.json/.html.
 
@@ -292,14 +347,56 @@ def eval_command(
     spec = resolve_constitution(registry, constitution)
     _check_label_options(seed, settings)
     _check_output(output)
-    gold = _load_gold(gold_path)
+    gold = load_gold(gold_path)
     options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
+    profile = _load_profile(calibration, settings, spec) if calibration else None
+    token_counts: dict[str, tuple[int, int]] = {}
 
-    [run] = asyncio.run(_score_runs(settings, registry, [spec], gold, seed, batch_size))
+    async def check_and_count(judge: Judge) -> None:
+        from cai_judge.evaluation.runner import response_token_counts
+
+        assert profile is not None
+        version = judge.renderer(spec.template).version
+        _check_profile(
+            profile,
+            profile.key.model_copy(
+                update={
+                    "model": judge.engine.model_name,
+                    "template": TemplateRef(id=spec.template, version=version),
+                }
+            ),
+        )
+        token_counts.update(await response_token_counts(judge, gold))
+
+    [run] = asyncio.run(
+        _score_runs(
+            settings,
+            registry,
+            [spec],
+            gold,
+            seed,
+            batch_size,
+            on_start=check_and_count if profile else None,
+        )
+    )
     _report_pair_errors(run)
     report = evaluate(run, _protocols(protocol), str(gold_path), len(gold), options)
+    if profile is not None:
+        from cai_judge.evaluation.calibration import calibrated_comparison
+
+        gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
+        report = report.model_copy(
+            update={
+                "calibrated": calibrated_comparison(
+                    run, token_counts, profile, gold_sha256, options.n_bins
+                )
+            }
+        )
     json_path, html_path = write_eval_report(report, output)
     _stdout().print(_eval_table(report))
+    calibrated_table = _calibration_table(report)
+    if calibrated_table is not None:
+        _stdout().print(calibrated_table)
     console.print(f"wrote {json_path} and {html_path}")
     if run.errors:
         console.print(f"[red]{len(run.errors)} gold pair(s) not scored[/red] (see above)")
@@ -357,7 +454,7 @@ def compare_command(
             "--constitution-b, or --model-a and --model-b"
         )
     _check_output(output)
-    gold = _load_gold(gold_path)
+    gold = load_gold(gold_path)
     options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
 
     if side_model_a == side_model_b:

@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,6 +37,7 @@ from cai_judge.cli.pairs_file import (
     PROVENANCE_OPTIONS,
     BadLine,
     ExistingLabels,
+    LabelsFile,
     PairsFile,
     ResumeError,
     drop_partial_tail,
@@ -43,12 +46,42 @@ from cai_judge.cli.pairs_file import (
     read_labels,
     read_pairs,
 )
+from cai_judge.labeling.calibration import (
+    CalibrationError,
+    CalibrationProfile,
+    ProfileKey,
+    calibrate_label,
+    label_key,
+    read_profile,
+    response_token_count,
+)
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, LabelOptions, Pair, Usage
+from cai_judge.labeling.schema import (
+    ConstitutionRef,
+    Label,
+    LabelOptions,
+    Pair,
+    PairError,
+    TemplateRef,
+    Usage,
+)
 
 if TYPE_CHECKING:
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings
+
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration",
+        exists=True,
+        dir_okay=False,
+        metavar="PROFILE.json",
+        help="A `cai-judge calibrate` profile: p_a, margin and preferred come from it, the "
+        "raw numbers are kept in each label's `calibration`.",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -114,6 +147,7 @@ def _check_resume(
     settings: Settings,
     spec: ConstitutionSpec,
     options: LabelOptions,
+    profile: CalibrationProfile | None,
 ) -> str | None:
     """Refuse a label file made with other settings; the template version when checked."""
     from cai_judge.engine.factory import model_display_name
@@ -127,6 +161,7 @@ def _check_resume(
         "selection": options.principles,
         "seed": options.seed,
         "aggregator": options.aggregator.value,
+        "calibration": {"profile": profile.hash} if profile is not None else None,
     }
     # The template last: it needs the tokenizer, and a file from another model or
     # constitution is refused without loading anything.
@@ -147,6 +182,62 @@ def _check_resume(
     return template_version
 
 
+# -- calibration -----------------------------------------------------------------------
+
+
+def _load_profile(
+    path: Path, settings: Settings, spec: ConstitutionSpec, options: LabelOptions
+) -> CalibrationProfile:
+    """The profile, checked against everything known before the engine starts."""
+    try:
+        profile = read_profile(path)
+    except CalibrationError as error:
+        raise fail(str(error)) from None
+    # The template version needs the tokenizer: checked once the judge runs (_check_profile).
+    _check_profile(profile, settings, spec, options, profile.key.template.version)
+    return profile
+
+
+def _check_profile(
+    profile: CalibrationProfile,
+    settings: Settings,
+    spec: ConstitutionSpec,
+    options: LabelOptions,
+    template_version: str,
+) -> None:
+    from cai_judge.engine.factory import model_display_name
+
+    wanted = ProfileKey(
+        model=model_display_name(settings),
+        template=TemplateRef(id=spec.template, version=template_version),
+        constitution=ConstitutionRef(id=spec.id, version=spec.version),
+        aggregator=options.aggregator,
+        selection=options.principles,
+    )
+    try:
+        profile.check_applies_to(wanted)
+    except CalibrationError as error:
+        raise fail(
+            f"{error}. Label with the settings the profile was fitted for, or fit one for "
+            "these with `cai-judge calibrate`."
+        ) from None
+
+
+async def _calibrated(
+    judge: Judge, profile: CalibrationProfile, pairs: list[Pair], results: list[Label | PairError]
+) -> list[Label | PairError]:
+    """`results[i]` answers `pairs[i]` (Judge.label keeps input order); errors pass through."""
+    counts: list[int | None] = [None] * (2 * len(pairs))
+    if profile.length_control:
+        counts = list(
+            await judge.token_counts([t for p in pairs for t in (p.response_a, p.response_b)])
+        )
+    return [
+        calibrate_label(r, profile, counts[2 * i], counts[2 * i + 1]) if isinstance(r, Label) else r
+        for i, r in enumerate(results)
+    ]
+
+
 # -- label -----------------------------------------------------------------------------
 
 
@@ -161,10 +252,12 @@ def label_command(
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
     batch_size: BatchSizeOption = 32,
+    calibration: CalibrationOption = None,
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
-    Resuming needs the model, constitution, template, principles, seed, aggregator it had.
+    Resuming needs the model, constitution, template, principles, seed, aggregator and
+    calibration profile it had.
     """
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
@@ -176,6 +269,7 @@ def label_command(
         per_principle=per_principle,
         low_mass_threshold=settings.low_mass_threshold,
     )
+    profile = _load_profile(calibration, settings, spec, options) if calibration else None
 
     pairs_file = _read_pairs(input_path)
     if pairs_file.duplicate_ids:
@@ -193,14 +287,16 @@ def label_command(
         existing = load_existing_labels(output)
     except ResumeError as error:
         raise fail(str(error)) from None
-    template_version = _check_resume(output, existing, settings, spec, options)
+    template_version = _check_resume(output, existing, settings, spec, options, profile)
     drop_partial_tail(output, existing)
     todo = [p for p in pairs_file.pairs if p.id not in existing.ids]
     if existing.ids:
         console.print(f"resuming: {len(existing.ids)} pair(s) already in {output}")
 
     failed = asyncio.run(
-        _label_file(settings, registry, spec, options, todo, output, batch_size, template_version)
+        _label_file(
+            settings, registry, spec, options, todo, output, batch_size, template_version, profile
+        )
     )
     failures = len(pairs_file.bad_lines) + failed
     if failures:
@@ -217,6 +313,7 @@ async def _label_file(
     output: Path,
     batch_size: int,
     template_version: str | None,
+    profile: CalibrationProfile | None = None,
 ) -> int:
     if not todo:
         console.print("nothing to label")
@@ -231,12 +328,17 @@ async def _label_file(
                 f"{template_version} as computed from the tokenizer; nothing was written "
                 f"to {output}. Please report this bug."
             )
+        if profile is not None:
+            _check_profile(profile, settings, spec, options, running)
         started = time.perf_counter()
         output.parent.mkdir(parents=True, exist_ok=True)
         with output.open("a", encoding="utf-8") as sink, progress("labeling") as bar:
             task = bar.add_task("label", total=len(todo))
             for start in range(0, len(todo), batch_size):
-                batch = await judge.label(todo[start : start + batch_size], spec.ref, options)
+                chunk = todo[start : start + batch_size]
+                batch = await judge.label(chunk, spec.ref, options)
+                if profile is not None:
+                    batch.results = await _calibrated(judge, profile, chunk, batch.results)
                 for result in batch.results:
                     if isinstance(result, Label):
                         sink.write(result.model_dump_json(exclude_none=True) + "\n")
@@ -269,9 +371,19 @@ def export_command(
     ],
     output: Annotated[Path, typer.Option("-o", "--output")],
     drop_low_confidence: Annotated[bool, typer.Option(help="Leave low-mass labels out.")] = False,
+    calibration: CalibrationOption = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="With a length-controlled --calibration: the judge model whose tokenizer "
+            "counts the responses' tokens (the profile's model). Env: CAI_JUDGE_MODEL."
+        ),
+    ] = None,
 ) -> None:
     """Write chosen/rejected/margin/p_chosen rows for reward-model training (TRL and soft BT).
 
+    With --calibration, margin and p_chosen are the profile's calibrated numbers (labels
+    already calibrated by another profile are recalibrated from their raw numbers).
     Bad lines of LABELS.jsonl (blank, half-written, not JSON or UTF-8, not a label, a
     repeated id) are reported by line number and left out; the rest is exported, and the
     exit status is 1 when any line was bad or any label has no pair.
@@ -281,6 +393,10 @@ def export_command(
     pairs = {p.id: p for p in _read_pairs(pairs_path).pairs}
     labels_file = read_labels(labels_path)
     _report_bad_lines(labels_path, labels_file.bad_lines)
+    profile = None
+    count_tokens = None
+    if calibration is not None:
+        profile, count_tokens = _export_profile(calibration, model, labels_file, labels_path)
     written = ties = dropped = missing = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as sink:
@@ -289,7 +405,13 @@ def export_command(
             if pair is None:
                 missing += 1
                 continue
+            if profile is not None:
+                tokens_a = count_tokens(pair.response_a) if count_tokens else None
+                tokens_b = count_tokens(pair.response_b) if count_tokens else None
+                label = calibrate_label(label, profile, tokens_a, tokens_b)
             row = preference_row(pair, label)
+            if row is not None and label.calibration is not None:
+                row["calibration"] = label.calibration.profile
             if row is None:
                 ties += 1
             elif drop_low_confidence and row["low_confidence"]:
@@ -298,7 +420,8 @@ def export_command(
                 sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                 written += 1
     columns = output.with_name(output.name + ".columns.json")
-    columns.write_text(json.dumps(COLUMN_CONVENTIONS, indent=2) + "\n")
+    conventions = {**COLUMN_CONVENTIONS, "calibration": CALIBRATION_COLUMN}
+    columns.write_text(json.dumps(conventions, indent=2) + "\n")
     bad = len(labels_file.bad_lines)
     console.print(
         f"exported {len(labels_file.labels)} label(s): wrote {written} row(s) to {output} "
@@ -307,3 +430,46 @@ def export_command(
     )
     if missing or bad:
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+CALIBRATION_COLUMN = (
+    "present when margin and p_chosen are calibrated: the sha256 of the calibration profile "
+    "(`cai-judge calibrate`) that made them from the judge's raw numbers"
+)
+
+
+def _export_profile(
+    path: Path, model: str | None, labels_file: LabelsFile, labels_path: Path
+) -> tuple[CalibrationProfile, Callable[[str], int] | None]:
+    """The profile, refused unless it applies to every label; and, for a length term, the
+    token counter of the profile's model."""
+    from transformers import AutoTokenizer
+
+    from cai_judge.engine.default_model import ModelNotReady
+    from cai_judge.engine.factory import model_display_name, resolve_model_path
+
+    try:
+        profile = read_profile(path)
+    except CalibrationError as error:
+        raise fail(str(error)) from None
+    for label in labels_file.labels:
+        try:
+            profile.check_applies_to(label_key(label))
+        except CalibrationError as error:
+            line = labels_file.line_numbers[label.id]
+            raise fail(f"{labels_path}:{line}: {error}; nothing was exported") from None
+    if not profile.length_control:
+        return profile, None
+    settings = build_settings(model=model)
+    if model_display_name(settings) != profile.key.model:
+        raise fail(
+            f"the profile's length term counts tokens with {profile.key.model}'s tokenizer; "
+            f"give --model for that model (this run has {model_display_name(settings)})"
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(settings))
+    except ModelNotReady as error:
+        raise fail(str(error)) from None
+    except (OSError, ValueError) as error:
+        raise fail(f"cannot load the tokenizer of {profile.key.model}: {error}") from None
+    return profile, functools.partial(response_token_count, tokenizer)

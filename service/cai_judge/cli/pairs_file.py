@@ -149,6 +149,8 @@ PROVENANCE_OPTIONS: dict[str, str] = {
     "selection": "--principles",
     "seed": "--seed",
     "aggregator": "--aggregator",
+    # A calibrated label's numbers come from its profile: two profiles are two judges.
+    "calibration": "--calibration",
 }
 _MISSING = "(none)"
 
@@ -165,6 +167,9 @@ def provenance(record: Mapping[str, Any]) -> dict[str, str]:
     def plain(value: Any) -> str:
         return _MISSING if value is None else str(value)
 
+    def profile(value: Any) -> str:
+        return str(value["profile"]) if isinstance(value, dict) and "profile" in value else _MISSING
+
     return {
         "model": plain(record.get("model")),
         "constitution": ref(record.get("constitution")),
@@ -172,6 +177,7 @@ def provenance(record: Mapping[str, Any]) -> dict[str, str]:
         "selection": plain(record.get("selection")),
         "seed": plain(record.get("seed")),
         "aggregator": plain(record.get("aggregator")),
+        "calibration": profile(record.get("calibration")),
     }
 
 

@@ -16,6 +16,11 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from cai_judge.evaluation.calibration import (
+    CalibratedComparison,
+    CalibrationMetrics,
+    CalibrationReport,
+)
 from cai_judge.evaluation.metrics import Calibration, Estimate
 from cai_judge.evaluation.report import (
     CompareReport,
@@ -280,6 +285,8 @@ def render_eval_html(report: EvalReport) -> str:
                 ],
             ),
         ]
+    if report.calibrated is not None:
+        parts += _calibrated_section(report.calibrated)
     if gold.errors:
         parts.append(_table("Pairs not scored", ["id", "reason"], _error_rows(gold.errors)))
     names = list(report.protocols)
@@ -297,6 +304,37 @@ def render_eval_html(report: EvalReport) -> str:
         + "</details>"
     )
     return _page(f"cai-judge eval: {judge.constitution.id} · {judge.model}", parts)
+
+
+def _calibrated_section(found: CalibratedComparison) -> list[str]:
+    note = (
+        "This gold set is the one the profile was fitted on, so the calibrated numbers are "
+        "in-sample and optimistic; `cai-judge calibrate`'s report has cross-validated ones."
+        if found.in_sample
+        else "The profile was fitted on another gold set: these numbers are out-of-sample."
+    )
+    return [
+        "<h2>Calibrated</h2>",
+        f"<p>Profile <code>{found.profile}</code> (aggregator {found.aggregator.value}, "
+        f"principles {escape(str(found.selection))}, T = {fmt_num(found.temperature, 4)}"
+        + (", length term" if found.length_control else "")
+        + f"). {note} Gold prefers the longer response (in tokens) in "
+        f"{fmt_pct(found.gold_prefers_longer.prefers_longer)} of pairs.</p>",
+        _table(
+            "Raw and calibrated",
+            ["p_a", "ECE", "Brier", "log loss", "agreement", "prefers longer"],
+            [
+                _calibration_row("raw", found.raw),
+                _calibration_row("calibrated", found.calibrated),
+            ],
+        ),
+        _image(
+            "reliability raw and calibrated",
+            reliability_figure(
+                [("raw", found.raw.reliability), ("calibrated", found.calibrated.reliability)]
+            ),
+        ),
+    ]
 
 
 def render_compare_html(report: CompareReport) -> str:
@@ -363,4 +401,159 @@ def write_compare_report(report: CompareReport, directory: Path) -> tuple[Path, 
     html_path = directory / "compare.html"
     json_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     html_path.write_text(render_compare_html(report), encoding="utf-8")
+    return json_path, html_path
+
+
+# -- calibration (`cai-judge calibrate`) ---------------------------------------------
+
+
+def length_figure(rows: Sequence[tuple[str, float | None]], gold: float | None) -> Figure:
+    """P(picks the longer response) per row, against the gold set's own as a line."""
+    figure = _new_figure(max(4.0, 1.4 * len(rows) + 1.5), 3.2)
+    ax = figure.subplots()
+    xs = list(range(len(rows)))
+    colors = ["#c0392b" if name == "gold" else "#1f5fa8" for name, _ in rows]
+    ax.bar(xs, [value or 0.0 for _, value in rows], width=0.6, color=colors)
+    if gold is not None:
+        ax.axhline(gold, color="#c0392b", linestyle="--", linewidth=1.2, label="gold")
+        ax.axhspan(gold - 0.1, gold + 0.1, color="#c0392b", alpha=0.08, label="gold ± 10 pts")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xticks(xs, [name for name, _ in rows], fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(picks the longer response)")
+    return figure
+
+
+def _calibration_row(name: str, found: CalibrationMetrics) -> list[str]:
+    return [
+        name,
+        fmt_num(found.ece),
+        fmt_num(found.brier),
+        fmt_num(found.log_loss),
+        fmt_pct(found.agreement),
+        f"{fmt_pct(found.prefers_longer.prefers_longer)} (n={found.prefers_longer.n})",
+    ]
+
+
+def calibration_rows(report: CalibrationReport) -> list[tuple[str, CalibrationMetrics]]:
+    """The report's p_a sets, in the order every table and plot shows them."""
+    rows = [("raw", report.raw)]
+    if report.cross_validated_temperature_only is not None:
+        rows.append(("temperature only, cross-validated", report.cross_validated_temperature_only))
+    rows += [
+        ("calibrated, cross-validated", report.cross_validated),
+        ("calibrated, in sample", report.in_sample),
+    ]
+    return rows
+
+
+def render_calibration_html(report: CalibrationReport) -> str:
+    profile = report.profile
+    key = profile.key
+    terms = profile.terms
+    rows = calibration_rows(report)
+    temperature = "∞ (the margin has no weight)"
+    if report.temperature is not None:
+        temperature = f"{report.temperature:.4g}"
+        if report.temperature < 0:
+            temperature += " (negative: the profile reverses the judge)"
+    parts = [
+        f"<p>Gold <code>{escape(report.gold.path)}</code> (sha256 "
+        f"<code>{report.gold.sha256[:12]}</code>): {report.gold.pairs} pairs, "
+        f"{report.gold.scored} scored. Judge <code>{escape(key.model)}</code>, constitution "
+        f"<code>{escape(key.constitution.id)}@{escape(key.constitution.version[:12])}</code>, "
+        f"template <code>{escape(key.template.id)}@{escape(key.template.version[:12])}</code>, "
+        f"aggregator <code>{key.aggregator.value}</code>, principles "
+        f"<code>{escape(str(key.selection))}</code>.</p>",
+        f"<p>Profile <code>{profile.hash}</code>: temperature T = {temperature}"
+        + (f", length weight λ = {terms.length_weight:.4g}" if profile.length_control else "")
+        + ". p_a = σ(margin/T"
+        + (" + λ·log(tokens_a/tokens_b)" if profile.length_control else "")
+        + ").</p>",
+    ]
+    for warning in report.warnings:
+        parts.append(f"<p><b>warning:</b> {escape(warning)}</p>")
+    parts += [
+        _table(
+            "Before and after",
+            ["p_a", "ECE", "Brier", "log loss", "agreement", "prefers longer"],
+            [_calibration_row(name, found) for name, found in rows],
+        ),
+        f"<p>Gold prefers the longer response (in tokens) in "
+        f"{fmt_pct(report.gold_prefers_longer.prefers_longer)} of "
+        f"{report.gold_prefers_longer.n} pairs. Brier gain (raw − cross-validated, paired "
+        f"bootstrap): <b>{escape(fmt_gain(report.brier_gain))}</b>; log-loss gain: "
+        f"<b>{escape(fmt_gain(report.log_loss_gain))}</b>.</p>",
+        f"<p class='note'>Cross-validated: {report.folds} folds over the gold pairs (a pair and "
+        "its swap share a fold), each pair scored by terms fitted on the other folds only, "
+        f"folds drawn with seed {report.seed}. In sample: the written profile on the pairs "
+        f"it was fitted on, an optimistic number. ECE over {report.n_bins} equal-width bins "
+        "of p_a.</p>",
+        "<h2>Reliability</h2>",
+        _image(
+            "reliability before and after",
+            reliability_figure(
+                [("raw", report.raw.reliability)]
+                + [
+                    (name, found.reliability)
+                    for name, found in rows[1:]
+                    if name != "calibrated, in sample"
+                ]
+            ),
+        ),
+        "<h2>Length</h2>",
+        _image(
+            "P(picks the longer response)",
+            length_figure(
+                [("gold", report.gold_prefers_longer.prefers_longer)]
+                + [(name.replace(", ", "\n"), f.prefers_longer.prefers_longer) for name, f in rows],
+                report.gold_prefers_longer.prefers_longer,
+            ),
+        ),
+        _table(
+            "Terms fitted per fold",
+            ["fold", "T", "λ (length)"],
+            [
+                [str(index), fmt_num(t.temperature, 4), fmt_num(t.length_weight, 4)]
+                for index, t in enumerate(report.fold_terms)
+            ],
+        ),
+    ]
+    if report.gold.errors:
+        parts.append(_table("Pairs not scored", ["id", "reason"], _error_rows(report.gold.errors)))
+    parts.append(
+        "<details><summary>Every pair</summary>"
+        + _table(
+            "p_a per pair",
+            ["id", "gold", "fold", "tokens a / b", "raw margin", "raw p_a", "cross-validated p_a"],
+            [
+                [
+                    p.id,
+                    p.gold if p.target in (0.0, 1.0) else f"{p.gold} ({p.target:.2f})",
+                    str(p.fold),
+                    f"{p.tokens_a} / {p.tokens_b}",
+                    f"{p.raw_margin:+.4f}",
+                    f"{p.raw_p_a:.3f}",
+                    f"{p.cross_validated_p_a:.3f}",
+                ]
+                for p in report.pairs
+            ],
+        )
+        + "</details>"
+    )
+    return _page(f"cai-judge calibrate: {key.constitution.id} · {key.model}", parts)
+
+
+def fmt_gain(found: Estimate | None) -> str:
+    if found is None:
+        return "–"
+    return f"{found.value:+.4f} [{found.low:+.4f}, {found.high:+.4f}]"
+
+
+def write_calibration_report(report: CalibrationReport, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / "calibration.json"
+    html_path = directory / "calibration.html"
+    json_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    html_path.write_text(render_calibration_html(report), encoding="utf-8")
     return json_path, html_path

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from cai_judge.evaluation.calibration import CalibratedComparison
 from cai_judge.evaluation.gold import GoldPreference
 from cai_judge.evaluation.metrics import (
     Calibration,
@@ -124,6 +125,9 @@ class EvalReport(BaseModel):
     protocols: dict[Protocol, ProtocolReport]
     per_principle: list[PrincipleReport]
     pairs: list[PairReport]
+    calibrated: CalibratedComparison | None = Field(
+        default=None, description="with --calibration: the profile's labels beside the raw ones"
+    )
 
 
 class SideInfo(BaseModel):

@@ -94,3 +94,12 @@ async def score_gold(
         seed=seed,
         low_mass_threshold=low_mass_threshold,
     )
+
+
+async def response_token_counts(
+    judge: Judge, gold: Sequence[GoldPair]
+) -> dict[str, tuple[int, int]]:
+    """Each gold pair's (tokens of response_a, tokens of response_b) with the judge's own
+    tokenizer: the lengths a calibration profile's length term is fitted on."""
+    counts = await judge.token_counts([t for g in gold for t in (g.response_a, g.response_b)])
+    return {g.id: (counts[2 * i], counts[2 * i + 1]) for i, g in enumerate(gold)}

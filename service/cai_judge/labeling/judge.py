@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from cai_judge.engine.base import Engine, ScoreUnit, ScoreUnitsFailed, UnitScore
+from cai_judge.labeling.calibration import response_token_count
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.label_math import (
     OrderScore,
@@ -204,6 +205,16 @@ class Judge:
             cached_prompt_tokens=sum(s.cached_tokens for s in scores),
         )
         return LabelBatch([r for r in out if r is not None], usage, plan.constitution)
+
+    async def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """Each text's tokens alone, counted in the Judge's tokenizing thread (the only one
+        that may use the tokenizer); what a calibration profile's length term reads."""
+
+        def count() -> list[int]:
+            return [response_token_count(self.engine.tokenizer, t) for t in texts]
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, count)
 
     async def label(
         self,

@@ -170,8 +170,20 @@ class PrincipleResult(BaseModel):
         )
 
 
+class LabelCalibration(BaseModel):
+    """How a calibrated label's numbers were made: the profile, and what it was given."""
+
+    profile: str = Field(description="sha256 of the calibration profile that was applied")
+    raw_margin: float = Field(description="the judge's own margin, before the profile")
+    raw_p_a: float = Field(description="the judge's own p_a = σ(raw_margin)")
+
+
 class Label(BaseModel):
-    """One pair's label (DESIGN.md §2). `margin` is the log-odds, in nats, that a is better."""
+    """One pair's label (DESIGN.md §2). `margin` is the log-odds, in nats, that a is better.
+
+    With `calibration` set, `margin`, `p_a` and `preferred` come from that calibration
+    profile (labeling/calibration.py) and the judge's own numbers are kept in it.
+    """
 
     id: str
     preferred: Literal["a", "b", "tie"]
@@ -190,6 +202,7 @@ class Label(BaseModel):
     model: str
     seed: int
     per_principle: list[PrincipleResult] | None = None
+    calibration: LabelCalibration | None = None
 
 
 class ErrorDetail(BaseModel):

@@ -6,6 +6,11 @@ constitution before any text is tokenized; the token budget and the queue bound 
 rendering (done off the event loop by the Judge) but before the engine sees a unit.
 
 A batch with bad pairs labels the good ones and reports each bad one in its place.
+
+`calibrated: true` maps each label through the calibration profile fitted for exactly this
+model, template version, constitution version, aggregator and principle selection (issue 15,
+labeling/calibration.py); the profile is chosen before any text is tokenized, and a request
+no profile fits is refused with 422 naming what differs, never labeled with a wrong one.
 """
 
 from __future__ import annotations
@@ -17,10 +22,29 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from cai_judge.engine.base import EngineUnavailable
-from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
+from cai_judge.labeling.calibration import (
+    CalibrationProfile,
+    ProfileKey,
+    ProfileMismatch,
+    ProfileSet,
+    calibrate_label,
+)
+from cai_judge.labeling.constitution import (
+    ConstitutionNotFound,
+    ConstitutionRegistry,
+    ConstitutionSpec,
+)
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
+from cai_judge.labeling.schema import (
+    ConstitutionRef,
+    Label,
+    LabelOptions,
+    Pair,
+    PairError,
+    TemplateRef,
+    Usage,
+)
 from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited, Unavailable
@@ -39,6 +63,7 @@ class LabelCommand:
     seed: int = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
+    calibrated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +113,10 @@ class LabelService:
         self.rate_limiter = rate_limiter
         self.metrics = metrics
         self.settings = settings
+        # Loaded once: a bad profile file is a start-up error, not a surprise per request.
+        self.profiles = (
+            ProfileSet.from_dir(settings.calibration_dir) if settings.calibration_dir else None
+        )
 
     def check_rate(self, caller: Caller) -> None:
         """One hit of the caller's rate limit: a label call, or a whole gRPC stream."""
@@ -127,6 +156,7 @@ class LabelService:
             per_principle=command.per_principle,
             low_mass_threshold=settings.low_mass_threshold,
         )
+        profile = self._profile(spec, options) if command.calibrated else None
         valid, invalid = validate_pairs(command.pairs)
         plan = await self.judge.plan([pair for _, pair in valid], spec, options)
         if plan.prompt_tokens > settings.max_tokens_per_request:
@@ -148,6 +178,10 @@ class LabelService:
                     type="engine_unavailable",
                     retry_after_s=settings.retry_after_s,
                 ) from None
+        if profile is not None:
+            batch.results = await self._calibrate(
+                batch.results, [pair for _, pair in valid], profile
+            )
         self.metrics.observe_labels(batch.labels, batch.usage)
 
         results: list[Label | PairError | None] = [None] * len(command.pairs)
@@ -161,3 +195,49 @@ class LabelService:
                 result = result.model_copy(update={"index": index, "error": detail})
             results[index] = result
         return LabelOutcome([r for r in results if r is not None], batch.usage)
+
+    def _profile(self, spec: ConstitutionSpec, options: LabelOptions) -> CalibrationProfile:
+        if self.profiles is None:
+            raise InvalidRequest(
+                "calibrated labels need calibration profiles, and this server has none: set "
+                "CAI_JUDGE_CALIBRATION_DIR to a folder of `cai-judge calibrate` profiles, or "
+                "send calibrated: false",
+                type="calibration_unavailable",
+                param="calibrated",
+            )
+        wanted = ProfileKey(
+            model=self.judge.engine.model_name,
+            template=TemplateRef(
+                id=spec.template, version=self.judge.renderer(spec.template).version
+            ),
+            constitution=ConstitutionRef(id=spec.id, version=spec.version),
+            aggregator=options.aggregator,
+            selection=options.principles,
+        )
+        try:
+            return self.profiles.select(wanted)
+        except ProfileMismatch as error:
+            raise InvalidRequest(
+                f"{error}; send calibrated: false, or fit a profile for this request with "
+                "`cai-judge calibrate`",
+                type="calibration_mismatch",
+                param="calibrated",
+            ) from None
+
+    async def _calibrate(
+        self,
+        results: list[Label | PairError],
+        pairs: list[Pair],
+        profile: CalibrationProfile,
+    ) -> list[Label | PairError]:
+        """`results[i]` is the Judge's answer for `pairs[i]`; errors pass through."""
+        labeled = [(r, p) for r, p in zip(results, pairs, strict=True) if isinstance(r, Label)]
+        counts: list[int | None] = [None] * (2 * len(labeled))
+        if profile.length_control:
+            texts = [t for _, pair in labeled for t in (pair.response_a, pair.response_b)]
+            counts = list(await self.judge.token_counts(texts))
+        calibrated = iter(
+            calibrate_label(label, profile, counts[2 * i], counts[2 * i + 1])
+            for i, (label, _) in enumerate(labeled)
+        )
+        return [next(calibrated) if isinstance(r, Label) else r for r in results]

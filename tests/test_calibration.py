@@ -1,0 +1,376 @@
+"""Calibration profiles, pure: the fit, cross-validation, profiles, and applying them.
+
+Synthetic margins stand in for the engine (seeded), so each test runs in milliseconds;
+tests/test_calibration_e2e.py runs the real default model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from cai_judge.cli.main import app
+from cai_judge.evaluation.calibration import (
+    MIN_GOLD_PAIRS,
+    CalibrationMetrics,
+    CalibrationSample,
+    FitResult,
+    FitSpec,
+    GoldInfo,
+    build_report,
+    cross_validate,
+    fit_terms,
+)
+from cai_judge.evaluation.render import write_calibration_report
+from cai_judge.labeling.calibration import (
+    CalibrationError,
+    CalibrationProfile,
+    CalibrationTerms,
+    FitRecord,
+    ProfileKey,
+    ProfileMismatch,
+    ProfileSet,
+    calibrate_label,
+    raw_label,
+    read_profile,
+)
+from cai_judge.labeling.label_math import Aggregator, preferred_from_margin, sigmoid
+from cai_judge.labeling.schema import ConstitutionRef, Label, TemplateRef
+
+KEY = ProfileKey(
+    model="judge-m",
+    template=TemplateRef(id="cai-mc-v1", version="t" * 16),
+    constitution=ConstitutionRef(id="harmless", version="c" * 64),
+    aggregator=Aggregator.MEAN_LOGODDS,
+    selection="all",
+)
+RECORD = FitRecord(
+    gold_sha256="0" * 64,
+    gold_pairs=100,
+    folds=5,
+    seed=0,
+    ece_raw=0.2,
+    ece_cross_validated=0.1,
+    brier_raw=0.26,
+    brier_cross_validated=0.24,
+)
+
+
+def profile(
+    w: float = 0.5, length: float | None = None, key: ProfileKey = KEY
+) -> CalibrationProfile:
+    terms = CalibrationTerms(inverse_temperature=w, length_weight=length or 0.0)
+    return CalibrationProfile.create(key, terms, RECORD, length_control=length is not None)
+
+
+def label(margin: float, **overrides: object) -> Label:
+    fields: dict[str, object] = {
+        "id": "p1",
+        "preferred": preferred_from_margin(margin),
+        "margin": margin,
+        "p_a": sigmoid(margin),
+        "position_bias": -0.3,
+        "consistency": 1.0,
+        "answer_mass": 0.9,
+        "low_confidence": False,
+        "principles": ["a"],
+        "selection": KEY.selection,
+        "aggregator": KEY.aggregator,
+        "constitution": KEY.constitution,
+        "template": KEY.template,
+        "model": KEY.model,
+        "seed": 0,
+    }
+    return Label.model_validate(fields | overrides)
+
+
+def synthetic(
+    n: int,
+    seed: int,
+    temperature: float = 2.0,
+    length_bias: float = 0.0,
+    soft: bool = False,
+) -> list[CalibrationSample]:
+    """A judge whose margin, minus `length_bias`·L, is `temperature` times gold's log-odds.
+
+    Gold prefers neither the longer nor the shorter response; a length-biased judge adds
+    length_bias·log(tokens_a/tokens_b) to its margin.
+    """
+    rng = random.Random(seed)
+    samples = []
+    for i in range(n):
+        true_logit = rng.gauss(0.0, 1.5)
+        tokens_a, tokens_b = rng.randint(5, 400), rng.randint(5, 400)
+        length = math.log(tokens_a) - math.log(tokens_b)
+        p = sigmoid(true_logit)
+        target = p if soft else float(rng.random() < p)
+        samples.append(
+            CalibrationSample(
+                pair_id=f"s{i}",
+                group=f"g{i}",
+                margin=temperature * true_logit + length_bias * length,
+                tokens_a=tokens_a,
+                tokens_b=tokens_b,
+                target=target,
+                gold="a" if target >= 0.5 else "b",
+            )
+        )
+    return samples
+
+
+# -- the fit ---------------------------------------------------------------------------
+
+
+def test_fit_recovers_a_known_temperature():
+    # Soft targets drawn from a calibrated model: the optimum is T itself, up to the ridge.
+    exact = fit_terms(synthetic(300, seed=1, temperature=2.5, soft=True), FitSpec())
+    assert exact.terms.temperature == pytest.approx(2.5, rel=1e-3)
+    # Hard 0/1 targets sampled from it: recovered within sampling noise.
+    sampled = fit_terms(synthetic(4000, seed=2, temperature=2.5), FitSpec())
+    assert sampled.terms.temperature == pytest.approx(2.5, rel=0.1)
+    assert not sampled.direction_rejected
+    # And an over-confident judge (T < 1) likewise.
+    sharp = fit_terms(synthetic(4000, seed=3, temperature=0.4), FitSpec())
+    assert sharp.terms.temperature == pytest.approx(0.4, rel=0.1)
+
+
+def test_fit_recovers_a_length_bias():
+    samples = synthetic(4000, seed=4, temperature=2.0, length_bias=0.8, soft=True)
+    found = fit_terms(samples, FitSpec(length_control=True)).terms
+    # z = m/T + λ·L with m = 2·t + 0.8·L: gold's logit t needs T = 2 and λ = −0.4.
+    assert found.temperature == pytest.approx(2.0, rel=1e-3)
+    assert found.length_weight == pytest.approx(-0.4, abs=1e-3)
+
+
+def test_a_judge_that_points_away_from_gold_is_not_reversed_unless_allowed():
+    samples = synthetic(500, seed=5, temperature=-1.5, soft=True)
+    refused = fit_terms(samples, FitSpec())
+    assert refused.direction_rejected
+    assert refused.unconstrained_inverse_temperature < 0
+    assert refused.terms.inverse_temperature == 0.0
+    allowed = fit_terms(samples, FitSpec(allow_reversal=True))
+    assert not allowed.direction_rejected and allowed.terms.reverses_judge
+    assert allowed.terms.temperature == pytest.approx(-1.5, rel=1e-3)
+
+
+def test_the_fit_stays_finite_on_separable_gold():
+    samples = [
+        CalibrationSample(f"s{i}", f"g{i}", m, 10, 20, float(m > 0), "a" if m > 0 else "b")
+        for i, m in enumerate(np.linspace(-2, 2, 40))
+    ]
+    found = fit_terms(samples, FitSpec())
+    assert math.isfinite(found.terms.inverse_temperature)
+    assert found.terms.inverse_temperature > 5
+
+
+# -- cross-validation ------------------------------------------------------------------
+
+
+def test_cross_validation_never_scores_a_pair_it_was_fitted_on():
+    samples = synthetic(60, seed=6)
+    # Every third pair also appears swapped under another id: the same content.
+    for i in range(0, 60, 3):
+        s = samples[i]
+        samples.append(
+            CalibrationSample(
+                f"{s.pair_id}-swapped", s.group, -s.margin, s.tokens_b, s.tokens_a,
+                1 - s.target, "b" if s.gold == "a" else "a",
+            )
+        )  # fmt: skip
+    fitted_on: list[set[str]] = []
+
+    def spy(train, spec):
+        fitted_on.append({s.pair_id for s in train})
+        # Terms that say which fit made them: w = call number.
+        return FitResult(CalibrationTerms(inverse_temperature=len(fitted_on)), 1.0, 0)
+
+    result = cross_validate(samples, FitSpec(), folds=5, seed=0, fit=spy)
+    assert len(fitted_on) == len(result.folds) == 5
+    scored = [pid for fold in result.folds for pid in fold.test_ids]
+    assert sorted(scored) == sorted(s.pair_id for s in samples)  # each scored exactly once
+    for fold, trained in zip(result.folds, fitted_on, strict=True):
+        assert trained == set(fold.train_ids)
+        assert trained.isdisjoint(fold.test_ids)
+        assert trained | set(fold.test_ids) == {s.pair_id for s in samples}
+    fold_of = dict(zip((s.pair_id for s in samples), result.fold_of, strict=True))
+    for i, s in enumerate(samples):
+        # The score of a pair came from the fit of its own fold, never from one that saw it.
+        assert result.logits[i] == (fold_of[s.pair_id] + 1) * s.margin
+        if s.pair_id.endswith("-swapped"):
+            assert fold_of[s.pair_id] == fold_of[s.pair_id.removesuffix("-swapped")]
+
+
+def test_folds_refuse_more_folds_than_pairs():
+    with pytest.raises(ValueError, match="folds must be from 2 to 3"):
+        cross_validate(synthetic(3, seed=7), FitSpec(), folds=4)
+
+
+# -- the report ------------------------------------------------------------------------
+
+GOLD_INFO = GoldInfo(path="gold.jsonl", sha256="0" * 64, pairs=120, scored=120, errors=[])
+
+
+def make_profile(
+    spec: FitSpec,
+) -> object:
+    def make(fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics):
+        return CalibrationProfile.create(KEY, fit.terms, RECORD, length_control=spec.length_control)
+
+    return make
+
+
+def test_length_control_brings_prefers_longer_to_golds_own(tmp_path: Path):
+    samples = synthetic(400, seed=8, temperature=1.0, length_bias=1.5)
+    plain_spec, controlled_spec = FitSpec(), FitSpec(length_control=True)
+    plain = build_report(samples, plain_spec, make_profile(plain_spec), GOLD_INFO, n_resamples=200)
+    controlled = build_report(
+        samples, controlled_spec, make_profile(controlled_spec), GOLD_INFO, n_resamples=200
+    ).report
+    gold_longer = controlled.gold_prefers_longer.prefers_longer
+    assert gold_longer is not None
+    raw_longer = controlled.raw.prefers_longer.prefers_longer
+    assert raw_longer is not None and raw_longer - gold_longer > 0.15  # the judge's bias
+    plain_longer = plain.report.cross_validated.prefers_longer.prefers_longer
+    assert plain_longer is not None and plain_longer - gold_longer > 0.15  # T cannot fix it
+    cv_longer = controlled.cross_validated.prefers_longer.prefers_longer
+    assert cv_longer is not None and abs(cv_longer - gold_longer) < 0.10
+    assert controlled.cross_validated.brier < controlled.raw.brier
+    assert controlled.cross_validated_temperature_only is not None
+    assert controlled.profile.terms.length_weight < 0
+
+    json_path, html_path = write_calibration_report(controlled, tmp_path / "report")
+    data = json.loads(json_path.read_text())
+    for block in ("raw", "cross_validated", "cross_validated_temperature_only", "in_sample"):
+        assert {"ece", "brier", "log_loss", "agreement", "prefers_longer", "reliability"} <= set(
+            data[block]
+        )
+    assert len(data["pairs"]) == 400 and len(data["fold_terms"]) == 5
+    assert {"value", "low", "high", "n"} <= set(data["brier_gain"])
+    html = html_path.read_text()
+    assert html.count("data:image/png;base64,") == 2  # reliability, length
+    assert controlled.profile.hash in html
+
+
+def test_report_warns_when_cross_validated_ece_does_not_improve():
+    # A judge that is already calibrated: raw ECE is 0, so nothing can improve on it.
+    samples = [
+        CalibrationSample(f"s{i}", f"g{i}", m, 10, 10, sigmoid(m), "a" if m >= 0 else "b")
+        for i, m in enumerate(np.linspace(-3, 3, 50))
+    ]
+    report = build_report(samples, FitSpec(), make_profile(FitSpec()), GOLD_INFO).report
+    assert report.raw.ece == pytest.approx(0.0, abs=1e-12)
+    assert any("cross-validated ECE does not improve" in w for w in report.warnings)
+
+
+def test_report_refuses_too_few_pairs():
+    with pytest.raises(ValueError, match=f"at least {MIN_GOLD_PAIRS}"):
+        build_report(synthetic(29, seed=9), FitSpec(), make_profile(FitSpec()), GOLD_INFO)
+
+
+def test_cli_refuses_a_gold_set_under_30_pairs_before_starting_the_engine(tmp_path: Path):
+    gold = tmp_path / "gold.jsonl"
+    rows = [
+        {"id": f"g{i}", "prompt": "Hi?", "response_a": f"Hello {i}!", "response_b": "No.",
+         "preferred": "a"}
+        for i in range(29)
+    ]  # fmt: skip
+    gold.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = CliRunner().invoke(
+        app, ["calibrate", str(gold), "-o", str(tmp_path / "p.json"), "--model", "/nonexistent"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "holds 29 pair(s); a calibration needs at least 30" in result.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+# -- profiles --------------------------------------------------------------------------
+
+
+def test_profile_hash_names_its_content_and_an_edited_file_is_refused(tmp_path: Path):
+    first = profile(0.5)
+    assert first.hash == profile(0.5).hash != profile(0.6).hash
+    path = tmp_path / "p.json"
+    path.write_text(first.to_json())
+    assert read_profile(path) == first
+    data = json.loads(path.read_text())
+    data["terms"]["inverse_temperature"] = 5.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(CalibrationError, match="edited after it was fitted"):
+        read_profile(path)
+    path.write_text("{}")
+    with pytest.raises(CalibrationError, match="not a valid calibration profile"):
+        read_profile(path)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("model", "another-model", "the judge model"),
+        ("template", TemplateRef(id="cai-mc-v1", version="u" * 16), "judge template version"),
+        ("constitution", ConstitutionRef(id="harmless", version="d" * 64), "constitution version"),
+        ("aggregator", Aggregator.MEAN_PROB, "the aggregator"),
+        ("selection", 4, "principle selection"),
+    ],
+)
+def test_a_profile_for_other_labels_is_refused(field: str, value: object, words: str):
+    other = label(0.3, **{field: value})
+    with pytest.raises(ProfileMismatch, match=words) as caught:
+        calibrate_label(other, profile())
+    assert caught.value.fields == (field,)
+    profiles = ProfileSet([(Path("a.json"), profile())])
+    with pytest.raises(ProfileMismatch, match=f"closest, a.json .*{words}"):
+        profiles.select(KEY.model_copy(update={field: value}))
+    assert profiles.select(KEY) == profile()
+
+
+def test_profile_folder_loads_once_and_refuses_two_profiles_for_one_key(tmp_path: Path):
+    (tmp_path / "one.json").write_text(profile(0.5).to_json())
+    assert len(ProfileSet.from_dir(tmp_path)) == 1
+    (tmp_path / "two.json").write_text(profile(0.7).to_json())
+    with pytest.raises(CalibrationError, match=r"one\.json and .*two\.json are both profiles"):
+        ProfileSet.from_dir(tmp_path)
+    with pytest.raises(CalibrationError, match="does not exist"):
+        ProfileSet.from_dir(tmp_path / "missing")
+
+
+def test_calibrated_label_keeps_its_raw_numbers_and_is_never_calibrated_twice():
+    raw = label(0.8)
+    found = calibrate_label(raw, profile(2.0))
+    assert found.margin == 1.6 and found.p_a == sigmoid(1.6)
+    assert found.calibration is not None
+    assert (found.calibration.raw_margin, found.calibration.raw_p_a) == (0.8, raw.p_a)
+    assert found.calibration.profile == profile(2.0).hash
+    again = calibrate_label(found, profile(3.0))
+    assert again.margin == pytest.approx(2.4)
+    assert again.calibration is not None and again.calibration.raw_margin == 0.8
+    assert raw_label(again) == raw
+    with pytest.raises(CalibrationError, match="token counts"):
+        calibrate_label(raw, profile(1.0, length=-0.5))
+    # A length term can turn the verdict: a long-winded a loses its small lead.
+    turned = calibrate_label(raw, profile(1.0, length=-0.5), 400, 50)
+    assert turned.preferred == "b" and turned.p_a < 0.5
+
+
+finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False)
+tokens = st.integers(min_value=1, max_value=100_000)
+
+
+@given(margin=finite, w=finite, length=finite, tokens_a=tokens, tokens_b=tokens)
+def test_antisymmetry_holds_exactly_after_calibration(
+    margin: float, w: float, length: float, tokens_a: int, tokens_b: int
+):
+    applied = profile(w, length)
+    forward = calibrate_label(label(margin), applied, tokens_a, tokens_b)
+    # The swapped pair's label: the margin negated exactly, the position bias unchanged.
+    swapped = calibrate_label(label(-margin), applied, tokens_b, tokens_a)
+    assert swapped.margin == -forward.margin
+    assert swapped.p_a == 1 - forward.p_a
+    assert {forward.preferred, swapped.preferred} in ({"a", "b"}, {"tie"})
