@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from cai_judge.grpc.errors import http_code, to_grpc
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
-from cai_judge.grpc.protocol import command_from_proto, pair_from_proto
+from cai_judge.grpc.protocol import command_from_proto, label_to_proto, pair_from_proto
 from cai_judge.services.errors import (
     Conflict,
     InvalidRequest,
@@ -92,6 +92,32 @@ def test_pairs_reach_the_service_as_the_json_api_sends_them():
     }  # fmt: skip
     # No prompt stays no prompt, so the validator reports `prompt` as missing.
     assert "prompt" not in pair_from_proto(pb.Pair(id="x", response_a="a", response_b="b"))
+
+
+def test_calibration_travels_both_ways():
+    from cai_judge.labeling.schema import (
+        ConstitutionRef,
+        Label,
+        LabelCalibration,
+        TemplateRef,
+    )
+
+    options = pb.LabelOptions(constitution="harmless", calibrated=True)
+    assert command_from_proto(options, []).calibrated
+    assert not command_from_proto(pb.LabelOptions(constitution="harmless"), []).calibrated
+    label = Label(
+        id="p", preferred="a", margin=0.3, p_a=0.574, position_bias=0.0, consistency=1.0,
+        answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",
+        aggregator="mean_logodds", constitution=ConstitutionRef(id="c", version="v"),
+        template=TemplateRef(id="t", version="v"), model="m", seed=0,
+        calibration=LabelCalibration(profile="abc", raw_margin=1.2, raw_p_a=0.77),
+    )  # fmt: skip
+    wire = label_to_proto(label)
+    assert wire.HasField("calibration")
+    assert (wire.calibration.profile, wire.calibration.raw_margin) == ("abc", 1.2)
+    assert not label_to_proto(label.model_copy(update={"calibration": None})).HasField(
+        "calibration"
+    )
 
 
 def test_the_stale_stub_check_fails_after_a_proto_edit(tmp_path: Path):

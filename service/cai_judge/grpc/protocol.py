@@ -85,6 +85,7 @@ def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> La
         seed=checked.seed,
         aggregator=checked.aggregator,
         per_principle=checked.per_principle,
+        calibrated=options.calibrated,
     )
 
 
@@ -119,6 +120,13 @@ def label_to_proto(label: Label) -> pb.Label:
             )
             for p in label.per_principle or []
         ],
+        calibration=None
+        if label.calibration is None
+        else pb.Calibration(
+            profile=label.calibration.profile,
+            raw_margin=label.calibration.raw_margin,
+            raw_p_a=label.calibration.raw_p_a,
+        ),
     )
 
 

@@ -45,18 +45,20 @@ class Pair(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ...) -> None: ...
 
 class LabelOptions(_message.Message):
-    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle")
+    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle", "calibrated")
     CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     constitution: str
     principles: int
     seed: int
     aggregator: Aggregator
     per_principle: bool
-    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ...) -> None: ...
+    calibrated: bool
+    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ..., calibrated: _Optional[bool] = ...) -> None: ...
 
 class LabelRequest(_message.Message):
     __slots__ = ("options", "pairs")
@@ -101,7 +103,7 @@ class PrincipleResult(_message.Message):
     def __init__(self, principle: _Optional[str] = ..., s_ab: _Optional[float] = ..., s_ba: _Optional[float] = ..., margin: _Optional[float] = ..., position_bias: _Optional[float] = ..., agree: _Optional[bool] = ..., answer_mass: _Optional[float] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle")
+    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle", "calibration")
     ID_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +120,7 @@ class Label(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     preferred: str
     margin: float
@@ -134,7 +137,18 @@ class Label(_message.Message):
     model: str
     seed: int
     per_principle: _containers.RepeatedCompositeFieldContainer[PrincipleResult]
-    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ...) -> None: ...
+    calibration: Calibration
+    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ...) -> None: ...
+
+class Calibration(_message.Message):
+    __slots__ = ("profile", "raw_margin", "raw_p_a")
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    RAW_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    RAW_P_A_FIELD_NUMBER: _ClassVar[int]
+    profile: str
+    raw_margin: float
+    raw_p_a: float
+    def __init__(self, profile: _Optional[str] = ..., raw_margin: _Optional[float] = ..., raw_p_a: _Optional[float] = ...) -> None: ...
 
 class ErrorDetail(_message.Message):
     __slots__ = ("type", "message", "param")
