@@ -136,7 +136,7 @@ def test_the_stale_stub_check_fails_after_a_proto_edit(tmp_path: Path):
     proto = tmp_path / "protos" / "cai_judge" / "v1" / "judge.proto"
     proto.write_text(
         proto.read_text().replace(
-            "  bool per_principle = 5;", "  bool per_principle = 5;\n  bool extra = 6;"
+            "  bool per_principle = 5;", "  bool per_principle = 5;\n  bool extra = 99;"
         )
     )
     stale = subprocess.run(check, env=env, capture_output=True, text=True)
