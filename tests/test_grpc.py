@@ -480,11 +480,13 @@ def test_grpc_calls_are_counted_with_a_protocol_label(server: GrpcServer):
 # Last in the module: it ends the module's server.
 def test_sigterm_lets_open_streams_finish_their_pairs_and_refuses_new_calls(server: GrpcServer):
     stub, health = server.stub, health_pb2_grpc.HealthStub(server.channel)
-    pairs = [pair(30_000 + i, 60) for i in range(6)]
+    # 24 pairs x all 16 principles x 2 orders of ~700 tokens: seconds of engine work, so
+    # pairs are still in flight when SIGTERM comes, whatever the machine's speed.
+    pairs = [pair(30_000 + i, 60) for i in range(24)]
     keep_open = threading.Event()
 
     def requests() -> Iterator[pb.LabelStreamRequest]:
-        yield from stream_requests(pairs, options(principles=4))
+        yield from stream_requests(pairs, options(principles=0))  # 0: all
         keep_open.wait(timeout=120)  # the client never half-closes on its own
 
     call = stub.LabelStream(requests(), metadata=auth(), timeout=120)
@@ -503,8 +505,9 @@ def test_sigterm_lets_open_streams_finish_their_pairs_and_refuses_new_calls(serv
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and server.metric("cai_judge_queue_depth") == 0:
             time.sleep(0.05)
-        assert server.metric("cai_judge_queue_depth") > 0 and not answers
+        assert server.metric("cai_judge_queue_depth") > 0
         server.http.process.send_signal(signal.SIGTERM)
+        answered_at_sigterm = len(answers)
         time.sleep(0.5)
 
         refused = call_error(
@@ -522,7 +525,8 @@ def test_sigterm_lets_open_streams_finish_their_pairs_and_refuses_new_calls(serv
     finally:
         keep_open.set()  # lets the client's sending thread finish
     # Every pair it had sent was answered, then the stream was closed for the drain.
-    assert sorted(a.index for a in answers) == list(range(6))
+    assert answered_at_sigterm < len(pairs), "pick heavier pairs: all answered before SIGTERM"
+    assert sorted(a.index for a in answers) == list(range(len(pairs)))
     assert all(a.result.WhichOneof("result") == "label" for a in answers)
     assert failure and failure[0].code() == grpc.StatusCode.UNAVAILABLE
     assert error_details(failure[0])[1] is not None
