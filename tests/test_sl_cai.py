@@ -132,7 +132,7 @@ def test_prompts_must_end_on_a_user_turn():
             {
                 "id": "x",
                 "prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-            }  # fmt: skip
+            }
         )
 
 
