@@ -7,8 +7,10 @@ pair and its swap get exactly negated clamped margins within one call.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -29,6 +31,7 @@ from cai_judge.labeling.label_math import (
 from cai_judge.labeling.schema import Label, LabelOptions, Pair
 from cai_judge.labeling.templates import COT_PROMPT
 
+GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
 PAIR = Pair(
     id="p1",
     prompt="How do I sort a list in Python?",
@@ -217,3 +220,42 @@ async def test_cot_with_the_default_model(
         assert again.raw_margin == pytest.approx(label.raw_margin, abs=1e-4)
     finally:
         judge.close()
+
+
+# -- cot as an eval protocol ---------------------------------------------------------
+
+
+def test_eval_protocol_choice_runs_cot_only_when_named():
+    from cai_judge.cli.eval_cmd import ProtocolChoice, _protocols
+    from cai_judge.evaluation.protocols import Protocol
+
+    assert Protocol.COT not in _protocols(None)
+    assert Protocol.COT not in _protocols([ProtocolChoice.ALL])
+    assert _protocols([ProtocolChoice.COT]) == [Protocol.COT]
+    assert _protocols([ProtocolChoice.COT, ProtocolChoice.ALL])[-1] is Protocol.COT
+    assert _protocols([ProtocolChoice.COT, ProtocolChoice.CAI]) == [Protocol.CAI, Protocol.COT]
+
+
+@pytest.mark.engine
+def test_eval_reports_cot_beside_the_other_protocols(tmp_path: Path, tiny_model_dir: Path):
+    from tests.test_cli import run_cli
+
+    gold_lines = GOLD.read_text().splitlines()[:6]
+    gold = tmp_path / "gold.jsonl"
+    gold.write_text("\n".join(gold_lines) + "\n")
+    result = run_cli(
+        "eval", str(gold), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir),
+        "--protocol", "cai", "--protocol", "cot", "--cot-max-tokens", "4",
+        "--bootstrap", "100", "--constitution", "helpful-harmless", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "(CoT)" in result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert list(report["protocols"]) == ["cai", "cot"]
+    cot = report["protocols"]["cot"]
+    assert cot["description"].startswith("CoT rationale")
+    assert cot["pairs"] == 6 and cot["agreement"] is not None and cot["calibration"] is not None
+    for pair in report["pairs"]:
+        assert set(pair["verdicts"]) == {"cai", "cot"}
+        assert 0.4 - 1e-12 <= pair["verdicts"]["cot"]["p_a"] <= 0.6 + 1e-12
+    assert "cot" in (tmp_path / "out" / "report.html").read_text()
