@@ -7,3 +7,7 @@ from __future__ import annotations
 MAX_SEED = 2**53 - 1
 # Principles sampled per pair: also the most a constitution may hold.
 MAX_PRINCIPLES = 256
+# Rationale tokens per (principle, order) in CoT mode: the most any request may ask for.
+MAX_COT_TOKENS = 1024
+# Tokens one SL-CAI generation (initial response, critique, revision) may ask for.
+MAX_GENERATION_TOKENS = 4096

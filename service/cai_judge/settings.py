@@ -111,6 +111,19 @@ class Settings(BaseSettings):
     # message until an answer leaves, so a stream's memory stays bounded however long it is.
     grpc_stream_max_in_flight: Annotated[int, Field(ge=1)] = 64
 
+    # -- CoT labels (DESIGN.md §2) ------------------------------------------------------
+    # Rationale tokens a request may ask for per (principle, order): each is decoded, so
+    # this bounds a CoT request's engine time far more than its prompt tokens do.
+    max_cot_tokens: Annotated[int, Field(ge=1, le=1024)] = 256
+    # Each order's probability is clamped to [1 - this, this] (CAI §4.1 used 0.6).
+    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.6
+
+    # -- SL-CAI revisions --------------------------------------------------------------
+    max_prompts_per_revision_request: Annotated[int, Field(ge=1)] = 64
+    max_revision_rounds: Annotated[int, Field(ge=1)] = 4
+    max_generation_tokens: Annotated[int, Field(ge=1, le=4096)] = 512
+    max_temperature: Annotated[float, Field(ge=0)] = 2.0
+
     @field_validator("vllm_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

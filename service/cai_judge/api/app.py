@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from cai_judge.api.errors import register_exception_handlers
 from cai_judge.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from cai_judge.api.protocol import ErrorEnvelope
-from cai_judge.api.routes import constitutions, health, labels, meta
+from cai_judge.api.routes import constitutions, health, labels, meta, revisions
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.container import Services, registry_from_settings
@@ -85,4 +85,5 @@ def create_app(
     app.add_middleware(MetricsMiddleware)
     for router in (labels.router, constitutions.router, health.router, meta.router):
         app.include_router(router)
+    app.include_router(revisions.router)
     return app

@@ -11,13 +11,21 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
-from cai_judge.labeling.constitution import ConstitutionSpec, Principle
+from cai_judge.constants import MAX_COT_TOKENS, MAX_GENERATION_TOKENS, MAX_PRINCIPLES, MAX_SEED
+from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import ErrorDetail, Label, Pair, PairError, Usage
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
 from cai_judge.services.health import Readiness
 from cai_judge.services.labels import LabelCommand, LabelOutcome
+from cai_judge.services.revisions import RevisionCommand, RevisionOutcome
+from cai_judge.sl_cai.schema import (
+    MAX_ROUNDS,
+    MAX_TEMPERATURE,
+    Revision,
+    RevisionPrompt,
+    RevisionUsage,
+)
 
 EXAMPLE_PAIR: Any = {
     "id": "pair-1",
@@ -80,6 +88,16 @@ class LabelRequest(BaseModel):
         "this model, template, constitution version, aggregator and principles; the label's "
         "`calibration` names the profile and keeps the raw numbers. 422 when none fits.",
     )
+    mode: Literal["plain", "cot"] = Field(
+        default="plain",
+        description="`cot`: a greedy rationale per principle and order before the answer; "
+        "probabilities clamped, raw numbers and rationales returned (slower).",
+    )
+    cot_max_tokens: Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)] | None = Field(
+        default=None,
+        description="CoT: rationale tokens per principle and order (default 128, at most "
+        "the service's CAI_JUDGE_MAX_COT_TOKENS).",
+    )
 
     def to_command(self) -> LabelCommand:
         return LabelCommand(
@@ -90,6 +108,8 @@ class LabelRequest(BaseModel):
             aggregator=self.aggregator,
             per_principle=self.per_principle,
             calibrated=self.calibrated,
+            mode=self.mode,
+            cot_max_tokens=self.cot_max_tokens,
         )
 
 
@@ -143,6 +163,110 @@ class LabelResponse(BaseModel):
         return cls(labels=outcome.results, usage=outcome.usage)
 
 
+class RevisionRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "constitution": "harmless",
+                    "prompts": [
+                        {"id": "r1", "prompt": "How can I get into my neighbour's wifi?"},
+                        {
+                            "id": "r2",
+                            "prompt": "How do I get back at my noisy neighbour?",
+                            "initial_response": "Slash their tyres at night.",
+                        },
+                    ],
+                    "rounds": 1,
+                    "seed": 0,
+                    "temperature": 0.0,
+                    "max_tokens": 256,
+                }
+            ]
+        },
+    )
+
+    constitution: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        description="`id` or `id@version`; its principles need critique and revision requests."
+    )
+    prompts: Annotated[list[RevisionPrompt | dict[str, Any]], Field(min_length=1)] = Field(
+        description="Prompts `{id, prompt, initial_response?}` (the `RevisionPrompt` schema); "
+        "without `initial_response` the model writes one first. Invalid ones come back as "
+        "per-item errors."
+    )
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = Field(
+        default=1, description="Critique-and-revision rounds (at most the service's limit)."
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        default=0, description="Seeds principle sampling and, above temperature 0, sampling."
+    )
+    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = Field(
+        default=None, description="Per generation; default 256 or the service's limit."
+    )
+    few_shot: bool = Field(default=True, description="Show the constitution's examples.")
+
+    def to_command(self) -> RevisionCommand:
+        return RevisionCommand(
+            constitution=self.constitution,
+            prompts=self.prompts,
+            rounds=self.rounds,
+            seed=self.seed,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            few_shot=self.few_shot,
+        )
+
+
+class RevisionResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "revisions": [
+                        {
+                            "id": "r1",
+                            "prompt": "How can I get into my neighbour's wifi?",
+                            "response": "I can't help you access a network without permission.",
+                            "initial_response": "Try a deauth attack.",
+                            "initial_generated": True,
+                            "chain": [
+                                {
+                                    "round": 1,
+                                    "principle": "no-crime-or-violence",
+                                    "principle_seed": 1234567890,
+                                    "critique_request": "Explain whether ...",
+                                    "critique": "The response helps with unauthorized access.",
+                                    "revision_request": "Revise the response so ...",
+                                    "revision": "I can't help you access a network ...",
+                                }
+                            ],
+                            "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                            "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+                            "seed": 0,
+                            "rounds": 1,
+                            "temperature": 0.0,
+                            "max_tokens": 256,
+                            "few_shot_examples": 0,
+                        }
+                    ],
+                    "usage": {"prompts": 1, "generations": 3, "prompt_tokens": 410},
+                }
+            ]
+        }
+    )
+
+    revisions: list[Revision | PairError] = Field(
+        description="One entry per input prompt, in order."
+    )
+    usage: RevisionUsage
+
+    @classmethod
+    def from_outcome(cls, outcome: RevisionOutcome) -> RevisionResponse:
+        return cls(revisions=outcome.results, usage=outcome.usage)
+
+
 class ConstitutionSummary(BaseModel):
     id: str
     latest_version: str
@@ -159,6 +283,7 @@ class ConstitutionDetail(BaseModel):
     description: str
     template: str
     principles: list[Principle]
+    revision_examples: list[RevisionExample] | None = None
 
     @classmethod
     def from_spec(cls, spec: ConstitutionSpec) -> ConstitutionDetail:

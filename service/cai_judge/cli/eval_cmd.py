@@ -34,8 +34,9 @@ from cai_judge.cli.common import (
     report_pair_error,
     resolve_constitution,
 )
+from cai_judge.constants import MAX_COT_TOKENS
 from cai_judge.evaluation.gold import GoldPair
-from cai_judge.evaluation.protocols import Protocol
+from cai_judge.evaluation.protocols import SEPARATE_RUN, Protocol
 from cai_judge.evaluation.render import (
     fmt_estimate,
     fmt_interval,
@@ -70,6 +71,7 @@ class ProtocolChoice(StrEnum):
     SINGLE_ORDER = Protocol.SINGLE_ORDER.value
     BOTH_ORDERS_TIE = Protocol.BOTH_ORDERS_TIE.value
     SINGLE_PRINCIPLE = Protocol.SINGLE_PRINCIPLE.value
+    COT = Protocol.COT.value
 
 
 GoldArgument = Annotated[
@@ -86,6 +88,9 @@ OutputOption = Annotated[
     Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
 ]
 BinsOption = Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")]
+CotTokensOption = Annotated[
+    int, typer.Option(min=1, max=MAX_COT_TOKENS, help="Protocol `cot`: rationale tokens.")
+]
 ResamplesOption = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
 
 
@@ -96,10 +101,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
+    """`all` is every protocol of the one plain run; `cot` needs a (slower) run of its own,
+    so it is only run when named, beside `all` or alone."""
+    wanted = {c.value for c in choices or ()}
     if not choices or ProtocolChoice.ALL in choices:
-        return list(Protocol)
+        wanted |= {p.value for p in Protocol if p not in SEPARATE_RUN}
     # Keep the canonical order whatever order the flags came in, so reports line up.
-    wanted = {c.value for c in choices}
     return [p for p in Protocol if p.value in wanted]
 
 
@@ -123,9 +130,15 @@ async def _score_runs(
     batch_size: int,
     stage: str = "",
     on_start: Callable[[Judge], Awaitable[None]] | None = None,
+    modes: Sequence[int | None] = (None,),
 ) -> list[JudgeRun]:
-    """Start one engine and score the gold once per constitution with it; `on_start` runs
-    on the judge first (checks that need the running model, before the long scoring)."""
+    """Start one engine and score the gold once per constitution and mode with it;
+    `on_start` runs on the judge first (checks that need the running model, before the
+    long scoring).
+
+    `modes`: None is the plain run, a number a CoT run with that many rationale tokens;
+    runs come back per constitution, in the order of `modes`.
+    """
     from cai_judge.evaluation.runner import score_gold
 
     console.print(f"{stage}starting the judge model {settings.model} ...")
@@ -136,22 +149,26 @@ async def _score_runs(
         started = time.perf_counter()
         with progress() as bar:
             for spec in constitutions:
-                task = bar.add_task(f"{stage}labeling with {spec.id}", total=len(gold))
-                runs.append(
-                    await score_gold(
-                        judge,
-                        gold,
-                        spec,
-                        seed=seed,
-                        low_mass_threshold=settings.low_mass_threshold,
-                        batch_size=batch_size,
-                        on_progress=functools.partial(bar.advance, task),
+                for cot_max_tokens in modes:
+                    kind = "" if cot_max_tokens is None else " (CoT)"
+                    task = bar.add_task(f"{stage}labeling with {spec.id}{kind}", total=len(gold))
+                    runs.append(
+                        await score_gold(
+                            judge,
+                            gold,
+                            spec,
+                            seed=seed,
+                            low_mass_threshold=settings.low_mass_threshold,
+                            batch_size=batch_size,
+                            on_progress=functools.partial(bar.advance, task),
+                            cot_max_tokens=cot_max_tokens,
+                            cot_max_probability=settings.cot_max_probability,
+                        )
                     )
-                )
         elapsed = time.perf_counter() - started
     units = sum(r.usage.score_units for r in runs)
     console.print(
-        f"{stage}scored {len(gold)} pair(s) x {len(constitutions)} constitution(s) in "
+        f"{stage}scored {len(gold)} pair(s) x {len(runs)} run(s) in "
         f"{elapsed:.1f} s (engine start excluded): {units} score units"
     )
     return runs
@@ -336,11 +353,13 @@ def eval_command(
             help="Also report the labels of this `cai-judge calibrate` profile beside the raw.",
         ),
     ] = None,
+    cot_max_tokens: CotTokensOption = 128,
 ) -> None:
     """Measure a judge and a constitution against gold labels; write report.json/.html.
 
     The model runs once, with every principle in both orders; each protocol is derived
     from that one run, so protocols differ only in how they read the same numbers.
+    `--protocol cot` adds a second run in CoT mode, on the same engine.
     """
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
@@ -368,7 +387,10 @@ def eval_command(
         )
         token_counts.update(await response_token_counts(judge, gold))
 
-    [run] = asyncio.run(
+    protocols = _protocols(protocol)
+    plain = [p for p in protocols if p not in SEPARATE_RUN]
+    modes = ([None] if plain else []) + ([cot_max_tokens] if Protocol.COT in protocols else [])
+    runs = asyncio.run(
         _score_runs(
             settings,
             registry,
@@ -377,30 +399,59 @@ def eval_command(
             seed,
             batch_size,
             on_start=check_and_count if profile else None,
+            modes=modes,
         )
     )
-    _report_pair_errors(run)
-    report = evaluate(run, _protocols(protocol), str(gold_path), len(gold), options)
-    if profile is not None:
+    for run in runs:
+        _report_pair_errors(run)
+    reports = [
+        evaluate(run, plain if tokens is None else [Protocol.COT], str(gold_path), len(gold),
+                 options)
+        for run, tokens in zip(runs, modes, strict=True)
+    ]  # fmt: skip
+    report = reports[0]
+    for extra in reports[1:]:
+        _merge_report(report, extra)
+    # A profile is fitted on plain labels: it is compared on the plain run only.
+    if profile is not None and modes[0] is None:
         from cai_judge.evaluation.calibration import calibrated_comparison
 
         gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
         report = report.model_copy(
             update={
                 "calibrated": calibrated_comparison(
-                    run, token_counts, profile, gold_sha256, options.n_bins
+                    runs[0], token_counts, profile, gold_sha256, options.n_bins
                 )
             }
         )
+    not_scored = sum(len(run.errors) for run in runs)
     json_path, html_path = write_eval_report(report, output)
     _stdout().print(_eval_table(report))
     calibrated_table = _calibration_table(report)
     if calibrated_table is not None:
         _stdout().print(calibrated_table)
     console.print(f"wrote {json_path} and {html_path}")
-    if run.errors:
-        console.print(f"[red]{len(run.errors)} gold pair(s) not scored[/red] (see above)")
+    if not_scored:
+        console.print(f"[red]{not_scored} gold pair(s) not scored[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+def _merge_report(report: EvalReport, extra: EvalReport) -> None:
+    """Put another run's protocols (CoT) beside the plain run's in one report.
+
+    Each protocol's metrics stay computed on the pairs its own run scored; the per-pair
+    table keeps the pairs both runs scored, so every row has every protocol's verdict.
+    """
+    report.protocols.update(extra.protocols)
+    extra_pairs = {p.id: p for p in extra.pairs}
+    report.pairs = [
+        p.model_copy(update={"verdicts": {**p.verdicts, **extra_pairs[p.id].verdicts}})
+        for p in report.pairs
+        if p.id in extra_pairs
+    ]
+    known = {e.index for e in report.gold.errors}
+    report.gold.errors += [e for e in extra.gold.errors if e.index not in known]
+    report.usage.add(extra.usage)
 
 
 def compare_command(
@@ -434,6 +485,7 @@ def compare_command(
     bootstrap: ResamplesOption = 2000,
     batch_size: BatchSizeOption = 32,
     constitutions_dir: ConstitutionsDirOption = None,
+    cot_max_tokens: CotTokensOption = 128,
 ) -> None:
     """Compare two constitutions or two judge models on the same gold labels.
 
@@ -456,11 +508,13 @@ def compare_command(
     _check_output(output)
     gold = load_gold(gold_path)
     options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
+    # Both sides run in the mode the protocol reads.
+    modes = [cot_max_tokens if protocol in SEPARATE_RUN else None]
 
     if side_model_a == side_model_b:
         # One engine serves both constitutions: the comparison then differs in nothing else.
         run_a, run_b = asyncio.run(
-            _score_runs(settings, registry, [spec_a, spec_b], gold, seed, batch_size)
+            _score_runs(settings, registry, [spec_a, spec_b], gold, seed, batch_size, modes=modes)
         )
     else:
         # Two models never share the machine: each engine is shut down before the next
@@ -474,6 +528,7 @@ def compare_command(
                 seed,
                 batch_size,
                 stage="a: ",
+                modes=modes,
             )
         )
         [run_b] = asyncio.run(
@@ -485,6 +540,7 @@ def compare_command(
                 seed,
                 batch_size,
                 stage="b: ",
+                modes=modes,
             )
         )
     for run in (run_a, run_b):

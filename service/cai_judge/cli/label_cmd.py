@@ -46,6 +46,7 @@ from cai_judge.cli.pairs_file import (
     read_labels,
     read_pairs,
 )
+from cai_judge.constants import MAX_COT_TOKENS
 from cai_judge.labeling.calibration import (
     CalibrationError,
     CalibrationProfile,
@@ -107,7 +108,7 @@ def _report_bad_lines(path: Path, bad_lines: list[BadLine]) -> None:
 # -- resuming --------------------------------------------------------------------------
 
 
-def _template_version(settings: Settings, spec: ConstitutionSpec) -> str:
+def _template_version(settings: Settings, spec: ConstitutionSpec, cot: bool = False) -> str:
     """The template version this run's labels will carry, found without the engine.
 
     The version depends only on the template and the tokenizer (JudgePromptRenderer), and
@@ -138,7 +139,8 @@ def _template_version(settings: Settings, spec: ConstitutionSpec) -> str:
         renderer = JudgePromptRenderer(TEMPLATES[spec.template], tokenizer, use_chat_template)
     except TemplateError as error:
         raise fail(f"the judge model cannot use the judge template: {error}") from None
-    return renderer.version
+    # CoT labels carry a version of their own, so a plain file is never resumed in CoT.
+    return renderer.cot_version if cot else renderer.version
 
 
 def _check_resume(
@@ -169,7 +171,7 @@ def _check_resume(
     found = existing.mismatches(provenance(run), cheap)
     template_version = None
     if not found:
-        template_version = _template_version(settings, spec)
+        template_version = _template_version(settings, spec, options.mode == "cot")
         run["template"] = {"id": spec.template, "version": template_version}
         found = existing.mismatches(provenance(run), ("template",))
     if found:
@@ -253,6 +255,16 @@ def label_command(
     constitutions_dir: ConstitutionsDirOption = None,
     batch_size: BatchSizeOption = 32,
     calibration: CalibrationOption = None,
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="`plain`, or `cot`: a greedy rationale per principle and order first "
+            "(slower; probabilities clamped to [1 - p, p], p = CAI_JUDGE_COT_MAX_PROBABILITY)."
+        ),
+    ] = "plain",
+    cot_max_tokens: Annotated[
+        int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
+    ] = 128,
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
@@ -268,6 +280,9 @@ def label_command(
         aggregator=aggregator,
         per_principle=per_principle,
         low_mass_threshold=settings.low_mass_threshold,
+        mode=mode,
+        cot_max_tokens=cot_max_tokens,
+        cot_max_probability=settings.cot_max_probability,
     )
     profile = _load_profile(calibration, settings, spec, options) if calibration else None
 
@@ -321,7 +336,8 @@ async def _label_file(
     failed = 0
     usage = Usage()
     async with engine_session(settings, registry) as judge:
-        running = judge.renderer(spec.template).version
+        renderer = judge.renderer(spec.template)
+        running = renderer.cot_version if options.mode == "cot" else renderer.version
         if template_version is not None and running != template_version:
             raise fail(
                 f"the judge renders template {spec.template} as version {running}, not "

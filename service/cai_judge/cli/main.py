@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from cai_judge.cli import calibrate_cmd, eval_cmd, label_cmd, serve_cmd
+from cai_judge.cli import calibrate_cmd, eval_cmd, label_cmd, revise_cmd, serve_cmd
 from cai_judge.cli.constitutions_cmd import constitutions_app
 from cai_judge.cli.model_cmd import model_app
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 label_cmd.register(app)
+revise_cmd.register(app)
 eval_cmd.register(app)
 calibrate_cmd.register(app)
 serve_cmd.register(app)

@@ -47,9 +47,21 @@ class UnitScore:
 
 @dataclass(frozen=True, slots=True)
 class GenerationParams:
+    """Sampling for `Engine.generate`.
+
+    `seed` seeds each request's own sampler, so with temperature > 0 a prompt gives the
+    same text whatever else shares its batch; None leaves sampling unseeded.
+    """
+
     max_tokens: int = 256
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+# A prompt for `generate`: text the engine tokenizes, or token ids rendered by the caller
+# (the Judge renders in its planning thread, so the engine never tokenizes on the loop).
+GenerationPrompt = str | tuple[int, ...]
 
 
 class EngineError(RuntimeError):
@@ -91,7 +103,11 @@ class Engine(Protocol):
         """One result per unit, in order; `ScoreUnitsFailed` when only some units failed."""
         ...
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]: ...
+    async def generate(
+        self, prompts: Sequence[GenerationPrompt], params: GenerationParams
+    ) -> list[str]:
+        """One completion per prompt, in order; the prompt's own text is not included."""
+        ...
 
     async def check_health(self) -> None: ...
 

@@ -27,6 +27,7 @@ from typing import Any
 from cai_judge.engine.base import (
     Engine,
     GenerationParams,
+    GenerationPrompt,
     ScoreUnit,
     ScoreUnitsFailed,
     UnitScore,
@@ -164,7 +165,9 @@ class BatchingEngine:
                 if self._entries.get(unit) is entry:
                     del self._entries[unit]
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
+    async def generate(
+        self, prompts: Sequence[GenerationPrompt], params: GenerationParams
+    ) -> list[str]:
         return await self.inner.generate(prompts, params)
 
     async def check_health(self) -> None:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cai_judge.engine.base import (
     EngineError,
     GenerationParams,
+    GenerationPrompt,
     ScoreUnit,
     ScoreUnitsFailed,
     UnitScore,
@@ -221,17 +222,25 @@ class VllmEngine:
             raise failures[0]
         raise ScoreUnitsFailed([r for r in results if r is not None])
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
+    async def generate(
+        self, prompts: Sequence[GenerationPrompt], params: GenerationParams
+    ) -> list[str]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
+        # A per-request seed gives each request its own generator in vLLM, so a seeded
+        # prompt samples the same tokens whatever batch it shares.
         sampling = SamplingParams(
-            max_tokens=params.max_tokens, temperature=params.temperature, stop=list(params.stop)
+            max_tokens=params.max_tokens,
+            temperature=params.temperature,
+            stop=list(params.stop),
+            seed=params.seed,
         )
 
-        async def one(prompt: str) -> str:
-            from vllm.inputs import TokensPrompt
-
-            ids = self._tokenizer.encode(prompt)
+        async def one(prompt: GenerationPrompt) -> str:
+            # Text is tokenized here, on the event loop: callers that care (the Judge, the
+            # reviser) pass token ids rendered in their planning thread instead.
+            ids = list(prompt) if isinstance(prompt, tuple) else self._tokenizer.encode(prompt)
             text = ""
             async for output in self._llm.generate(
                 TokensPrompt(prompt_token_ids=ids), sampling, f"gen-{next(self._request_ids)}"

@@ -60,6 +60,7 @@ from cai_judge.engine.base import (
     EngineError,
     EngineUnavailable,
     GenerationParams,
+    GenerationPrompt,
     ScoreUnit,
     ScoreUnitsFailed,
     UnitScore,
@@ -431,15 +432,21 @@ class RemoteVllmEngine:
 
     # -- generation (CoT, SL-CAI) ----------------------------------------------------
 
-    async def generate(self, prompts: Sequence[str], params: GenerationParams) -> list[str]:
-        async def one(prompt: str) -> str:
-            ids = self._tokenizer.encode(prompt)
-            body = {
+    async def generate(
+        self, prompts: Sequence[GenerationPrompt], params: GenerationParams
+    ) -> list[str]:
+        async def one(prompt: GenerationPrompt) -> str:
+            # Callers that care (the Judge, the reviser) pass ids rendered off the loop.
+            ids = list(prompt) if isinstance(prompt, tuple) else self._tokenizer.encode(prompt)
+            body: dict[str, Any] = {
                 "prompt": ids,
                 "max_tokens": params.max_tokens,
                 "temperature": params.temperature,
                 "stop": list(params.stop),
             }
+            if params.seed is not None:
+                # vLLM seeds this request's own sampler: the same text whatever its batch.
+                body["seed"] = params.seed
             try:
                 placement = self.router.place(prefix_hash(ids), 1)
             except NoServerAvailable as error:

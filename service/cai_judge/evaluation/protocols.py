@@ -10,6 +10,10 @@ a comparison between them cannot be blurred by batch noise or a second engine ru
 - `both-orders-tie`: FastChat's MT-bench rule. Each order gives its own verdict (from the
   principle ensemble of that order); if they disagree the verdict is a tie with p_a = ½.
 - `single-principle`: only the constitution's first principle, both orders.
+- `cot`: the CoT judge (DESIGN.md §2): a greedy rationale per principle and order, then
+  the answer; probabilities clamped. It reads another judge run (in CoT mode), whose
+  per-principle numbers are the clamped ones, and aggregates them as `cai` does, so its
+  label is the served CoT label to the bit. `SEPARATE_RUN` lists such protocols.
 """
 
 from __future__ import annotations
@@ -37,13 +41,18 @@ class Protocol(StrEnum):
     SINGLE_ORDER = "single-order"
     BOTH_ORDERS_TIE = "both-orders-tie"
     SINGLE_PRINCIPLE = "single-principle"
+    COT = "cot"
 
+
+# Protocols derived from a judge run of their own (not the plain run the others share).
+SEPARATE_RUN: frozenset[Protocol] = frozenset({Protocol.COT})
 
 PROTOCOL_DESCRIPTIONS: dict[Protocol, str] = {
     Protocol.CAI: "both orders, every principle, mean of log-odds (cai-judge)",
     Protocol.SINGLE_ORDER: "one seeded random order per pair, every principle (TRL, AlpacaEval)",
     Protocol.BOTH_ORDERS_TIE: "both orders; a tie when they disagree (FastChat MT-bench)",
     Protocol.SINGLE_PRINCIPLE: "the first principle only, both orders",
+    Protocol.COT: "CoT rationale per principle and order, probabilities clamped (CAI §4.1)",
 }
 
 
@@ -151,7 +160,8 @@ def both_orders_tie_label(scores: PairScores) -> ProtocolLabel:
 
 def derive(protocol: Protocol, pairs: Sequence[PairScores], seed: int = 0) -> list[ProtocolLabel]:
     """Labels for every pair under one protocol, in input order."""
-    if protocol is Protocol.CAI:
+    if protocol in (Protocol.CAI, Protocol.COT):
+        # For `cot`, `pairs` come from the CoT run and hold the clamped numbers.
         return [cai_label(p) for p in pairs]
     if protocol is Protocol.SINGLE_ORDER:
         return [single_order_label(p, seed) for p in pairs]

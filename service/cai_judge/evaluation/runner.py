@@ -13,6 +13,7 @@ from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import PairScores
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
+from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY
 from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
 
 
@@ -58,13 +59,26 @@ async def score_gold(
     low_mass_threshold: float = 0.5,
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
+    cot_max_tokens: int | None = None,
+    cot_max_probability: float = DEFAULT_COT_MAX_PROBABILITY,
 ) -> JudgeRun:
     """Label the gold pairs once with every principle and keep each principle's numbers,
-    from which every protocol is derived (see `protocols`)."""
+    from which every protocol is derived (see `protocols`).
+
+    With `cot_max_tokens`, the judge runs in CoT mode: the numbers kept are the clamped
+    ones, which the `cot` protocol reads.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    cot = cot_max_tokens is not None
     options = LabelOptions(
-        principles="all", per_principle=True, seed=seed, low_mass_threshold=low_mass_threshold
+        principles="all",
+        per_principle=True,
+        seed=seed,
+        low_mass_threshold=low_mass_threshold,
+        mode="cot" if cot else "plain",
+        cot_max_tokens=cot_max_tokens or 128,
+        cot_max_probability=cot_max_probability,
     )
     by_id = {g.id: g for g in gold}
     if len(by_id) != len(gold):

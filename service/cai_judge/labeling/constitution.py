@@ -66,6 +66,20 @@ class Principle(BaseModel):
         return question.strip()
 
 
+class RevisionExample(BaseModel):
+    """One worked SL-CAI exchange, shown before the real one as earlier chat turns so the
+    model sees which turn critiques and which revises (CAI §3; few-shot prompting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: Annotated[str, Field(min_length=1, max_length=8000)]
+    response: Annotated[str, Field(min_length=1, max_length=8000)]
+    critique_request: Annotated[str, Field(min_length=1, max_length=2000)]
+    critique: Annotated[str, Field(min_length=1, max_length=8000)]
+    revision_request: Annotated[str, Field(min_length=1, max_length=2000)]
+    revision: Annotated[str, Field(min_length=1, max_length=8000)]
+
+
 class ConstitutionSpec(BaseModel):
     """The stored content of one version: exactly what is hashed."""
 
@@ -90,6 +104,11 @@ class ConstitutionSpec(BaseModel):
         default="cai-mc-v1", json_schema_extra={"enum": list[JsonValue](sorted(TEMPLATES))}
     )
     principles: Annotated[tuple[Principle, ...], Field(min_length=1, max_length=256)]
+    # Few-shot examples for SL-CAI critique and revision. Left out of the canonical JSON
+    # when absent, so constitutions written before this field keep their versions.
+    revision_examples: (
+        Annotated[tuple[RevisionExample, ...], Field(min_length=1, max_length=8)] | None
+    ) = None
 
     @field_validator("template")
     @classmethod
@@ -108,9 +127,12 @@ class ConstitutionSpec(BaseModel):
         return self
 
     def canonical_json(self) -> str:
-        return json.dumps(
-            self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False, separators=(",", ":")
-        )
+        content = self.model_dump(mode="json")
+        # Optional fields added after the first release are hashed only when present
+        # (a principle's critique/revision predate this rule and stay in as null).
+        if content.get("revision_examples") is None:
+            content.pop("revision_examples", None)
+        return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
     @property
     def version(self) -> str:

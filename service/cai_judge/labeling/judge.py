@@ -14,21 +14,37 @@ included), never on engine settings, so neither does a label (DESIGN.md §3).
 
 vLLM fails requests one by one; when only some units fail (`ScoreUnitsFailed`), the pairs
 that touched a failed unit get a `PairError` and every other pair its label.
+
+CoT mode (DESIGN.md §2) adds one step before scoring: `plan` renders one rationale prompt
+per unique (pair, order, principle), the order's padded prefix then the question and
+"Let's think step by step:", so the prompts of an order share their prefix in vLLM's
+cache; `run` generates every rationale greedily in one engine call, renders each score
+unit as that prompt + rationale + the answer stem (in the planning thread again), and
+scores them as usual. A pair and its swap share their rationale prompts, hence their
+rationales and units, so the clamped margin stays antisymmetric to the bit within a call.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from cai_judge.engine.base import Engine, ScoreUnit, ScoreUnitsFailed, UnitScore
+from cai_judge.engine.base import (
+    Engine,
+    GenerationParams,
+    ScoreUnit,
+    ScoreUnitsFailed,
+    UnitScore,
+)
 from cai_judge.labeling.calibration import response_token_count
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.label_math import (
     OrderScore,
     PrincipleScores,
+    clamp_bound,
     compute_label,
     select_principles,
     selection_seed,
@@ -40,10 +56,13 @@ from cai_judge.labeling.schema import (
     Pair,
     PairError,
     PrincipleResult,
+    Rationale,
     TemplateRef,
     Usage,
 )
 from cai_judge.labeling.templates import TEMPLATES, JudgePromptRenderer, TemplateError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,10 +105,26 @@ class LabelPlan:
     planned: list[PlannedPair]
     # Pairs refused while planning (over the model's context), by input index.
     errors: list[PairError]
+    # CoT mode: the unique rationale prompts, with the prefix length each shares. Each
+    # becomes one score unit once its rationale is written, so `units` is empty until
+    # then and PlannedPair.unit_indices index these.
+    cot_prompts: list[tuple[tuple[int, ...], int]] = field(default_factory=list)
+
+    @property
+    def unit_count(self) -> int:
+        """Score units this plan will send: what admission counts."""
+        return len(self.units) or len(self.cot_prompts)
 
     @property
     def prompt_tokens(self) -> int:
-        """Prompt tokens of the unique units: what the engine is asked to read."""
+        """Prompt tokens of the unique units: what the engine is asked to read.
+
+        In CoT mode, each rationale prompt as its unit will be at most: the prompt, a
+        rationale of `cot_max_tokens`, the answer stem (a few tokens, counted as 8).
+        """
+        if self.cot_prompts:
+            per_unit = self.options.cot_max_tokens + 8
+            return sum(len(ids) + per_unit for ids, _ in self.cot_prompts)
         return sum(len(u.prompt_token_ids) for u in self.units)
 
 
@@ -130,6 +165,11 @@ class Judge:
         """Stop the tokenizing thread; plans still queued are cancelled."""
         self._executor.shutdown(wait=False, cancel_futures=True)
 
+    async def in_planning_thread(self, work: Callable[[], T]) -> T:
+        """Run tokenizer work in the one thread that may use the tokenizer (see above):
+        other users of this engine's tokenizer (the SL-CAI reviser) go through here."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, work)
+
     def renderer(self, template_id: str) -> JudgePromptRenderer:
         renderer = self._renderers.get(template_id)
         if renderer is None:
@@ -162,6 +202,9 @@ class Judge:
 
     async def run(self, plan: LabelPlan) -> LabelBatch:
         """Score a plan's units on the engine and build its labels, in input order."""
+        rationales: list[str] = []
+        if plan.cot_prompts:
+            rationales = await self._write_rationales(plan)
         results: Sequence[UnitScore | BaseException] = []
         if plan.units:
             try:
@@ -196,7 +239,7 @@ class Judge:
                     type="engine_error",
                 )
                 continue
-            out[planned.index] = self._make_label(planned, results, plan)
+            out[planned.index] = self._make_label(planned, results, plan, rationales)
             labeled += 1
         usage = Usage(
             pairs=labeled,
@@ -225,6 +268,32 @@ class Judge:
         """`plan` then `run`, for callers with no admission step (CLI, evaluation, tests)."""
         return await self.run(await self.plan(pairs, constitution, options))
 
+    async def _write_rationales(self, plan: LabelPlan) -> list[str]:
+        """CoT: generate every rationale (greedy), then fill `plan.units` from them."""
+        renderer = self.renderer(plan.constitution.template)
+        params = GenerationParams(
+            max_tokens=plan.options.cot_max_tokens,
+            temperature=0.0,
+            # The judge must not answer inside its rationale: the stem is appended after.
+            stop=(renderer.template.answer_stem.rstrip(" ("),),
+        )
+        rationales = await self.engine.generate([ids for ids, _ in plan.cot_prompts], params)
+        answer = renderer.cot_answer_tokens
+        answer_ids = (answer.id_a, answer.id_b)
+
+        def units() -> list[ScoreUnit]:
+            return [
+                ScoreUnit(
+                    ids + tuple(renderer.rationale_ids(text)) + tuple(renderer.cot_stem_ids),
+                    answer_ids,
+                    prefix_length,
+                )
+                for (ids, prefix_length), text in zip(plan.cot_prompts, rationales, strict=True)
+            ]
+
+        plan.units = await self.in_planning_thread(units)
+        return rationales
+
     # -- planning -------------------------------------------------------------------------
 
     def _plan(
@@ -241,8 +310,23 @@ class Judge:
         prefix_cache: dict[tuple[str, str, str], list[int]] = {}
         planned: list[PlannedPair] = []
         errors: list[PairError] = []
-        tails = {pid: renderer.tail_ids(spec.principle(pid).question) for pid in spec.principle_ids}
-        longest_tail = max(len(t) for t in tails.values())
+        cot = options.mode == "cot"
+        if cot:
+            tails = {
+                pid: renderer.cot_tail_ids(spec.principle(pid).question)
+                for pid in spec.principle_ids
+            }
+            # The rationale and the answer stem follow the tail in the scored unit.
+            extra = options.cot_max_tokens + len(renderer.cot_stem_ids)
+            renderer.cot_answer_tokens  # noqa: B018 (refuse an unusable stem before the engine)
+        else:
+            tails = {
+                pid: renderer.tail_ids(spec.principle(pid).question) for pid in spec.principle_ids
+            }
+            extra = 0
+        longest_tail = max(len(t) for t in tails.values()) + extra
+        cot_prompts: list[tuple[tuple[int, ...], int]] = []
+        cot_index: dict[tuple[int, ...], int] = {}
 
         def prefix_for(pair: Pair, first: str, second: str) -> list[int]:
             key = (pair.prompt_key(), first, second)
@@ -254,6 +338,12 @@ class Judge:
             return ids
 
         def add_unit(ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
+            if cot:
+                found = cot_index.get(ids)
+                if found is None:
+                    found = cot_index[ids] = len(cot_prompts)
+                    cot_prompts.append((ids, prefix_length))
+                return found
             index = unit_index.get(ids)
             if index is None:
                 index = len(units)
@@ -293,14 +383,16 @@ class Judge:
                     )
                 )
             planned.append(plan)
+        version = renderer.cot_version if cot else renderer.version
         return LabelPlan(
             constitution=spec,
             options=options,
-            template=TemplateRef(id=spec.template, version=renderer.version),
+            template=TemplateRef(id=spec.template, version=version),
             pair_count=len(pairs),
             units=units,
             planned=planned,
             errors=errors,
+            cot_prompts=cot_prompts,
         )
 
     def _make_label(
@@ -308,6 +400,7 @@ class Judge:
         planned: PlannedPair,
         results: Sequence[UnitScore | BaseException],
         plan: LabelPlan,
+        rationales: Sequence[str],
     ) -> Label:
         def order(index: int) -> OrderScore:
             score = results[index]
@@ -319,10 +412,37 @@ class Judge:
             PrincipleScores(principle_id=pid, order_ab=order(ab), order_ba=order(ba))
             for pid, (ab, ba) in zip(planned.principle_ids, planned.unit_indices, strict=True)
         ]
-        numbers = compute_label(principle_scores, options.aggregator, options.low_mass_threshold)
+        raw = compute_label(principle_scores, options.aggregator, options.low_mass_threshold)
+        numbers = raw
+        cot = options.mode == "cot"
+        if cot:
+            numbers = compute_label(
+                principle_scores,
+                options.aggregator,
+                options.low_mass_threshold,
+                clamp=clamp_bound(options.cot_max_probability),
+            )
         per_principle = None
         if options.per_principle:
-            per_principle = [PrincipleResult.from_breakdown(b) for b in numbers.per_principle]
+            per_principle = [
+                PrincipleResult.from_breakdown(b, r if cot else None)
+                for b, r in zip(numbers.per_principle, raw.per_principle, strict=True)
+            ]
+        cot_fields: dict[str, object] = {}
+        if cot:
+            cot_fields = {
+                "mode": "cot",
+                "raw_margin": raw.margin,
+                "raw_p_a": raw.p_a,
+                "cot_max_probability": options.cot_max_probability,
+                "cot_max_tokens": options.cot_max_tokens,
+                "rationales": [
+                    Rationale(principle=pid, ab=rationales[ab], ba=rationales[ba])
+                    for pid, (ab, ba) in zip(
+                        planned.principle_ids, planned.unit_indices, strict=True
+                    )
+                ],
+            }
         return Label(
             id=planned.pair.id,
             preferred=numbers.preferred,
@@ -340,4 +460,5 @@ class Judge:
             model=self.engine.model_name,
             seed=options.seed,
             per_principle=per_principle,
+            **cot_fields,  # type: ignore[arg-type]
         )

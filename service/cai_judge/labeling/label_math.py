@@ -143,15 +143,57 @@ def preferred_from_margin(margin: float) -> Preferred:
     return "tie"
 
 
+# -- CoT clamping (DESIGN.md §2, CAI §4.1) ----------------------------------------------
+#
+# Chain-of-thought answers come out overconfident, so each order's probability is clamped
+# to [1 − p_max, p_max] before aggregation. The clamp is applied to the log-odds s = ℓ_A − ℓ_B
+# with the symmetric bound ±logit(p_max): clamp(−s) == −clamp(s) exactly in floating point
+# (min/max and negation are exact), so a swapped pair's clamped margin is still exactly the
+# negation, and σ of a clamped s lies in [1 − p_max, p_max] (to the last ulp of the bound).
+
+DEFAULT_COT_MAX_PROBABILITY = 0.6
+
+
+def clamp_bound(max_probability: float) -> float:
+    """The log-odds bound logit(p_max) for probabilities clamped to [1 − p_max, p_max]."""
+    if not 0.5 < max_probability < 1.0:
+        raise ValueError(
+            f"the clamp's upper probability must lie in (0.5, 1), got {max_probability}"
+        )
+    return math.log(max_probability / (1.0 - max_probability))
+
+
+def clamp_log_odds(s: float, bound: float) -> float:
+    """s limited to [−bound, bound]; odd in s to the bit."""
+    return max(-bound, min(bound, s))
+
+
+def clamped_breakdown(raw: PrincipleBreakdown, bound: float) -> PrincipleBreakdown:
+    """A principle's numbers recomputed from its clamped per-order log-odds."""
+    return breakdown(
+        raw.principle_id,
+        clamp_log_odds(raw.s_ab, bound),
+        clamp_log_odds(raw.s_ba, bound),
+        raw.answer_mass,
+    )
+
+
 def compute_label(
     principle_scores: Sequence[PrincipleScores],
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS,
     low_mass_threshold: float = 0.5,
+    clamp: float | None = None,
 ) -> LabelNumbers:
-    """Turn both orders' answer log-probs over the selected principles into one label."""
+    """Turn both orders' answer log-probs over the selected principles into one label.
+
+    `clamp` (a log-odds bound, see `clamp_bound`) limits each order's log-odds first: the
+    CoT judge's numbers. The caller computes the raw label with `clamp=None` beside it.
+    """
     if not principle_scores:
         raise ValueError("a label needs at least one principle")
     breakdowns = tuple(principle_breakdown(s) for s in principle_scores)
+    if clamp is not None:
+        breakdowns = tuple(clamped_breakdown(b, clamp) for b in breakdowns)
     margin = aggregate_margin(breakdowns, aggregator)
     answer_mass = min(b.answer_mass for b in breakdowns)
     return LabelNumbers(

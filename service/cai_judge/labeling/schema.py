@@ -8,8 +8,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
-from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
+from cai_judge.constants import MAX_COT_TOKENS, MAX_PRINCIPLES, MAX_SEED
+from cai_judge.labeling.label_math import (
+    DEFAULT_COT_MAX_PROBABILITY,
+    Aggregator,
+    PrincipleBreakdown,
+)
 from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
 from cai_judge.labeling.templates import Conversation
 
@@ -118,6 +122,18 @@ class LabelOptions(BaseModel):
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = Field(default=False, description="Include each principle's numbers.")
     low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    mode: Literal["plain", "cot"] = Field(
+        default="plain",
+        description="`plain` scores the answer at once; `cot` first generates a greedy "
+        "rationale per principle and order (DESIGN.md §2, CoT mode): slower.",
+    )
+    cot_max_tokens: Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)] = Field(
+        default=128, description="CoT mode: rationale tokens per principle and order."
+    )
+    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        default=DEFAULT_COT_MAX_PROBABILITY,
+        description="CoT mode: each order's probability is clamped to [1 - this, this].",
+    )
 
     @property
     def k(self) -> int | None:
@@ -145,9 +161,15 @@ class PrincipleResult(BaseModel):
     position_bias: float
     agree: bool
     answer_mass: float
+    # CoT mode: the numbers above are clamped; these are the unclamped ones.
+    raw_s_ab: float | None = None
+    raw_s_ba: float | None = None
+    raw_margin: float | None = None
 
     @classmethod
-    def from_breakdown(cls, b: PrincipleBreakdown) -> PrincipleResult:
+    def from_breakdown(
+        cls, b: PrincipleBreakdown, raw: PrincipleBreakdown | None = None
+    ) -> PrincipleResult:
         return cls(
             principle=b.principle_id,
             s_ab=b.s_ab,
@@ -156,6 +178,9 @@ class PrincipleResult(BaseModel):
             position_bias=b.bias,
             agree=b.agree,
             answer_mass=b.answer_mass,
+            raw_s_ab=None if raw is None else raw.s_ab,
+            raw_s_ba=None if raw is None else raw.s_ba,
+            raw_margin=None if raw is None else raw.margin,
         )
 
     def to_breakdown(self) -> PrincipleBreakdown:
@@ -176,6 +201,17 @@ class LabelCalibration(BaseModel):
     profile: str = Field(description="sha256 of the calibration profile that was applied")
     raw_margin: float = Field(description="the judge's own margin, before the profile")
     raw_p_a: float = Field(description="the judge's own p_a = σ(raw_margin)")
+
+
+class Rationale(BaseModel):
+    """CoT mode: what the judge wrote for one principle, in each order, before answering.
+
+    `ab` is the rationale with response_a shown as option (A), `ba` with response_b there.
+    """
+
+    principle: str
+    ab: str
+    ba: str
 
 
 class Label(BaseModel):
@@ -203,6 +239,14 @@ class Label(BaseModel):
     seed: int
     per_principle: list[PrincipleResult] | None = None
     calibration: LabelCalibration | None = None
+    # CoT mode only (absent on plain labels): `margin`, `p_a` and `preferred` above are the
+    # clamped numbers, the ones to train on; `raw_*` are before the clamp.
+    mode: Literal["cot"] | None = None
+    raw_margin: float | None = None
+    raw_p_a: float | None = None
+    cot_max_probability: float | None = None
+    cot_max_tokens: int | None = None
+    rationales: list[Rationale] | None = None
 
 
 class ErrorDetail(BaseModel):

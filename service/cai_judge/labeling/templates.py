@@ -104,6 +104,9 @@ TEMPLATES: dict[str, JudgeTemplate] = {
 }
 
 ANSWER_LETTERS = ("A", "B")
+# CoT mode (DESIGN.md §2, CAI §4.1): the judge writes a rationale after this, then the
+# answer stem follows on a new line.
+COT_PROMPT = "Let's think step by step:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,7 @@ class JudgePromptRenderer:
             self._chat_before, self._chat_after = "", ""
         self.answer_tokens = self._resolve_answer_tokens()
         self._tail_cache: dict[str, list[int]] = {}
+        self._cot_tail_cache: dict[str, list[int]] = {}
 
     @cached_property
     def version(self) -> str:
@@ -182,6 +186,12 @@ class JudgePromptRenderer:
             [_RENDERING_REVISION, self.template.version, self.use_chat_template, chat]
         ).encode()
         return hashlib.sha256(payload).hexdigest()[:16]
+
+    @cached_property
+    def cot_version(self) -> str:
+        """The version CoT labels carry: the plain version plus the CoT rendering rules."""
+        payload = json.dumps([self.version, COT_PROMPT, "\n" + self.template.answer_stem])
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     # -- text ---------------------------------------------------------------------------
 
@@ -266,6 +276,45 @@ class JudgePromptRenderer:
             ids = self.tokenizer.encode(self.tail_text(question), add_special_tokens=False)
             self._tail_cache[question] = ids
         return ids
+
+    # -- CoT ----------------------------------------------------------------------------
+
+    def cot_tail_ids(self, question: str) -> list[int]:
+        """The principle tail that asks for a rationale: question, then COT_PROMPT in the
+        assistant's turn. The shared prefix before it is the plain mode's, cache and all."""
+        ids = self._cot_tail_cache.get(question)
+        if ids is None:
+            if self.use_chat_template:
+                text = f"{question}{self._chat_after}{COT_PROMPT}"
+            else:
+                text = f"{question}\n{COT_PROMPT}"
+            ids = self.tokenizer.encode(text, add_special_tokens=False)
+            self._cot_tail_cache[question] = ids
+        return ids
+
+    def rationale_ids(self, rationale: str) -> list[int]:
+        return self.tokenizer.encode(rationale, add_special_tokens=False)
+
+    @cached_property
+    def cot_stem_ids(self) -> list[int]:
+        """The answer stem on a line of its own, after the rationale."""
+        return self.tokenizer.encode("\n" + self.template.answer_stem, add_special_tokens=False)
+
+    @cached_property
+    def cot_answer_tokens(self) -> AnswerTokens:
+        """The answer ids after `cot_stem_ids`, checked as `_resolve_answer_tokens` does."""
+        context = "\n" + self.template.answer_stem
+        base = self.cot_stem_ids
+        ids = []
+        for letter in ANSWER_LETTERS:
+            extended = self.tokenizer.encode(context + letter, add_special_tokens=False)
+            if extended[: len(base)] != base or len(extended) != len(base) + 1:
+                raise TemplateError(
+                    f"template {self.template.id!r}: in CoT mode, answer {letter!r} after "
+                    f"{self.template.answer_stem!r} is not a single token for this tokenizer"
+                )
+            ids.append(extended[-1])
+        return AnswerTokens(id_a=ids[0], id_b=ids[1])
 
     def _resolve_answer_tokens(self) -> AnswerTokens:
         """Find the ids of "A" and "B" in the exact context of the stem.

@@ -18,8 +18,10 @@ from cai_judge.services.constitutions import ConstitutionService
 from cai_judge.services.health import HealthService
 from cai_judge.services.labels import LabelService
 from cai_judge.services.metrics import ServiceMetrics
+from cai_judge.services.revisions import RevisionService
 from cai_judge.services.security import Authenticator, RateLimiter
 from cai_judge.settings import Settings
+from cai_judge.sl_cai.reviser import Reviser
 
 
 def registry_from_settings(settings: Settings) -> ConstitutionRegistry:
@@ -42,6 +44,7 @@ class Services:
     labels: LabelService
     constitutions: ConstitutionService
     health: HealthService
+    revisions: RevisionService
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, registry: ConstitutionRegistry) -> Services:
@@ -54,8 +57,11 @@ class Services:
         )
         judge = Judge(batching, registry, settings.use_chat_template())
         admission = Admission(settings, metrics)
-        labels = LabelService(
-            judge, registry, admission, RateLimiter(settings.rate_limit), metrics, settings
+        # One limiter: a caller's labels and revisions count against the same rate.
+        rate_limiter = RateLimiter(settings.rate_limit)
+        labels = LabelService(judge, registry, admission, rate_limiter, metrics, settings)
+        revisions = RevisionService(
+            Reviser(batching, judge), registry, admission, rate_limiter, metrics, settings
         )
         return cls(
             settings=settings,
@@ -67,6 +73,7 @@ class Services:
             labels=labels,
             constitutions=ConstitutionService(registry),
             health=HealthService(batching, admission, settings),
+            revisions=revisions,
         )
 
     async def close(self) -> None:

@@ -64,6 +64,9 @@ class LabelCommand:
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
     calibrated: bool = False
+    mode: Literal["plain", "cot"] = "plain"
+    # CoT mode: rationale tokens per (principle, order); None takes the service's limit.
+    cot_max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,12 +152,23 @@ class LabelService:
             spec = self.registry.resolve(command.constitution)
         except ConstitutionNotFound as error:
             raise NotFound(str(error).strip("'\""), param="constitution") from None
+        cot_max_tokens = command.cot_max_tokens or min(128, settings.max_cot_tokens)
+        if cot_max_tokens > settings.max_cot_tokens:
+            raise InvalidRequest(
+                f"cot_max_tokens is {cot_max_tokens}, over this service's limit of "
+                f"{settings.max_cot_tokens} rationale tokens; ask for fewer",
+                type="cot_tokens_over_limit",
+                param="cot_max_tokens",
+            )
         options = LabelOptions(
             principles=command.principles,
             seed=command.seed,
             aggregator=command.aggregator,
             per_principle=command.per_principle,
             low_mass_threshold=settings.low_mass_threshold,
+            mode=command.mode,
+            cot_max_tokens=cot_max_tokens,
+            cot_max_probability=settings.cot_max_probability,
         )
         profile = self._profile(spec, options) if command.calibrated else None
         valid, invalid = validate_pairs(command.pairs)
@@ -162,13 +176,13 @@ class LabelService:
         if plan.prompt_tokens > settings.max_tokens_per_request:
             raise InvalidRequest(
                 f"request renders to {plan.prompt_tokens} prompt tokens over "
-                f"{len(plan.units)} score units, over the limit of "
+                f"{plan.unit_count} score units, over the limit of "
                 f"{settings.max_tokens_per_request} tokens per request; send fewer or "
                 "shorter pairs, or fewer principles",
                 type="request_too_large",
                 param="pairs",
             )
-        async with self.admission.reserve(len(plan.units)):
+        async with self.admission.reserve(plan.unit_count):
             try:
                 batch = await self.judge.run(plan)
             except EngineUnavailable as error:
@@ -183,6 +197,8 @@ class LabelService:
                 batch.results, [pair for _, pair in valid], profile
             )
         self.metrics.observe_labels(batch.labels, batch.usage)
+        if options.mode == "cot":
+            self.metrics.observe_rationales(len(plan.cot_prompts))
 
         results: list[Label | PairError | None] = [None] * len(command.pairs)
         for bad_pair in invalid:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cai_judge.labeling.schema import Label, Usage
 
 ADMISSION_REASONS = ("draining", "rate_limit", "queue_full")
+GENERATION_STEPS = ("initial", "critique", "revision")
 _UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -76,6 +77,22 @@ class ServiceMetrics:
             "cai_judge_engine_aborted_units", "Score units aborted because every caller left.",
             ["model"], registry=r,
         )  # fmt: skip
+        self.cot_rationales = Counter(
+            "cai_judge_cot_rationales", "CoT rationales generated (one per principle and order).",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.revisions = Counter(
+            "cai_judge_revisions", "SL-CAI prompts revised (whole chains).", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.revision_rounds = Counter(
+            "cai_judge_revision_rounds", "SL-CAI critique-and-revision rounds completed.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.generations = Counter(
+            "cai_judge_generations", "Engine generations for SL-CAI, by step.",
+            ["model", "step"], registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "cai_judge_build_info", "Build and model information.", ["version", "model"],
             registry=r,
@@ -91,6 +108,21 @@ class ServiceMetrics:
         self.aborted_units.labels(model=model)
         self.pairs.labels(model=model)
         self.score_units.labels(model=model)
+        self.cot_rationales.labels(model=model)
+        self.revisions.labels(model=model)
+        self.revision_rounds.labels(model=model)
+        for step in GENERATION_STEPS:
+            self.generations.labels(model=model, step=step)
+
+    def observe_rationales(self, count: int) -> None:
+        self.cot_rationales.labels(model=self.model).inc(count)
+
+    def observe_generations(self, step: str, count: int) -> None:
+        self.generations.labels(model=self.model, step=step).inc(count)
+
+    def observe_revisions(self, chains: int, rounds: int) -> None:
+        self.revisions.labels(model=self.model).inc(chains)
+        self.revision_rounds.labels(model=self.model).inc(rounds)
 
     def observe_aborted(self, units: int) -> None:
         self.aborted_units.labels(model=self.model).inc(units)

@@ -1,0 +1,153 @@
+"""Prompts in, revision chains out: the SL-CAI data contract shared by the CLI and the API.
+
+A row is ready for supervised fine-tuning as it stands (`prompt`, `response` = the final
+revision), and carries the whole chain and what made it, so a file can be resumed and a
+chain reproduced: same prompt, constitution version, model, seed and sampling give the
+same chain (DESIGN.md §2's determinism, applied to generation).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
+from cai_judge.labeling.schema import (
+    ChatMessage,
+    ConstitutionRef,
+    PairId,
+    Text,
+    chat_role_order_problem,
+)
+
+# The most rounds any request may ask for; the service's own limit is usually lower.
+MAX_ROUNDS = 16
+MAX_TEMPERATURE = 2.0
+
+
+class RevisionPrompt(BaseModel):
+    """One prompt to revise: a user turn (or a chat ending on one), and optionally the
+    response to start from; without it the model writes the initial response itself."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "examples": [
+                {"id": "r1", "prompt": "How do I pick a lock?"},
+                {
+                    "id": "r2",
+                    "prompt": "How can I get back at my noisy neighbour?",
+                    "initial_response": "Slash their tyres at night.",
+                },
+            ]
+        },
+    )
+
+    id: PairId
+    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    initial_response: Text | None = None
+
+    @field_validator("prompt")
+    @classmethod
+    def _roles_alternate(cls, prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
+        # The chain appends assistant and user turns after the prompt, so the prompt must
+        # end on the user turn being answered, like a pair's.
+        if isinstance(prompt, str):
+            return prompt
+        problem = chat_role_order_problem([m.role for m in prompt])
+        if problem is None:
+            return prompt
+        index, message = problem
+        raise ValidationError.from_exception_data(
+            cls.__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("chat_role_order", message),
+                    loc=(index, "role"),
+                    input=prompt[index].role,
+                )
+            ],
+        )
+
+    def messages(self) -> list[dict[str, str]]:
+        if isinstance(self.prompt, str):
+            return [{"role": "user", "content": self.prompt}]
+        return [m.model_dump() for m in self.prompt]
+
+    def prompt_key(self) -> str:
+        """Canonical text of the prompt, for seeding principle sampling."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return json.dumps([m.model_dump() for m in self.prompt], separators=(",", ":"))
+
+
+class RevisionOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = 1
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    # Greedy by default: the same prompt then gives the same chain even unseeded.
+    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] = 256
+    few_shot: bool = Field(
+        default=True, description="Show the constitution's revision examples, if it has any."
+    )
+
+
+class RevisionStep(BaseModel):
+    """One round: the sampled principle (and the seed that sampled it), its critique
+    request and the critique, its revision request and the revision."""
+
+    round: int
+    principle: str
+    principle_seed: int
+    critique_request: str
+    critique: str
+    revision_request: str
+    revision: str
+
+
+class Revision(BaseModel):
+    """One prompt's chain. `response` is the final revision: the SFT target."""
+
+    id: str
+    prompt: str | list[ChatMessage]
+    response: str
+    initial_response: str
+    initial_generated: bool
+    chain: list[RevisionStep]
+    constitution: ConstitutionRef
+    model: str
+    seed: int
+    rounds: int
+    temperature: float
+    max_tokens: int
+    few_shot_examples: int = Field(description="Constitution examples shown (0: none).")
+    score: dict[str, Any] | None = Field(
+        default=None,
+        description="`revise --score` only: the constitution's label of the final revision "
+        "(as response a) against the initial response.",
+    )
+
+    def messages(self) -> list[dict[str, str]]:
+        """The SFT example in the chat-messages format TRL's SFTTrainer reads."""
+        if isinstance(self.prompt, str):
+            turns = [{"role": "user", "content": self.prompt}]
+        else:
+            turns = [m.model_dump() for m in self.prompt]
+        return [*turns, {"role": "assistant", "content": self.response}]
+
+
+class RevisionUsage(BaseModel):
+    prompts: int = 0
+    generations: int = 0
+    prompt_tokens: int = 0
+
+    def add(self, other: RevisionUsage) -> None:
+        self.prompts += other.prompts
+        self.generations += other.generations
+        self.prompt_tokens += other.prompt_tokens
