@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from cai_judge.labeling.schema import Label, Usage
 
 ADMISSION_REASONS = ("draining", "rate_limit", "queue_full")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 _UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -73,6 +74,27 @@ class ServiceMetrics:
             "cai_judge_engine_aborted_units", "Score units aborted because every caller left.",
             ["model"], registry=r,
         )  # fmt: skip
+        self.cache_requests = Counter(
+            "cai_judge_cache_requests", "Label cache lookups per score unit; `error` fell "
+            "through to the engine (Redis down or slower than the timeout).", ["result"],
+            registry=r,
+        )  # fmt: skip
+        self.jobs = Gauge(
+            "cai_judge_jobs", "Batch jobs by state (retained ones; read from the store).",
+            ["state"], registry=r,
+        )  # fmt: skip
+        self.job_pairs = Counter(
+            "cai_judge_job_pairs", "Job pairs this process finished: labeled (`done`) or "
+            "reported as errors (`failed`).", ["result"], registry=r,
+        )  # fmt: skip
+        self.jobs_consumer_lag = Gauge(
+            "cai_judge_jobs_consumer_lag", "Job chunks on the stream not yet read by any "
+            "consumer.", registry=r,
+        )  # fmt: skip
+        self.jobs_pending = Gauge(
+            "cai_judge_jobs_pending", "Job chunks read by a consumer and not yet acknowledged.",
+            registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "cai_judge_build_info", "Build and model information.", ["version", "model"],
             registry=r,
@@ -86,8 +108,17 @@ class ServiceMetrics:
         for kind in ("prompt", "cached"):
             self.engine_tokens.labels(model=model, kind=kind)
         self.aborted_units.labels(model=model)
+        for result in ("hit", "miss", "error"):
+            self.cache_requests.labels(result=result)
+        for state in JOB_STATES:
+            self.jobs.labels(state=state)
+        for result in ("done", "failed"):
+            self.job_pairs.labels(result=result)
         self.pairs.labels(model=model)
         self.score_units.labels(model=model)
+
+    def observe_cache(self, result: str, units: int) -> None:
+        self.cache_requests.labels(result=result).inc(units)
 
     def observe_aborted(self, units: int) -> None:
         self.aborted_units.labels(model=self.model).inc(units)
