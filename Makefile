@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example example-offline test lint test-explore
+.PHONY: setup example example-offline example-redis test lint test-explore
 SHELL := /bin/bash
 VENV := .venv
 
@@ -15,6 +15,10 @@ example-offline: setup
 	mkdir -p out
 	$(VENV)/bin/cai-judge label examples/pairs.jsonl -o out/example-offline-labels.jsonl \
 		--constitution harmless --principles 4
+
+# A batch job on Redis: redis-server and the service on it, a job over examples/pairs.jsonl.
+example-redis: setup
+	bash scripts/example-redis.sh
 
 lint: setup
 	$(VENV)/bin/ruff check service tests bench

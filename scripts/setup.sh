@@ -26,6 +26,18 @@ if ! command -v promtool >/dev/null; then
     fi
 fi
 
+# System packages: redis-server (the Redis tests start their own on a free loopback port;
+# `make example-redis` runs one).
+if ! command -v redis-server >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+    else
+        echo "redis-server is missing: install Debian's 'redis-server' package" >&2
+        exit 1
+    fi
+fi
+
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)

@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     # renews its claim every third of that, however long its chunk takes.
     jobs_chunk_pairs: Annotated[int, Field(ge=1, le=1024)] = 32
     jobs_claim_idle_s: Annotated[float, Field(gt=0)] = 30.0
+    jobs_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     jobs_ttl_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     jobs_max_pairs: Annotated[int, Field(ge=1)] = 2_000_000
     # Run a job consumer inside `serve` too (off: only `cai-judge worker` processes label).

@@ -425,16 +425,26 @@ class JobConsumer:
         ):
             with attempt:
                 await self.store.ensure_group()
-                while True:
-                    try:
-                        await self.step()
-                    except (RedisError, OSError, asyncio.CancelledError):
-                        raise
-                    except Exception:
-                        # The chunk stays pending and is retried after the claim timeout;
-                        # the consumer itself must outlive one bad chunk.
-                        logger.exception("job consumer %s: a chunk failed", self.name)
-                        await asyncio.sleep(1.0)
+                # Several chunks in flight, so the engine has the next one while this
+                # one's results travel to Redis.
+                try:
+                    async with asyncio.TaskGroup() as loops:  # one fails: all stop, retry
+                        for _ in range(self.settings.jobs_concurrency):
+                            loops.create_task(self._loop())
+                except* (RedisError, OSError) as errors:
+                    raise errors.exceptions[0] from None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except (RedisError, OSError, asyncio.CancelledError):
+                raise
+            except Exception:
+                # The chunk stays pending and is retried after the claim timeout; the
+                # consumer itself must outlive one bad chunk.
+                logger.exception("job consumer %s: a chunk failed", self.name)
+                await asyncio.sleep(1.0)
 
     async def step(self, block_ms: int = 1000) -> int:
         """Reclaim or read one chunk and label it; returns the chunks handled."""

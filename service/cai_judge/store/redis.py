@@ -11,7 +11,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import RedisError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError, RedisError
 
 from cai_judge.settings import Settings
 
@@ -31,6 +33,10 @@ def connect(settings: Settings) -> Redis:
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         health_check_interval=30,
+        # After a Redis restart every pooled connection is stale: reconnect and retry
+        # once or twice rather than fail the first request on each of them.
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2),
+        retry_on_error=[ConnectionError],
     )
     return Redis(connection_pool=pool)
 

@@ -1,0 +1,163 @@
+"""Chaos on 127.0.0.1, bounded in count and time: real uvicorn service processes on the
+tiny model and a real redis-server with an append-only file.
+
+- Two service processes share one job; one is SIGKILLed halfway: the job still completes
+  with exactly N results and unique ids (the survivor reclaims the dead one's chunk).
+- Redis is stopped during /v1/labels traffic: labels keep coming, no 5xx.
+- Redis is stopped during a job: the job resumes once Redis returns and loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.redis_server import RedisServer
+from tests.test_server import Server, start_server, stop
+
+pytestmark = pytest.mark.engine
+
+JOB_SETTINGS = {
+    "jobs_chunk_pairs": "4",
+    "jobs_claim_idle_s": "3",
+    "rate_limit": "100000/minute",
+}
+
+
+def short_pair(i: int) -> dict[str, str]:
+    return {"id": f"c{i}", "prompt": f"Q{i}?", "response_a": f"Yes {i}.", "response_b": f"No {i}."}
+
+
+@pytest.fixture(scope="module")
+def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis-aof"), persistent=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replica(
+    tiny_model_dir: Path, durable_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    log = tmp_path_factory.mktemp("replica") / "server.log"
+    server = start_server(tiny_model_dir, log, redis_url=durable_redis.url, **JOB_SETTINGS)
+    yield server
+    stop(server)
+
+
+def submit(server: Server, n: int, key: str) -> dict[str, Any]:
+    body = {"constitution": "harmless", "pairs": [short_pair(i) for i in range(n)],
+            "principles": 1}  # fmt: skip
+    response = httpx.post(
+        f"{server.url}/v1/jobs", json=body, headers={"Idempotency-Key": key}, timeout=30
+    )
+    assert response.status_code == 202, response.text
+    return dict(response.json())
+
+
+def wait_until(check: Any, limit_s: float, what: str) -> Any:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except httpx.TransportError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what} not within {limit_s} s")
+
+
+def finished(server: Server, job_id: str) -> dict[str, Any] | None:
+    response = httpx.get(f"{server.url}/v1/jobs/{job_id}", timeout=10)
+    if response.status_code == 503:  # Redis not (yet) reachable: clients retry a 503
+        return None
+    assert response.status_code == 200, response.text
+    status = dict(response.json())
+    return status if status["state"] == "succeeded" else None
+
+
+def all_results(server: Server, job_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{server.url}/v1/jobs/{job_id}/results?limit=10000", timeout=30)
+    return [json.loads(line) for line in response.text.splitlines()]
+
+
+def test_a_replica_killed_mid_job_loses_and_duplicates_nothing(
+    replica: Server, tiny_model_dir: Path, durable_redis: RedisServer, tmp_path: Path
+):
+    victim = start_server(
+        tiny_model_dir, tmp_path / "victim.log", redis_url=durable_redis.url, **JOB_SETTINGS
+    )
+    try:
+        n = 48
+        job = submit(victim, n, "chaos-kill")
+        # Halfway for the victim: it has finished chunks of its own and holds another.
+        wait_until(lambda: victim.metric("cai_judge_job_pairs_total") >= 8, 240, "victim's work")
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(timeout=30)
+        status = wait_until(lambda: finished(replica, job["id"]), 300, "job completion")
+        assert status["done"] + status["failed"] == n
+        results = all_results(replica, job["id"])
+        ids = [r["id"] for r in results]
+        assert len(results) == n and len(set(ids)) == n
+        assert ids == [f"c{i}" for i in range(n)]
+        assert all("margin" in r for r in results)
+        assert replica.metric("cai_judge_job_pairs_total") >= 1  # the survivor did its part
+    finally:
+        stop(victim)
+
+
+def test_labels_keep_coming_while_redis_is_down(replica: Server, durable_redis: RedisServer):
+    statuses: list[int] = []
+    errors_before = replica.metric('cai_judge_cache_requests_total{result="error"}')
+    try:
+        with httpx.Client(base_url=replica.url, timeout=60) as http:
+            for i in range(24):
+                if i == 8:
+                    durable_redis.stop()
+                if i == 16:
+                    durable_redis.start()
+                body = {"constitution": "harmless", "pairs": [short_pair(1000 + i % 4)],
+                        "principles": 2}  # fmt: skip
+                response = http.post("/v1/labels", json=body)
+                statuses.append(response.status_code)
+                assert "margin" in response.json()["labels"][0], response.text
+    finally:
+        if durable_redis.process is None:
+            durable_redis.start()
+    assert statuses == [200] * 24
+    assert replica.metric('cai_judge_cache_requests_total{result="error"}') > errors_before
+
+
+def test_a_job_resumes_after_redis_returns(replica: Server, durable_redis: RedisServer):
+    n = 32
+    job = submit(replica, n, "chaos-redis-restart")
+    wait_until(
+        lambda: httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10).json()["done"] >= 4,
+        240, "first results",
+    )  # fmt: skip
+    durable_redis.stop()
+    try:
+        time.sleep(3)
+        down = httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10)
+        assert down.status_code == 503  # fail closed, never a 500
+        refused = httpx.post(
+            f"{replica.url}/v1/jobs",
+            json={"constitution": "harmless", "pairs": [short_pair(0)]},
+            timeout=10,
+        )
+        assert refused.status_code == 503
+    finally:
+        durable_redis.start()
+    status = wait_until(lambda: finished(replica, job["id"]), 300, "job completion")
+    assert status["done"] + status["failed"] == n
+    results = all_results(replica, job["id"])
+    assert [r["id"] for r in results] == [f"c{i}" for i in range(n)]
