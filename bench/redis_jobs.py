@@ -26,6 +26,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,16 @@ def ndjson_lines(count: int) -> Iterator[bytes]:
 def upload(service: Service, count: int) -> dict[str, Any]:
     before = service.rss()
     started = time.perf_counter()
+    peak = {"rss": before}
+    stop = threading.Event()
+
+    def poll() -> None:  # the service process alone: the engine's do not see the upload
+        while not stop.is_set():
+            peak["rss"] = max(peak["rss"], service.rss())
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
     with PeakRss(service.process.pid, interval_s=0.1) as peak_tree:
         response = httpx.post(
             f"{service.url}/v1/jobs?constitution=harmless&principles=1",
@@ -158,6 +169,8 @@ def upload(service: Service, count: int) -> dict[str, Any]:
             timeout=600,
         )
     seconds = time.perf_counter() - started
+    stop.set()
+    poller.join()
     response.raise_for_status()
     job = response.json()
     httpx.delete(f"{service.url}/v1/jobs/{job['id']}", timeout=30)
@@ -169,6 +182,7 @@ def upload(service: Service, count: int) -> dict[str, Any]:
         "service_rss_before_mib": round(before / MIB, 1),
         "service_rss_after_mib": round(after / MIB, 1),
         "service_rss_growth_mib": round((after - before) / MIB, 1),
+        "service_rss_peak_growth_mib": round((peak["rss"] - before) / MIB, 1),
         # The whole tree includes the engine's processes, which the upload does not touch.
         "tree_peak_mib": round(peak_tree.peak / MIB, 1),
     }

@@ -33,7 +33,7 @@ id=$(echo "$job" | .venv/bin/python -c 'import json, sys; print(json.load(sys.st
 echo "job $id submitted"
 for _ in $(seq 1 600); do
     status=$(curl -fsS "$URL/v1/jobs/$id")
-    echo "$status" | .venv/bin/python -c 'import json, sys; s = json.load(sys.stdin); print(f"  {s[\"state\"]}: {s[\"done\"]} done, {s[\"failed\"]} failed of {s[\"total\"]}, {s[\"pairs_per_s\"]} pairs/s, eta {s[\"eta_s\"]} s")'
+    echo "$status" | .venv/bin/python -c 'import json, sys; s = json.load(sys.stdin); print("  {state}: {done} done, {failed} failed of {total}, {pairs_per_s} pairs/s, eta {eta_s} s".format(**s))'
     case "$status" in *'"state":"succeeded"'*|*'"state":"failed"'*|*'"state":"cancelled"'*) break;; esac
     sleep 1
 done
