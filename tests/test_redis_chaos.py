@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cai_judge.store import keys
 from tests.support.redis_server import RedisServer
 from tests.test_server import Server, start_server, stop
 
@@ -32,8 +33,10 @@ JOB_SETTINGS = {
 }
 
 
-def short_pair(i: int) -> dict[str, str]:
-    return {"id": f"c{i}", "prompt": f"Q{i}?", "response_a": f"Yes {i}.", "response_b": f"No {i}."}
+def short_pair(i: int, tag: str = "c") -> dict[str, str]:
+    # Each test its own tag: texts another test labeled would come from the label cache.
+    return {"id": f"{tag}{i}", "prompt": f"Q{tag}{i}?", "response_a": f"Yes {i}.",
+            "response_b": f"No {i}."}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,7 @@ def replica(
 
 
 def submit(server: Server, n: int, key: str) -> dict[str, Any]:
-    body = {"constitution": "harmless", "pairs": [short_pair(i) for i in range(n)],
+    body = {"constitution": "harmless", "pairs": [short_pair(i, key) for i in range(n)],
             "principles": 1}  # fmt: skip
     response = httpx.post(
         f"{server.url}/v1/jobs", json=body, headers={"Idempotency-Key": key}, timeout=30
@@ -96,21 +99,35 @@ def test_a_replica_killed_mid_job_loses_and_duplicates_nothing(
     victim = start_server(
         tiny_model_dir, tmp_path / "victim.log", redis_url=durable_redis.url, **JOB_SETTINGS
     )
+    redis = durable_redis.client()
+
+    def victim_holds_a_chunk() -> bool:
+        # Its consumer is named host-PID-suffix; PID is the server process's own.
+        pending = redis.xpending(keys.JOBS_STREAM, keys.JOBS_GROUP)
+        return any(
+            f"-{victim.process.pid}-" in c["name"].decode() and int(c["pending"]) > 0
+            for c in pending["consumers"]
+        )
+
     try:
-        n = 48
-        job = submit(victim, n, "chaos-kill")
+        n = 400
+        job = submit(victim, n, "kill")
         # Halfway for the victim: it has finished chunks of its own and holds another.
-        wait_until(lambda: victim.metric("cai_judge_job_pairs_total") >= 8, 240, "victim's work")
+        wait_until(lambda: victim.metric("cai_judge_job_pairs_total") >= 16, 240, "victim's work")
+        wait_until(victim_holds_a_chunk, 60, "the victim holding a chunk")
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait(timeout=30)
+        at_kill = httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10).json()
+        assert at_kill["done"] < n  # the kill really was mid-job
         status = wait_until(lambda: finished(replica, job["id"]), 300, "job completion")
         assert status["done"] + status["failed"] == n
         results = all_results(replica, job["id"])
         ids = [r["id"] for r in results]
         assert len(results) == n and len(set(ids)) == n
-        assert ids == [f"c{i}" for i in range(n)]
+        assert ids == [f"kill{i}" for i in range(n)]
         assert all("margin" in r for r in results)
-        assert replica.metric("cai_judge_job_pairs_total") >= 1  # the survivor did its part
+        # The dead consumer's chunk was taken over: nothing is left pending on it.
+        assert not victim_holds_a_chunk()
     finally:
         stop(victim)
 
@@ -138,12 +155,14 @@ def test_labels_keep_coming_while_redis_is_down(replica: Server, durable_redis: 
 
 
 def test_a_job_resumes_after_redis_returns(replica: Server, durable_redis: RedisServer):
-    n = 32
-    job = submit(replica, n, "chaos-redis-restart")
-    wait_until(
-        lambda: httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10).json()["done"] >= 4,
-        240, "first results",
-    )  # fmt: skip
+    n = 300
+    job = submit(replica, n, "restart")
+
+    def progress() -> int:
+        response = httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10)
+        return int(response.json()["done"]) if response.status_code == 200 else -1
+
+    wait_until(lambda: progress() >= 8, 240, "first results")
     durable_redis.stop()
     try:
         time.sleep(3)
@@ -151,13 +170,15 @@ def test_a_job_resumes_after_redis_returns(replica: Server, durable_redis: Redis
         assert down.status_code == 503  # fail closed, never a 500
         refused = httpx.post(
             f"{replica.url}/v1/jobs",
-            json={"constitution": "harmless", "pairs": [short_pair(0)]},
+            json={"constitution": "harmless", "pairs": [short_pair(0, "refused")]},
             timeout=10,
         )
         assert refused.status_code == 503
     finally:
         durable_redis.start()
+    at_restart = wait_until(lambda: progress() + 1, 60, "Redis back") - 1
+    assert at_restart < n  # the outage really was mid-job
     status = wait_until(lambda: finished(replica, job["id"]), 300, "job completion")
     assert status["done"] + status["failed"] == n
     results = all_results(replica, job["id"])
-    assert [r["id"] for r in results] == [f"c{i}" for i in range(n)]
+    assert [r["id"] for r in results] == [f"restart{i}" for i in range(n)]

@@ -1,8 +1,9 @@
 """`cai-judge worker`: a job consumer with no HTTP front, for engine-only nodes (DESIGN.md §8).
 
 It builds the same Services a replica builds (engine, label cache, shared registry) and
-runs one JobConsumer on the shared stream until SIGTERM or SIGINT. Stopping leaves the
-chunk in progress unacknowledged; another consumer reclaims it (store/jobs.py), so a
+runs one JobConsumer on the shared stream until SIGTERM or SIGINT. Then it drains: no new
+chunk, the chunks in hand finish within `drain_timeout_s`. A chunk cut short (or a worker
+SIGKILLed) stays unacknowledged and another consumer reclaims it (store/jobs.py), so a
 worker can be killed at any moment without losing or duplicating a pair.
 """
 
@@ -47,6 +48,12 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
         if task.done():
             task.result()  # a consumer that ended on its own failed: say why
+        # Drain: take no new chunk, let the ones in hand finish up to the drain timeout;
+        # whatever is cut then is reclaimed by another consumer, never lost.
+        services.admission.start_draining()
+        deadline = loop.time() + settings.drain_timeout_s
+        while consumer.in_progress and loop.time() < deadline and not task.done():
+            await asyncio.sleep(0.1)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -411,6 +411,7 @@ class JobConsumer:
         self.name = name or consumer_name()
         self.chunks_done = 0
         self.pairs_done = 0
+        self.in_progress = 0
         self._last_gauges = 0.0
 
     async def run(self) -> None:
@@ -449,6 +450,10 @@ class JobConsumer:
     async def step(self, block_ms: int = 1000) -> int:
         """Reclaim or read one chunk and label it; returns the chunks handled."""
         await self._refresh_gauges()
+        if self.labeler.admission.draining or self.labeler.admission.engine_dead:
+            # Shutting down: take nothing new; what this replica holds is reclaimed.
+            await asyncio.sleep(block_ms / 1000)
+            return 0
         min_idle_ms = int(self.settings.jobs_claim_idle_s * 1000)
         tasks = await self.store.reclaim(self.name, min_idle_ms, count=1)
         if not tasks:
@@ -458,6 +463,13 @@ class JobConsumer:
         return len(tasks)
 
     async def process(self, task: Task) -> None:
+        self.in_progress += 1
+        try:
+            await self._process(task)
+        finally:
+            self.in_progress -= 1
+
+    async def _process(self, task: Task) -> None:
         record = await self.store.get(task.job_id)
         if record is None or record.state in FINAL_STATES:
             await self.store.ack(task.message_id)  # cancelled or expired: nothing to do
