@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example example-offline test lint test-explore protos
+.PHONY: setup example example-offline example-redis test lint test-explore protos
 SHELL := /bin/bash
 VENV := .venv
 K8S_OVERLAYS := cpu gpu fleet
@@ -24,6 +24,10 @@ example-offline: setup
 # Regenerate the gRPC stubs (service/cai_judge/grpc/gen/) from protos/ after editing a .proto.
 protos: setup
 	bash scripts/protos.sh
+
+# A batch job on Redis: redis-server and the service on it, a job over examples/pairs.jsonl.
+example-redis: setup
+	bash scripts/example-redis.sh
 
 lint: setup
 	bash scripts/protos.sh --check

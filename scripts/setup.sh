@@ -15,27 +15,25 @@ STAMP=$VENV/.cai-judge-installed
 PIP_ARGS=()
 [ -d /opt/wheels ] && PIP_ARGS+=(--find-links /opt/wheels)
 
-# System packages: promtool (checks the alert rules in `make lint`).
-if ! command -v promtool >/dev/null; then
+# System packages, installed together when any is missing (one apt-get update):
+# - prometheus: promtool checks the alert rules in `make lint`;
+# - redis-server: the Redis tests start their own on a free loopback port, and
+#   `make example-redis` runs one;
+# - kubernetes-client: kubectl with kustomize renders k8s/overlays in `make lint`. Any
+#   kubectl will do: keep the one installed (a cloud SDK's `kubectl` package, say, which
+#   Debian's `kubernetes-client` conflicts with); Debian's kustomize v2 reads the overlays
+#   too (they keep to `bases`/`patchesStrategicMerge`).
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v kubectl >/dev/null || missing+=(kubernetes-client)
+if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null
     else
-        echo "promtool is missing: install Debian's 'prometheus' package" >&2
-        exit 1
-    fi
-fi
-
-# kubectl with kustomize renders k8s/overlays in `make lint`. Any kubectl will do: keep
-# the one installed (a cloud SDK's `kubectl` package, say, which Debian's
-# `kubernetes-client` conflicts with); on a fresh Debian machine take Debian's, whose
-# kustomize v2 reads the overlays too (they keep to `bases`/`patchesStrategicMerge`).
-if ! command -v kubectl >/dev/null; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null
-    else
-        echo "kubectl is missing: install Debian's 'kubernetes-client' package (or any kubectl)" >&2
+        echo "missing system tools: install Debian's ${missing[*]}" >&2
         exit 1
     fi
 fi

@@ -124,6 +124,30 @@ class Settings(BaseSettings):
     max_generation_tokens: Annotated[int, Field(ge=1, le=4096)] = 512
     max_temperature: Annotated[float, Field(ge=0)] = 2.0
 
+    # -- state: Redis (DESIGN.md §5) ----------------------------------------------------
+    # Unset: the embedded in-memory default (label cache and registry in this process,
+    # not durable, not shared; batch jobs refused with 503). Set: `redis://host:6379/0`.
+    redis_url: str | None = None
+    redis_max_connections: Annotated[int, Field(ge=1)] = 64
+    # The label cache fails open: a lookup slower than this falls through to the engine.
+    cache_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+    cache_ttl_s: Annotated[int, Field(ge=1)] = 30 * 24 * 3600
+    # Embedded cache only: score units kept in process memory (about 100 bytes each).
+    cache_max_entries: Annotated[int, Field(ge=0)] = 200_000
+    # Part of every cache key besides the model name: change it when the weights behind
+    # the same name change (a re-trained checkpoint in the same directory).
+    model_revision: str = ""
+    # Batch jobs: pairs per unit of work on the stream, and how long a consumer may be
+    # silent before another replica takes its work over (XAUTOCLAIM). A live consumer
+    # renews its claim every third of that, however long its chunk takes.
+    jobs_chunk_pairs: Annotated[int, Field(ge=1, le=1024)] = 32
+    jobs_claim_idle_s: Annotated[float, Field(gt=0)] = 30.0
+    jobs_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
+    jobs_ttl_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+    jobs_max_pairs: Annotated[int, Field(ge=1)] = 2_000_000
+    # Run a job consumer inside `serve` too (off: only `cai-judge worker` processes label).
+    jobs_consumer: bool = True
+
     @field_validator("vllm_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

@@ -8,6 +8,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cai_judge.api.errors import BodyTooLarge, error_response
 
+STREAMED_UPLOADS = (b"application/x-ndjson", b"application/jsonl", b"application/jsonlines")
+
 
 class BodyLimitMiddleware:
     """413 for bodies over the limit, by header or by counting what actually arrives."""
@@ -21,6 +23,12 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if scope.get("path") == "/v1/jobs" and content_type in STREAMED_UPLOADS:
+            # A job's NDJSON upload streams into Redis line by line; the job service
+            # bounds each line and the pair count instead.
+            await self.app(scope, receive, send)
+            return
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             # Refused before a byte of the body is read.

@@ -7,6 +7,7 @@ shows them as they are.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,9 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from cai_judge.constants import MAX_COT_TOKENS, MAX_GENERATION_TOKENS, MAX_PRINCIPLES, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import ErrorDetail, Label, Pair, PairError, Usage
+from cai_judge.labeling.schema import ConstitutionRef, ErrorDetail, Label, Pair, PairError, Usage
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
 from cai_judge.services.health import Readiness
+from cai_judge.services.jobs import JobSpec, JobStatus
 from cai_judge.services.labels import LabelCommand, LabelOutcome
 from cai_judge.services.revisions import RevisionCommand, RevisionOutcome
 from cai_judge.sl_cai.schema import (
@@ -329,3 +331,103 @@ class HealthStatus(BaseModel):
     @classmethod
     def from_readiness(cls, readiness: Readiness) -> HealthStatus:
         return cls(status="ok" if readiness.ready else "unavailable", checks=readiness.checks)
+
+
+# -- batch jobs (the wire contract of issue 10, which the SDK of issue 11 calls) ------------
+
+
+class JobRequest(BaseModel):
+    """The JSON form of POST /v1/jobs: /v1/labels' fields; `pairs` may be longer."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"constitution": "harmless", "pairs": [EXAMPLE_PAIR], "principles": 4}]
+        },
+    )
+
+    constitution: Annotated[str, Field(min_length=1, max_length=200)]
+    pairs: Annotated[list[Pair | dict[str, Any]], Field(min_length=1)]
+    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    per_principle: bool = False
+
+    def to_spec(self) -> JobSpec:
+        return JobSpec(
+            constitution=self.constitution,
+            principles=self.principles,
+            seed=self.seed,
+            aggregator=self.aggregator,
+            per_principle=self.per_principle,
+        )
+
+
+class JobQuery(BaseModel):
+    """The options of an NDJSON upload, from the query string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    constitution: Annotated[str, Field(min_length=1, max_length=200)]
+    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    per_principle: bool = False
+
+    def to_spec(self) -> JobSpec:
+        return JobSpec(
+            constitution=self.constitution,
+            principles=self.principles,
+            seed=self.seed,
+            aggregator=self.aggregator,
+            per_principle=self.per_principle,
+        )
+
+
+class JobStatusBody(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "id": "3f2a9c0e4b7d4e1f9a8b6c5d4e3f2a1b",
+                    "state": "running",
+                    "total": 100000,
+                    "done": 4096,
+                    "failed": 3,
+                    "pairs_per_s": 41.5,
+                    "eta_s": 2310.4,
+                    "created_at": "2026-11-28T10:00:00Z",
+                    "updated_at": "2026-11-28T10:01:39Z",
+                    "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                }
+            ]
+        }
+    )
+
+    id: str
+    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    total: int
+    done: int = Field(description="Pairs labeled.")
+    failed: int = Field(description="Pairs reported as errors; done + failed == total at the end.")
+    pairs_per_s: float
+    eta_s: float | None = Field(description="Seconds to go at the current rate; null if unknown.")
+    created_at: datetime
+    updated_at: datetime
+    constitution: ConstitutionRef
+
+    @classmethod
+    def from_status(cls, status: JobStatus) -> JobStatusBody:
+        return cls(
+            id=status.id,
+            state=status.state,  # type: ignore[arg-type]
+            total=status.total,
+            done=status.done,
+            failed=status.failed,
+            pairs_per_s=status.pairs_per_s,
+            eta_s=status.eta_s,
+            created_at=status.created_at,
+            updated_at=status.updated_at,
+            constitution=ConstitutionRef(
+                id=status.constitution_id, version=status.constitution_version
+            ),
+        )

@@ -43,6 +43,8 @@ class UnitScore:
     logprob_b: float
     prompt_tokens: int
     cached_tokens: int
+    # Served by the label cache (engine/caching.py): no engine work at all.
+    from_cache: bool = False
 
 
 @dataclass(frozen=True, slots=True)

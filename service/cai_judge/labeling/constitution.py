@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterable
 from importlib import resources
@@ -27,9 +28,11 @@ from pydantic import (
 
 from cai_judge.labeling.templates import TEMPLATES
 from cai_judge.labeling.validation import describe_validation_error
+from cai_judge.store import keys
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
+logger = logging.getLogger(__name__)
 # Shorter prefixes than this would make "harmless@ab" ambiguous far too easily.
 MIN_VERSION_PREFIX = 8
 
@@ -179,6 +182,16 @@ def builtin_constitution_files() -> list[Path]:
     return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml"))
 
 
+def constitution_paths(extra_dirs: Iterable[Path] = ()) -> list[Path]:
+    """The built-in files, then each operator folder's, in a stable order."""
+    paths = builtin_constitution_files()
+    for folder in extra_dirs:
+        if not folder.is_dir():
+            raise ConstitutionError(f"{folder}: constitutions directory does not exist")
+        paths.extend(sorted(folder.glob("*.yaml")))
+    return paths
+
+
 class ConstitutionRegistry:
     """Every known version of every constitution; the latest added is the default.
 
@@ -195,18 +208,16 @@ class ConstitutionRegistry:
     def from_files(cls, paths: Iterable[Path]) -> ConstitutionRegistry:
         """Load files; their ids are reserved: only the files define them."""
         registry = cls()
-        for path in paths:
-            registry.add(load_constitution_file(path), reserve=True)
+        registry.load_files(paths)
         return registry
+
+    def load_files(self, paths: Iterable[Path]) -> None:
+        for path in paths:
+            self.add(load_constitution_file(path), reserve=True)
 
     @classmethod
     def with_builtins(cls, extra_dirs: Iterable[Path] = ()) -> ConstitutionRegistry:
-        paths = builtin_constitution_files()
-        for folder in extra_dirs:
-            if not folder.is_dir():
-                raise ConstitutionError(f"{folder}: constitutions directory does not exist")
-            paths.extend(sorted(folder.glob("*.yaml")))
-        return cls.from_files(paths)
+        return cls.from_files(constitution_paths(extra_dirs))
 
     def is_reserved(self, constitution_id: str) -> bool:
         with self._lock:
@@ -264,3 +275,161 @@ class ConstitutionRegistry:
                     f"no single version of {constitution_id!r} starts with {version!r}"
                 )
             return versions[matches[0]]
+
+
+class ConstitutionStoreUnavailable(RuntimeError):
+    """The shared registry (Redis) cannot be reached to store a new version."""
+
+
+# Adds one version atomically: refuses a reserved id, never overwrites a stored version,
+# and appends it to the id's ordered version list only the first time it is stored.
+_ADD_SCRIPT = """
+if ARGV[4] == '0' and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return -1 end
+if ARGV[4] == '1' then redis.call('SADD', KEYS[1], ARGV[1]) end
+local added = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
+if added == 1 then redis.call('RPUSH', KEYS[3], ARGV[2]) end
+redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[5], ARGV[1])
+return added
+"""
+
+
+class RedisConstitutionRegistry(ConstitutionRegistry):
+    """The registry shared by every replica through Redis (DESIGN.md §5).
+
+    Reserved ids (built-ins, the operator's folder) come from files that every replica
+    loads, so they are served from memory and never wait on Redis: labels against them
+    keep flowing while Redis is down. Ids added at run time live in Redis, and every
+    replica sees a new version on its next request. Stored versions never change, so
+    each is parsed once and memoized; only "which version is latest" is read per request.
+
+    The registry's interface is synchronous (the Judge, the CLI and both transports call
+    it), so this uses redis-py's blocking client with sub-second timeouts: one round trip
+    per unpinned request for a run-time id. When Redis is down, reads fall back to the
+    versions this replica has seen, and adds fail with ConstitutionStoreUnavailable (503).
+    """
+
+    def __init__(self, client: Any) -> None:
+        super().__init__()
+        self._redis = client
+        self._add_script = client.register_script(_ADD_SCRIPT)
+        self._local_reserved: set[str] = set()
+
+    @classmethod
+    def connect(cls, url: str, extra_dirs: Iterable[Path] = ()) -> RedisConstitutionRegistry:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
+        registry = cls(client)
+        registry.load_files(constitution_paths(extra_dirs))
+        return registry
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def _call_redis(self, what: str, call: Any) -> Any:
+        from redis.exceptions import RedisError
+
+        try:
+            return call()
+        except RedisError as error:
+            raise ConstitutionStoreUnavailable(
+                f"the constitution registry (Redis) is unreachable while {what}: {error}; "
+                "retry, or check CAI_JUDGE_REDIS_URL"
+            ) from None
+
+    def _store(self, spec: ConstitutionSpec, reserve: bool) -> int:
+        return int(
+            self._add_script(
+                keys=[
+                    keys.CONSTITUTION_RESERVED,
+                    keys.constitution_versions(spec.id),
+                    keys.constitution_order(spec.id),
+                    keys.CONSTITUTION_LATEST,
+                    keys.CONSTITUTION_IDS,
+                ],
+                args=[spec.id, spec.version, spec.canonical_json(), "1" if reserve else "0"],
+            )
+        )
+
+    def is_reserved(self, constitution_id: str) -> bool:
+        if super().is_reserved(constitution_id):
+            return True
+        try:
+            return bool(self._redis.sismember(keys.CONSTITUTION_RESERVED, constitution_id))
+        except Exception:
+            return False
+
+    def add(self, spec: ConstitutionSpec, *, reserve: bool = False) -> ConstitutionSpec:
+        if reserve:
+            stored = super().add(spec, reserve=True)
+            try:  # so other replicas refuse run-time versions of this id as well
+                self._store(spec, reserve=True)
+            except Exception as error:
+                logger.warning("could not publish reserved constitution %s: %r", spec.id, error)
+            return stored
+        if super().is_reserved(spec.id):
+            return super().add(spec)  # raises ConstitutionIdReserved
+        outcome = self._call_redis(f"adding {spec.id!r}", lambda: self._store(spec, False))
+        if outcome == -1:
+            raise ConstitutionIdReserved(
+                f"constitution id {spec.id!r} is reserved: another replica loads it at "
+                "start-up, so it cannot get versions at run time; choose another id"
+            )
+        return super().add(spec)
+
+    def ids(self) -> list[str]:
+        local = set(super().ids())
+        try:
+            shared = {m.decode() for m in self._redis.smembers(keys.CONSTITUTION_IDS)}
+        except Exception as error:
+            logger.warning("constitution ids from memory only, Redis failed: %r", error)
+            shared = set()
+        return sorted(local | shared)
+
+    def _fetch(self, constitution_id: str, version: str) -> ConstitutionSpec | None:
+        """One stored version, memoized: versions never change once stored."""
+        with self._lock:
+            known = self._versions.get(constitution_id, {}).get(version)
+        if known is not None:
+            return known
+        raw = self._redis.hget(keys.constitution_versions(constitution_id), version)
+        if raw is None:
+            return None
+        spec = parse_constitution(json.loads(raw), f"redis {constitution_id}@{version[:12]}")
+        with self._lock:
+            self._versions.setdefault(constitution_id, {}).setdefault(version, spec)
+            self._latest.setdefault(constitution_id, version)
+        return spec
+
+    def _sync(self, constitution_id: str) -> None:
+        """Bring this id's versions and latest pointer up to date from Redis."""
+        order = [
+            v.decode() for v in self._redis.lrange(keys.constitution_order(constitution_id), 0, -1)
+        ]
+        latest = self._redis.hget(keys.CONSTITUTION_LATEST, constitution_id)
+        for version in order:
+            self._fetch(constitution_id, version)
+        if latest is not None:
+            with self._lock:
+                if latest.decode() in self._versions.get(constitution_id, {}):
+                    self._latest[constitution_id] = latest.decode()
+
+    def versions(self, constitution_id: str) -> list[str]:
+        if not super().is_reserved(constitution_id):
+            self._sync_quietly(constitution_id)
+        return super().versions(constitution_id)
+
+    def resolve(self, ref: str) -> ConstitutionSpec:
+        constitution_id = ref.partition("@")[0]
+        if not super().is_reserved(constitution_id):
+            self._sync_quietly(constitution_id)
+        return super().resolve(ref)
+
+    def _sync_quietly(self, constitution_id: str) -> None:
+        try:
+            self._sync(constitution_id)
+        except Exception as error:  # serve what this replica has seen
+            logger.warning(
+                "constitution %r from memory only, Redis failed: %r", constitution_id, error
+            )

@@ -246,6 +246,7 @@ class Judge:
             score_units=len(scores),
             prompt_tokens=sum(s.prompt_tokens for s in scores),
             cached_prompt_tokens=sum(s.cached_tokens for s in scores),
+            cached_score_units=sum(1 for s in scores if s.from_cache),
         )
         return LabelBatch([r for r in out if r is not None], usage, plan.constitution)
 

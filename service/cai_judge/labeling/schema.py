@@ -285,9 +285,12 @@ class Usage(BaseModel):
     score_units: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    # Of `score_units`, those the label cache answered with no engine work.
+    cached_score_units: int = 0
 
     def add(self, other: Usage) -> None:
         self.pairs += other.pairs
         self.score_units += other.score_units
         self.prompt_tokens += other.prompt_tokens
         self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.cached_score_units += other.cached_score_units

@@ -15,8 +15,9 @@ from cai_judge.labeling.constitution import (
     ConstitutionNotFound,
     ConstitutionRegistry,
     ConstitutionSpec,
+    ConstitutionStoreUnavailable,
 )
-from cai_judge.services.errors import Conflict, NotFound, PermissionDenied
+from cai_judge.services.errors import Conflict, NotFound, PermissionDenied, Unavailable
 from cai_judge.services.security import Caller
 
 
@@ -64,3 +65,5 @@ class ConstitutionService:
             return self.registry.add(spec)
         except ConstitutionIdReserved as error:
             raise Conflict(str(error), type="reserved_id", param="id") from None
+        except ConstitutionStoreUnavailable as error:
+            raise Unavailable(str(error), type="store_unavailable", retry_after_s=2) from None

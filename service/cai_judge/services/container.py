@@ -2,30 +2,49 @@
 
 HTTP routes and gRPC methods receive this object and call its services; nothing here
 knows about either wire. The batching decorator sits between the Judge and the engine,
-so requests from every transport share engine batches and identical units.
+so requests from every transport share engine batches and identical units. The label
+cache sits in front of it (Judge -> cache -> batching -> engine), so a cached unit never
+waits for a batch window.
+
+State (DESIGN.md §5): with CAI_JUDGE_REDIS_URL set, the cache, the constitution registry
+and batch jobs live in Redis through one asyncio connection pool; unset, the cache and
+registry live in this process (not durable, not shared) and jobs answer 503.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
 
 from cai_judge.engine.base import Engine
 from cai_judge.engine.batching import BatchingEngine
-from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.engine.caching import CachingEngine, model_identity
+from cai_judge.labeling.constitution import ConstitutionRegistry, RedisConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.services.admission import Admission
 from cai_judge.services.constitutions import ConstitutionService
 from cai_judge.services.health import HealthService
+from cai_judge.services.jobs import ChunkLabeler, JobConsumer, JobService
 from cai_judge.services.labels import LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.revisions import RevisionService
 from cai_judge.services.security import Authenticator, RateLimiter
 from cai_judge.settings import Settings
 from cai_judge.sl_cai.reviser import Reviser
+from cai_judge.store.base import UnitCacheStore
+from cai_judge.store.jobs import RedisJobStore
+from cai_judge.store.memory import MemoryUnitCache
+
+logger = logging.getLogger(__name__)
 
 
 def registry_from_settings(settings: Settings) -> ConstitutionRegistry:
     extra = [settings.constitutions_dir] if settings.constitutions_dir else []
+    if settings.redis_url:
+        return RedisConstitutionRegistry.connect(settings.redis_url, extra)
     return ConstitutionRegistry.with_builtins(extra)
 
 
@@ -45,6 +64,11 @@ class Services:
     constitutions: ConstitutionService
     health: HealthService
     revisions: RevisionService
+    cache: CachingEngine
+    jobs: JobService
+    chunk_labeler: ChunkLabeler
+    redis: Any = None  # redis.asyncio.Redis when configured
+    _consumer_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, registry: ConstitutionRegistry) -> Services:
@@ -55,7 +79,26 @@ class Services:
             on_batch=metrics.observe_batch,
             on_abort=metrics.observe_aborted,
         )
-        judge = Judge(batching, registry, settings.use_chat_template())
+        redis = None
+        store: UnitCacheStore
+        job_store = None
+        if settings.redis_url:
+            from cai_judge.store.redis import RedisUnitCache, connect
+
+            redis = connect(settings)
+            store = RedisUnitCache(redis)
+            job_store = RedisJobStore(redis, ttl_s=settings.jobs_ttl_s)
+        else:
+            store = MemoryUnitCache(settings.cache_max_entries)
+        cache = CachingEngine(
+            batching,
+            store,
+            model_identity(engine, settings.model_revision, settings.dtype),
+            ttl_s=settings.cache_ttl_s,
+            timeout_s=settings.cache_timeout_ms / 1000,
+            on_lookup=metrics.observe_cache,
+        )
+        judge = Judge(cache, registry, settings.use_chat_template())
         admission = Admission(settings, metrics)
         # One limiter: a caller's labels and revisions count against the same rate.
         rate_limiter = RateLimiter(settings.rate_limit)
@@ -74,9 +117,38 @@ class Services:
             constitutions=ConstitutionService(registry),
             health=HealthService(batching, admission, settings),
             revisions=revisions,
+            cache=cache,
+            jobs=JobService(job_store, registry, settings),
+            chunk_labeler=ChunkLabeler(judge, registry, admission, metrics, settings),
+            redis=redis,
         )
 
+    def job_consumer(self, name: str | None = None) -> JobConsumer | None:
+        """A consumer on the shared job stream, or None without Redis."""
+        if self.jobs.store is None:
+            return None
+        return JobConsumer(self.jobs.store, self.chunk_labeler, self.metrics, self.settings, name)
+
+    def start_job_consumer(self) -> JobConsumer | None:
+        consumer = self.job_consumer()
+        if consumer is not None:
+            self._consumer_task = asyncio.create_task(consumer.run())
+        return consumer
+
+    async def stop_job_consumer(self) -> None:
+        """Its chunk in progress is not acknowledged: another consumer reclaims it."""
+        task, self._consumer_task = self._consumer_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
     async def close(self) -> None:
-        """Stop the batching decorator; the engine itself belongs to whoever started it."""
+        """Stop the decorators; the engine itself belongs to whoever started it."""
+        await self.stop_job_consumer()
+        await self.cache.shutdown()
         await self.engine.shutdown()
         self.judge.close()
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                await self.redis.aclose()

@@ -14,6 +14,7 @@ from cai_judge.labeling.schema import Label, Usage
 
 ADMISSION_REASONS = ("draining", "rate_limit", "queue_full")
 GENERATION_STEPS = ("initial", "critique", "revision")
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 _UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -93,6 +94,27 @@ class ServiceMetrics:
             "cai_judge_generations", "Engine generations for SL-CAI, by step.",
             ["model", "step"], registry=r,
         )  # fmt: skip
+        self.cache_requests = Counter(
+            "cai_judge_cache_requests", "Label cache lookups per score unit; `error` fell "
+            "through to the engine (Redis down or slower than the timeout).", ["result"],
+            registry=r,
+        )  # fmt: skip
+        self.jobs = Gauge(
+            "cai_judge_jobs", "Batch jobs by state (retained ones; read from the store).",
+            ["state"], registry=r,
+        )  # fmt: skip
+        self.job_pairs = Counter(
+            "cai_judge_job_pairs", "Job pairs this process finished: labeled (`done`) or "
+            "reported as errors (`failed`).", ["result"], registry=r,
+        )  # fmt: skip
+        self.jobs_consumer_lag = Gauge(
+            "cai_judge_jobs_consumer_lag", "Job chunks on the stream not yet read by any "
+            "consumer.", registry=r,
+        )  # fmt: skip
+        self.jobs_pending = Gauge(
+            "cai_judge_jobs_pending", "Job chunks read by a consumer and not yet acknowledged.",
+            registry=r,
+        )  # fmt: skip
         self.build_info = Gauge(
             "cai_judge_build_info", "Build and model information.", ["version", "model"],
             registry=r,
@@ -106,6 +128,12 @@ class ServiceMetrics:
         for kind in ("prompt", "cached"):
             self.engine_tokens.labels(model=model, kind=kind)
         self.aborted_units.labels(model=model)
+        for result in ("hit", "miss", "error"):
+            self.cache_requests.labels(result=result)
+        for state in JOB_STATES:
+            self.jobs.labels(state=state)
+        for result in ("done", "failed"):
+            self.job_pairs.labels(result=result)
         self.pairs.labels(model=model)
         self.score_units.labels(model=model)
         self.cot_rationales.labels(model=model)
@@ -123,6 +151,9 @@ class ServiceMetrics:
     def observe_revisions(self, chains: int, rounds: int) -> None:
         self.revisions.labels(model=self.model).inc(chains)
         self.revision_rounds.labels(model=self.model).inc(rounds)
+
+    def observe_cache(self, result: str, units: int) -> None:
+        self.cache_requests.labels(result=result).inc(units)
 
     def observe_aborted(self, units: int) -> None:
         self.aborted_units.labels(model=self.model).inc(units)

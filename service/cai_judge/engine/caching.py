@@ -1,0 +1,277 @@
+"""The label cache: an Engine decorator that answers repeated score units from a store.
+
+DESIGN.md §5: a repeated pair costs no engine work; the cache fails open; concurrent
+identical units are computed once.
+
+What a cache entry is keyed on, and why that is enough. The issue lists model and
+revision, template version (with its padding rule), constitution version, principle,
+order and texts. All but the model are inputs to *rendering*: the Judge turns them into
+the unit's prompt token ids, and (DESIGN.md §3) nothing else reaches the model. So the key
+is sha256 of
+
+  - the model identity: its name, `model_revision` (set it when the weights behind one
+    name change) and `dtype` (a bf16 and an fp32 run give different numbers);
+  - the two answer token ids that are scored;
+  - the unit's prompt token ids, which already encode the template version and its
+    padding, the principle's question (hence the constitution version's content), the
+    order and every text.
+
+Two units with the same key are the same forward pass; two that differ in any listed
+input differ in their token ids (or model identity), so they never share an entry.
+Engine settings (block size, prefix caching, batch shape) are deliberately not in the key:
+labels do not depend on them (DESIGN.md §3).
+
+Failing open: a lookup that raises or takes longer than the timeout (50 ms) counts every
+unit in it as `result="error"` and sends them to the engine. Writes happen after the
+callers have their scores, in the background; a failed write is only logged and counted.
+
+Single flight: a unit being looked up or computed for one caller is awaited by any other
+caller asking for it meanwhile, across requests. It is per process: replicas each compute
+a unit at most once at a time, then share it through the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import struct
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cai_judge.engine.base import (
+    Engine,
+    GenerationParams,
+    GenerationPrompt,
+    ScoreUnit,
+    ScoreUnitsFailed,
+    UnitScore,
+)
+from cai_judge.store import keys
+from cai_judge.store.base import UnitCacheStore
+
+logger = logging.getLogger(__name__)
+
+# logprob_a, logprob_b, prompt tokens the engine read when it computed the unit.
+_VALUE = struct.Struct("<ddI")
+
+CacheResult = str  # "hit" | "miss" | "error"
+
+
+def unit_digest(model_identity: str, unit: ScoreUnit) -> str:
+    digest = hashlib.sha256()
+    digest.update(model_identity.encode())
+    digest.update(b"\0")
+    digest.update(struct.pack("<2q", *unit.answer_token_ids))
+    digest.update(struct.pack(f"<{len(unit.prompt_token_ids)}q", *unit.prompt_token_ids))
+    return digest.hexdigest()
+
+
+def encode_score(score: UnitScore) -> bytes:
+    return _VALUE.pack(score.logprob_a, score.logprob_b, score.prompt_tokens)
+
+
+def decode_score(value: bytes) -> UnitScore:
+    logprob_a, logprob_b, _ = _VALUE.unpack(value)
+    # The engine read nothing for this unit: no prompt tokens, and flagged as cached.
+    return UnitScore(logprob_a, logprob_b, prompt_tokens=0, cached_tokens=0, from_cache=True)
+
+
+@dataclass(eq=False)
+class _Fill:
+    """One background lookup-then-compute for the units one caller brought first."""
+
+    live: int
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass(eq=False)
+class _Flight:
+    future: asyncio.Future[UnitScore]
+    fill: _Fill
+    waiters: int = 0
+
+
+class CachingEngine:
+    """Wraps an Engine; the same interface, with a content-addressed cache per score unit."""
+
+    def __init__(
+        self,
+        engine: Any,
+        store: UnitCacheStore,
+        model_identity: str,
+        *,
+        ttl_s: int,
+        timeout_s: float = 0.05,
+        on_lookup: Callable[[CacheResult, int], None] | None = None,
+    ) -> None:
+        self.inner = engine
+        self.store = store
+        self.model_identity = model_identity
+        self.model_name: str = engine.model_name
+        self.max_model_len: int = engine.max_model_len
+        self.ttl_s = ttl_s
+        self.timeout_s = timeout_s
+        self._on_lookup = on_lookup
+        self._flights: dict[str, _Flight] = {}
+        self._writes: set[asyncio.Task[None]] = set()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.inner.tokenizer
+
+    def _count(self, result: CacheResult, units: int) -> None:
+        if self._on_lookup is not None and units:
+            self._on_lookup(result, units)
+
+    async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
+        loop = asyncio.get_running_loop()
+        digests = [unit_digest(self.model_identity, u) for u in units]
+        flights: list[_Flight] = []
+        owned: dict[str, ScoreUnit] = {}
+        fill = _Fill(live=0)
+        for unit, digest in zip(units, digests, strict=True):
+            flight = self._flights.get(digest)
+            if flight is None or flight.future.cancelled() or flight.fill.live == 0:
+                flight = _Flight(loop.create_future(), fill)
+                self._flights[digest] = flight
+                owned[digest] = unit
+                fill.live += 1
+            flight.waiters += 1
+            flights.append(flight)
+        if owned:
+            mine = {digest: self._flights[digest] for digest in owned}
+            fill.task = asyncio.create_task(self._fill(owned, mine))
+        try:
+            await asyncio.wait({f.future for f in flights})
+            return _results_of([f.future for f in flights])
+        finally:
+            self._release(flights)
+
+    def _release(self, flights: list[_Flight]) -> None:
+        for flight in flights:
+            flight.waiters -= 1
+            if flight.waiters > 0 or flight.future.done():
+                continue
+            flight.fill.live -= 1
+            if flight.fill.live == 0 and flight.fill.task is not None:
+                flight.fill.task.cancel()  # nobody waits for any of its units any more
+
+    async def _fill(self, owned: dict[str, ScoreUnit], mine: dict[str, _Flight]) -> None:
+        digests = list(owned)
+        try:
+            found = await self._lookup(digests)
+            missing = [d for d in digests if found.get(d) is None]
+            for digest, score in found.items():
+                if score is not None:
+                    mine[digest].future.set_result(score)
+            if missing:
+                await self._compute(missing, owned, mine)
+        except asyncio.CancelledError:
+            for flight in mine.values():
+                if not flight.future.done():
+                    flight.future.cancel()
+            raise
+        except Exception as error:  # never leave a waiter hanging
+            for flight in mine.values():
+                if not flight.future.done():
+                    flight.future.set_exception(error)
+        finally:
+            for digest, flight in mine.items():
+                if self._flights.get(digest) is flight:
+                    del self._flights[digest]
+
+    async def _lookup(self, digests: list[str]) -> dict[str, UnitScore | None]:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                values = await self.store.get_many([keys.cache_unit(d) for d in digests])
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # fail open: Redis down, slow or confused
+            logger.warning("label cache lookup failed, using the engine: %r", error)
+            self._count("error", len(digests))
+            return {}
+        found: dict[str, UnitScore | None] = {}
+        for digest, value in zip(digests, values, strict=True):
+            found[digest] = decode_score(value) if value is not None else None
+        hits = sum(1 for v in found.values() if v is not None)
+        self._count("hit", hits)
+        self._count("miss", len(digests) - hits)
+        return found
+
+    async def _compute(
+        self, missing: list[str], owned: dict[str, ScoreUnit], mine: dict[str, _Flight]
+    ) -> None:
+        try:
+            results: Sequence[UnitScore | BaseException] = await self.inner.score(
+                [owned[d] for d in missing]
+            )
+        except ScoreUnitsFailed as partial:
+            results = partial.results
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            results = [error] * len(missing)
+        fresh: dict[str, bytes] = {}
+        for digest, outcome in zip(missing, results, strict=True):
+            future = mine[digest].future
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)  # failures are never cached
+            else:
+                future.set_result(outcome)
+                fresh[keys.cache_unit(digest)] = encode_score(outcome)
+        if fresh:
+            task = asyncio.create_task(self._write(fresh))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def _write(self, items: dict[str, bytes]) -> None:
+        try:
+            # Writes are off the request path, so they may wait longer than lookups.
+            async with asyncio.timeout(max(self.timeout_s * 20, 1.0)):
+                await self.store.set_many(items, self.ttl_s)
+        except Exception as error:
+            logger.warning("label cache write failed (%d units): %r", len(items), error)
+            self._count("error", len(items))
+
+    async def generate(
+        self, prompts: Sequence[GenerationPrompt], params: GenerationParams
+    ) -> list[str]:
+        # Generations are sampled (revisions) or short-lived (CoT rationales): not cached.
+        result: list[str] = await self.inner.generate(prompts, params)
+        return result
+
+    async def check_health(self) -> None:
+        await self.inner.check_health()
+
+    async def flush(self) -> None:
+        """Wait for the background writes (tests, shutdown)."""
+        if self._writes:
+            await asyncio.wait(set(self._writes))
+
+    async def shutdown(self) -> None:
+        """Finish the pending writes; the inner engine belongs to whoever started it."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.flush(), timeout=2.0)
+
+
+def _results_of(futures: list[asyncio.Future[UnitScore]]) -> list[UnitScore]:
+    """Every score, or this caller's share of the failure, as the batching decorator does."""
+    outcomes: list[UnitScore | BaseException] = []
+    for future in futures:
+        if future.cancelled():
+            raise asyncio.CancelledError
+        error = future.exception()
+        outcomes.append(error if error is not None else future.result())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failed:
+        return outcomes  # type: ignore[return-value]
+    if len(failed) == len(outcomes):
+        raise failed[0]
+    raise ScoreUnitsFailed(outcomes)
+
+
+def model_identity(engine: Engine, revision: str, dtype: str) -> str:
+    return f"{engine.model_name}\0{revision}\0{dtype}"

@@ -1,0 +1,385 @@
+"""Batch jobs in Redis: the input lines, the work stream, the results (DESIGN.md §5).
+
+Layout (names in keys.py):
+
+- `job:{id}` hash: state, counters, options, timestamps (epoch seconds).
+- `job:{id}:pairs` list: the raw input lines, one per pair, appended in chunks while the
+  upload streams in, so no process ever holds a whole job.
+- `jobs:tasks` stream, group `workers`: one entry per chunk `{job, start, end}`. Every
+  replica reads it with XREADGROUP; an entry a dead consumer read but never acknowledged
+  is taken over with XAUTOCLAIM once it has been idle for `claim_idle_s`. A live
+  consumer renews its claim (XCLAIM ... JUSTID) while it labels, so a slow chunk is not
+  stolen from a live one.
+- `job:{id}:results` hash index -> result line, written with HSETNX inside one script
+  that also counts: delivery is at least once, and a chunk delivered twice writes and
+  counts each index once.
+
+A job is created in one MULTI (hash, stream entries, idempotency key) after its input is
+fully stored, so a job that exists always has all its input and all its work queued.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError, WatchError
+
+from cai_judge.store import keys
+
+ACTIVE_STATES = ("queued", "running")
+FINAL_STATES = ("succeeded", "failed", "cancelled")
+STATES = ACTIVE_STATES + FINAL_STATES
+
+
+class IdempotencyKeyReused(Exception):
+    """The same Idempotency-Key was used before with a different body."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+
+
+@dataclass
+class JobRecord:
+    id: str
+    state: str
+    total: int
+    done: int
+    failed: int
+    created_at: float
+    updated_at: float
+    started_at: float | None
+    constitution_id: str
+    constitution_version: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_hash(cls, job_id: str, raw: dict[bytes, bytes]) -> JobRecord:
+        data = {k.decode(): v.decode() for k, v in raw.items()}
+        started = data.get("started_at")
+        return cls(
+            id=job_id,
+            state=data["state"],
+            total=int(data["total"]),
+            done=int(data.get("done", 0)),
+            failed=int(data.get("failed", 0)),
+            created_at=float(data["created_at"]),
+            updated_at=float(data["updated_at"]),
+            started_at=float(started) if started else None,
+            constitution_id=data["constitution_id"],
+            constitution_version=data["constitution_version"],
+            options=json.loads(data["options"]),
+        )
+
+
+@dataclass(frozen=True)
+class Task:
+    message_id: bytes
+    job_id: str
+    start: int
+    end: int
+
+
+# KEYS: job, results, pairs, zset queued, zset running, zset succeeded
+# ARGV: job id, now, ttl, then (index, ok, line) triples
+_WRITE_RESULTS = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if (not state) or state == 'cancelled' or state == 'failed' then return {0, 0, state or 'gone'} end
+local now = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+local done, failed = 0, 0
+for i = 4, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[2], ARGV[i], ARGV[i + 2]) == 1 then
+    if ARGV[i + 1] == '1' then done = done + 1 else failed = failed + 1 end
+  end
+end
+if done > 0 then redis.call('HINCRBY', KEYS[1], 'done', done) end
+if failed > 0 then redis.call('HINCRBY', KEYS[1], 'failed', failed) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[2])
+if state == 'queued' then
+  state = 'running'
+  redis.call('HSET', KEYS[1], 'state', state)
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZADD', KEYS[5], '+inf', ARGV[1])
+end
+local total = tonumber(redis.call('HGET', KEYS[1], 'total'))
+local finished = tonumber(redis.call('HGET', KEYS[1], 'done')) +
+  tonumber(redis.call('HGET', KEYS[1], 'failed'))
+if state == 'running' and finished >= total then
+  state = 'succeeded'
+  redis.call('HSET', KEYS[1], 'state', state)
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZADD', KEYS[6], now + ttl, ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ttl)
+  redis.call('EXPIRE', KEYS[2], ttl)
+  redis.call('DEL', KEYS[3])
+end
+return {done, failed, state}
+"""
+
+# KEYS: job, results, pairs, zset queued, zset running, zset of the final state
+# ARGV: job id, now, ttl, final state (cancelled or failed), reason
+_FINISH = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return nil end
+if state == 'queued' or state == 'running' then
+  redis.call('HSET', KEYS[1], 'state', ARGV[4], 'updated_at', ARGV[2], 'reason', ARGV[5])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  redis.call('ZREM', KEYS[5], ARGV[1])
+  redis.call('ZADD', KEYS[6], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  redis.call('DEL', KEYS[3])
+  return ARGV[4]
+end
+return state
+"""
+
+
+# KEYS: job, zset queued, zset running ; ARGV: job id, now.
+# The first chunk a consumer takes starts the clock for the rate and turns the job running.
+_MARK_STARTED = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return 0 end
+if not redis.call('HGET', KEYS[1], 'started_at') then
+  redis.call('HSET', KEYS[1], 'started_at', ARGV[2])
+end
+if state == 'queued' then
+  redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', ARGV[2])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], '+inf', ARGV[1])
+end
+return 1
+"""
+
+
+class RedisJobStore:
+    def __init__(self, redis: Redis, *, ttl_s: int) -> None:
+        # redis-py's stubs type replies as `bytes | str` whatever the client's decoding;
+        # this client never decodes, so replies are handled as bytes.
+        self.redis: Any = redis
+        self.ttl_s = ttl_s
+        self._write_results = redis.register_script(_WRITE_RESULTS)
+        self._finish = redis.register_script(_FINISH)
+        self._mark_started = redis.register_script(_MARK_STARTED)
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(keys.JOBS_STREAM, keys.JOBS_GROUP, id="0", mkstream=True)
+        except ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+
+    # -- submission --------------------------------------------------------------------
+
+    async def append_lines(self, job_id: str, lines: Sequence[bytes]) -> None:
+        """Store more input; the list expires unless a job is created over it."""
+        if not lines:
+            return
+        key = keys.job_pairs(job_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, *lines)
+            pipe.expire(key, self.ttl_s)
+            await pipe.execute()
+
+    async def discard(self, job_id: str) -> None:
+        await self.redis.delete(keys.job_pairs(job_id))
+
+    async def create(
+        self,
+        record: JobRecord,
+        chunk_pairs: int,
+        idempotency_scope: str | None,
+        body_digest: str,
+    ) -> tuple[str, bool]:
+        """Make the job and queue its chunks; or return the job this key already made.
+
+        Returns (job id, created). Raises IdempotencyKeyReused for the same key with
+        another body.
+        """
+        job_key = keys.job(record.id)
+        idem_key = keys.idempotency(idempotency_scope) if idempotency_scope else None
+        for _ in range(5):
+            async with self.redis.pipeline(transaction=True) as pipe:
+                try:
+                    if idem_key is not None:
+                        await pipe.watch(idem_key)
+                        existing = await pipe.get(idem_key)
+                        if existing is not None:
+                            job_id, _, digest = existing.decode().partition(" ")
+                            if await pipe.exists(keys.job(job_id)):
+                                if digest != body_digest:
+                                    raise IdempotencyKeyReused(job_id)
+                                return job_id, False
+                    pipe.multi()
+                    pipe.hset(
+                        job_key,
+                        mapping={
+                            "state": record.state,
+                            "total": record.total,
+                            "done": 0,
+                            "failed": 0,
+                            "created_at": repr(record.created_at),
+                            "updated_at": repr(record.updated_at),
+                            "constitution_id": record.constitution_id,
+                            "constitution_version": record.constitution_version,
+                            "options": json.dumps(record.options, sort_keys=True),
+                            "body_digest": body_digest,
+                        },
+                    )
+                    pipe.persist(keys.job_pairs(record.id))
+                    pipe.zadd(keys.jobs_by_state("queued"), {record.id: math.inf})
+                    if idem_key is not None:
+                        pipe.set(idem_key, f"{record.id} {body_digest}", ex=self.ttl_s)
+                    for start in range(0, record.total, chunk_pairs):
+                        end = min(start + chunk_pairs, record.total)
+                        pipe.xadd(keys.JOBS_STREAM, {"job": record.id, "start": start, "end": end})
+                    await pipe.execute()
+                    return record.id, True
+                except WatchError:
+                    continue  # another submission with this key raced us: look again
+        raise RuntimeError("idempotency key contended five times in a row")
+
+    # -- reading -----------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        raw = await self.redis.hgetall(keys.job(job_id))
+        if not raw:
+            return None
+        return JobRecord.from_hash(job_id, raw)
+
+    async def cancel(self, job_id: str) -> str | None:
+        return await self.finish(job_id, "cancelled", "cancelled by the client")
+
+    async def finish(self, job_id: str, state: str, reason: str) -> str | None:
+        """End an active job as `cancelled` or `failed`; a finished one keeps its state."""
+        result = await self._finish(
+            keys=self._state_keys(job_id, state),
+            args=[job_id, time.time(), self.ttl_s, state, reason],
+        )
+        return result.decode() if isinstance(result, bytes) else result
+
+    async def results(self, job_id: str, cursor: int, limit: int) -> list[bytes]:
+        """Results from `cursor` on, stopping at the first index not yet finished."""
+        if limit <= 0:
+            return []
+        values = await self.redis.hmget(
+            keys.job_results(job_id), [str(i) for i in range(cursor, cursor + limit)]
+        )
+        prefix: list[bytes] = []
+        for value in values:
+            if value is None:
+                break
+            prefix.append(value)
+        return prefix
+
+    async def state_counts(self) -> dict[str, int]:
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for state in STATES:
+                pipe.zremrangebyscore(keys.jobs_by_state(state), "-inf", now)
+                pipe.zcard(keys.jobs_by_state(state))
+            replies = await pipe.execute()
+        return {state: int(replies[2 * i + 1]) for i, state in enumerate(STATES)}
+
+    async def group_backlog(self) -> tuple[int, int]:
+        """(entries no consumer has read yet, entries read and not acknowledged).
+
+        Acknowledged entries are deleted (XDEL), so the stream holds exactly the unread
+        and the pending ones; XINFO's own `lag` is unknown after deletions.
+        """
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xlen(keys.JOBS_STREAM)
+            pipe.xpending(keys.JOBS_STREAM, keys.JOBS_GROUP)
+            length, pending = await pipe.execute()
+        pending_count = int(pending["pending"])
+        return max(int(length) - pending_count, 0), pending_count
+
+    # -- consuming ---------------------------------------------------------------------
+
+    @staticmethod
+    def _tasks(entries: Sequence[Any]) -> list[Task]:
+        tasks = []
+        for message_id, fields in entries:
+            if not fields:  # deleted from the stream meanwhile
+                continue
+            tasks.append(
+                Task(
+                    message_id,
+                    fields[b"job"].decode(),
+                    int(fields[b"start"]),
+                    int(fields[b"end"]),
+                )
+            )
+        return tasks
+
+    async def read_new(self, consumer: str, count: int, block_ms: int) -> list[Task]:
+        reply = await self.redis.xreadgroup(
+            keys.JOBS_GROUP, consumer, {keys.JOBS_STREAM: ">"}, count=count, block=block_ms
+        )
+        tasks: list[Task] = []
+        for _stream, entries in reply or []:
+            tasks.extend(self._tasks(entries))
+        return tasks
+
+    async def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Task]:
+        """Entries another (dead or silent) consumer read and left idle too long."""
+        reply = await self.redis.xautoclaim(
+            keys.JOBS_STREAM, keys.JOBS_GROUP, consumer, min_idle_ms, "0-0", count=count
+        )
+        return self._tasks(reply[1])
+
+    async def renew(self, consumer: str, message_id: bytes) -> None:
+        await self.redis.xclaim(
+            keys.JOBS_STREAM, keys.JOBS_GROUP, consumer, 0, [message_id], justid=True
+        )
+
+    async def ack(self, message_id: bytes) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(keys.JOBS_STREAM, keys.JOBS_GROUP, message_id)
+            pipe.xdel(keys.JOBS_STREAM, message_id)
+            await pipe.execute()
+
+    async def mark_started(self, job_id: str) -> None:
+        await self._mark_started(
+            keys=[keys.job(job_id), keys.jobs_by_state("queued"), keys.jobs_by_state("running")],
+            args=[job_id, time.time()],
+        )
+
+    async def chunk_input(self, job_id: str, start: int, end: int) -> list[bytes]:
+        lines: list[bytes] = await self.redis.lrange(keys.job_pairs(job_id), start, end - 1)
+        return lines
+
+    async def finished_indices(self, job_id: str, start: int, end: int) -> set[int]:
+        values = await self.redis.hmget(
+            keys.job_results(job_id), [str(i) for i in range(start, end)]
+        )
+        return {start + i for i, v in enumerate(values) if v is not None}
+
+    async def write_results(
+        self, job_id: str, results: Sequence[tuple[int, bool, bytes]]
+    ) -> tuple[int, int, str]:
+        """Store each index's result once; returns (newly done, newly failed, state)."""
+        args: list[Any] = [job_id, time.time(), self.ttl_s]
+        for index, ok, line in results:
+            args.extend([index, "1" if ok else "0", line])
+        done, failed, state = await self._write_results(
+            keys=self._state_keys(job_id, "succeeded"), args=args
+        )
+        return int(done), int(failed), state.decode() if isinstance(state, bytes) else state
+
+    def _state_keys(self, job_id: str, final_state: str) -> list[str]:
+        return [
+            keys.job(job_id),
+            keys.job_results(job_id),
+            keys.job_pairs(job_id),
+            keys.jobs_by_state("queued"),
+            keys.jobs_by_state("running"),
+            keys.jobs_by_state(final_state),
+        ]
