@@ -1,12 +1,14 @@
 """The SDK (clients/python) against a real cai-judge server on loopback, tiny model.
 
 One server per module (tests/test_server.py's `start_server`), with API keys configured so
-authentication is exercised too. Every call is tested through both clients: each test is
-parametrized over `sync` and `async`, through an adapter that awaits the async client or
-runs the sync one in a thread. The contract test compares the SDK's models with the
-server's /openapi.json. Failure timing that a live server cannot produce on demand
-(retry counts, Retry-After, idempotency keys across retries) is in
-clients/python/tests with respx.
+authentication is exercised too, and one real redis-server (tests/support/redis_server.py)
+behind it, so the batch-jobs calls (docs/DESIGN.md §5) run against the service's own jobs
+API and consumer. Every call is tested through both clients: each test is parametrized
+over `sync` and `async`, through an adapter that awaits the async client or runs the sync
+one in a thread. The contract test compares the SDK's models with the server's
+/openapi.json. Failure timing that a live server cannot produce on demand (retry counts,
+Retry-After, idempotency keys across retries, a job slower than `wait_job`'s timeout) is
+in clients/python/tests with respx.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -29,6 +32,7 @@ from pydantic import BaseModel
 
 import cai_judge_client as sdk
 from cai_judge_client import types as sdk_types
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.test_server import Server, start_server, stop
 
 pytestmark = pytest.mark.engine
@@ -43,7 +47,19 @@ def digest(key: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """This module's own redis-server: the server's jobs, label cache and registry."""
+    if not Path(REDIS_SERVER).exists():
+        pytest.fail("redis-server is missing: run scripts/setup.sh (Debian's redis-server)")
+    redis = RedisServer(tmp_path_factory.mktemp("sdk-redis")).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    tiny_model_dir: Path, module_redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("sdk-server") / "server.log"
     running = start_server(
         tiny_model_dir,
@@ -52,6 +68,9 @@ def server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         admin_key_hashes=json.dumps([digest(ADMIN_KEY)]),
         rate_limit="100000/minute",
         retry_after_s="1",
+        redis_url=module_redis.url,
+        # Small chunks, so a job is several units of work and a cancel can land mid-job.
+        jobs_chunk_pairs="4",
     )
     yield running
     stop(running)
@@ -262,6 +281,11 @@ CONTRACT: dict[str, type[BaseModel]] = {
     "ConstitutionSummary": sdk_types.ConstitutionSummary,
     "ConstitutionSpec": sdk_types.ConstitutionSpec,
     "Principle": sdk_types.Principle,
+    "LabelCalibration": sdk_types.LabelCalibration,
+    "Rationale": sdk_types.Rationale,
+    "RevisionExample": sdk_types.RevisionExample,
+    # On the wire only while the server has Redis (the jobs routes), as this module's has.
+    "JobStatusBody": sdk_types.Job,
 }
 
 
@@ -373,3 +397,179 @@ def test_sdk_installs_alone_and_labels_from_a_fresh_venv(server: Server, tmp_pat
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+# ---- labeling options added after the SDK's first release: CoT and calibration ----------
+
+
+async def test_cot_mode_returns_clamped_numbers_raw_ones_and_rationales(judge: Judge) -> None:
+    answer = await judge(
+        "label", [pair(1)], constitution="harmless", principles=1, per_principle=True,
+        mode="cot", cot_max_tokens=4,
+    )  # fmt: skip
+    label = answer.labels[0]
+    assert isinstance(label, sdk.Label)
+    assert label.mode == "cot" and label.cot_max_tokens == 4
+    assert label.raw_p_a is not None and label.raw_margin is not None
+    ceiling = label.cot_max_probability
+    assert ceiling is not None and 0.5 < ceiling < 1.0
+    # Each order's log-odds is clamped to ±logit(ceiling), which only pulls towards 0.
+    bound = math.log(ceiling / (1 - ceiling))
+    assert abs(label.margin) <= min(bound, abs(label.raw_margin)) + 1e-9
+    (breakdown,) = label.per_principle or []
+    assert breakdown.raw_s_ab is not None and breakdown.raw_s_ba is not None
+    assert abs(breakdown.s_ab) <= bound + 1e-9 and abs(breakdown.s_ba) <= bound + 1e-9
+    assert [r.principle for r in label.rationales or []] == label.principles
+    plain = (await judge("label", [pair(1)], constitution="harmless", principles=1)).labels[0]
+    assert plain.mode is None and plain.rationales is None and plain.raw_p_a is None
+
+
+async def test_calibrated_needs_a_profile_on_the_server(judge: Judge) -> None:
+    # This server has no CAI_JUDGE_CALIBRATION_DIR: the option reaches it, and it says so.
+    with pytest.raises(sdk.UnprocessableEntityError) as refused:
+        await judge("label", [pair(1)], constitution="harmless", principles=1, calibrated=True)
+    assert (refused.value.type, refused.value.param) == ("calibration_unavailable", "calibrated")
+    with pytest.raises(sdk.UnprocessableEntityError):
+        await judge(
+            "label_dataset", [pair(1)], constitution="harmless", principles=1, calibrated=True,
+            progress=False,
+        )  # fmt: skip
+
+
+async def test_label_dataset_in_cot_mode_resumes_only_in_cot_mode(
+    judge: Judge, tmp_path: Path
+) -> None:
+    pairs = [pair(i) for i in range(3)]
+    output = tmp_path / "cot.jsonl"
+    options: dict[str, Any] = {"constitution": "harmless", "principles": 1, "progress": False}
+    done = await judge("label_dataset", pairs[:2], output=output, mode="cot",
+                       cot_max_tokens=2, **options)  # fmt: skip
+    assert done.labeled == 2
+    assert [json.loads(line)["mode"] for line in output.read_text().splitlines()] == ["cot"] * 2
+    with pytest.raises(ValueError, match="mode"):
+        await judge("label_dataset", pairs, output=output, **options)
+    resumed = await judge("label_dataset", pairs, output=output, mode="cot",
+                          cot_max_tokens=2, **options)  # fmt: skip
+    assert (resumed.resumed, resumed.labeled) == (2, 1)
+
+
+# ---- batch jobs, on the module's redis-server --------------------------------------------
+
+
+def job_pair(tag: str, i: int) -> dict[str, Any]:
+    """A pair no other test labeled: the label cache cannot answer it, so a job takes time."""
+    return {**pair(i), "id": f"{tag}-{i}", "prompt": f"[{tag}] " + pair(i)["prompt"]}
+
+
+def as_lines(results: list[Any]) -> list[dict[str, Any]]:
+    return [r.model_dump(mode="json", exclude_none=True) for r in results]
+
+
+async def test_a_job_from_an_iterable_labels_like_label_in_input_order(judge: Judge) -> None:
+    tag = f"it-{judge.kind}-{uuid.uuid4().hex[:8]}"
+    pairs = [job_pair(tag, i) for i in range(7)]
+    pairs[4] = {**pairs[4], "response_b": ""}
+    key = f"sdk-{tag}"
+    submitted = await judge(
+        "submit_job", iter(pairs), constitution="harmless", principles=1, seed=3,
+        idempotency_key=key,
+    )  # fmt: skip
+    assert isinstance(submitted, sdk.Job) and submitted.total == 7
+    assert submitted.constitution.id == "harmless"
+    # The same key and body is the same job; the same key with another body is refused.
+    again = await judge(
+        "submit_job", pairs, constitution="harmless", principles=1, seed=3, idempotency_key=key
+    )
+    assert again.id == submitted.id
+    with pytest.raises(sdk.UnprocessableEntityError) as reused:
+        await judge("submit_job", pairs[:3], constitution="harmless", idempotency_key=key)
+    assert reused.value.type == "idempotency_key_reused" and reused.value.status_code == 422
+
+    job = await judge("wait_job", submitted.id, poll_interval=0.2, timeout=240, progress=False)
+    assert (job.state, job.done, job.failed) == ("succeeded", 6, 1)
+    results = await judge.collect("iter_job_results", job.id, page_size=2)
+    assert [r.id for r in results] == [p["id"] for p in pairs]
+    error = results[4]
+    assert isinstance(error, sdk.PairError) and error.index == 4
+    assert error.error.param == "pairs.4.response_b"
+    labels = [r for r in results if isinstance(r, sdk.Label)]
+    assert all((label.seed, label.selection) == (3, 1) for label in labels)
+    # A job's lines are exactly what /v1/labels answers for the same pairs and options.
+    direct = await judge("label", pairs, constitution="harmless", principles=1, seed=3)
+    for from_job, from_labels in zip(as_lines(results), as_lines(direct.labels), strict=True):
+        if "error" in from_job:
+            assert from_job["error"]["type"] == from_labels["error"]["type"]
+            continue
+        assert from_job["p_a"] == pytest.approx(from_labels["p_a"], abs=1e-6)
+        assert from_job["principles"] == from_labels["principles"]
+    # From a cursor: the rest, still in order.
+    tail = await judge.collect("iter_job_results", job.id, cursor=5, page_size=1)
+    assert [r.id for r in tail] == [p["id"] for p in pairs[5:]]
+
+
+async def test_a_job_from_a_file_streams_results_while_it_runs(
+    judge: Judge, tmp_path: Path
+) -> None:
+    tag = f"file-{judge.kind}-{uuid.uuid4().hex[:8]}"
+    pairs = [job_pair(tag, i) for i in range(10)]
+    source = tmp_path / "pairs.jsonl"
+    source.write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    submitted = await judge(
+        "submit_job", source, constitution="harmless", principles=2, aggregator="mean_prob",
+        per_principle=True,
+    )  # fmt: skip
+    assert submitted.total == 10
+    # Read at once, without waiting for the job: pages hold only the finished prefix, and
+    # the iterator polls until the last pair is in.
+    results = await judge.collect("iter_job_results", submitted.id, page_size=3, poll_interval=0.1)
+    assert [r.id for r in results] == [p["id"] for p in pairs]
+    for label in results:
+        assert isinstance(label, sdk.Label)
+        assert (label.selection, label.aggregator, len(label.per_principle or [])) == (
+            2, "mean_prob", 2,
+        )  # fmt: skip
+    finished = await judge("get_job", submitted.id)
+    assert (finished.state, finished.done, finished.failed) == ("succeeded", 10, 0)
+    assert finished.pairs_per_s > 0
+    with pytest.raises(FileNotFoundError):
+        await judge("submit_job", tmp_path / "missing.jsonl", constitution="harmless")
+
+
+async def test_get_cancel_and_unknown_jobs(judge: Judge) -> None:
+    tag = f"cancel-{judge.kind}-{uuid.uuid4().hex[:8]}"
+    pairs = [job_pair(tag, i) for i in range(200)]
+    submitted = await judge("submit_job", pairs, constitution="harmless", principles=2)
+    cancelled = await judge("cancel_job", submitted.id)
+    assert cancelled.state == "cancelled" and cancelled.finished and cancelled.total == 200
+    status = await judge("get_job", submitted.id)
+    assert status.state == "cancelled" and status.done + status.failed < 200
+    assert (await judge("cancel_job", submitted.id)).state == "cancelled"
+    # A cancelled job's results stop where it stopped: a prefix, and the iterator ends.
+    results = await asyncio.wait_for(
+        judge.collect("iter_job_results", submitted.id, page_size=50, poll_interval=0.1),
+        timeout=60,
+    )
+    assert len(results) < 200
+    assert [r.id for r in results] == [p["id"] for p in pairs[: len(results)]]
+    # wait_job returns a finished job at once.
+    assert (await judge("wait_job", submitted.id, poll_interval=5, progress=False)).state == (
+        "cancelled"
+    )
+    for method in ("get_job", "cancel_job"):
+        with pytest.raises(sdk.NotFoundError) as missing:
+            await judge(method, "no-such-job")
+        assert missing.value.status_code == 404 and missing.value.request_id
+    with pytest.raises(sdk.NotFoundError):
+        await judge.collect("iter_job_results", "no-such-job")
+
+
+async def test_a_job_in_cot_mode(judge: Judge) -> None:
+    tag = f"cot-{judge.kind}-{uuid.uuid4().hex[:8]}"
+    submitted = await judge(
+        "submit_job", [job_pair(tag, 0)], constitution="harmless", principles=1, mode="cot",
+        cot_max_tokens=2,
+    )  # fmt: skip
+    results = await judge.collect("iter_job_results", submitted.id, poll_interval=0.1)
+    # A job takes every /v1/labels option: its labels are CoT labels, rationales included.
+    assert [r.mode for r in results] == ["cot"]
+    assert results[0].rationales and results[0].raw_margin is not None

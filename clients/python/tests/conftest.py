@@ -3,7 +3,7 @@
 These tests need only the SDK, pytest, pytest-asyncio and respx (`pip install -e
 'clients/python[test]'`). respx fakes the HTTP layer here, and only for what a live server
 cannot produce on demand: retry counts, Retry-After, idempotency keys across retries,
-timeouts, and (until the service's batch jobs land) the jobs calls. The calls themselves
+timeouts, a job slower than `wait_job`'s timeout. The calls themselves
 are tested against a real server in tests/test_sdk_live.py.
 """
 

@@ -37,7 +37,14 @@ from cai_judge_client._dataset import (
     result_line,
 )
 from cai_judge_client._exceptions import APIStatusError
-from cai_judge_client._jobs import NDJSON_HEADERS, JobBody, PairsSource, job_params, parse_page
+from cai_judge_client._jobs import (
+    NDJSON_HEADERS,
+    JobBody,
+    PairsSource,
+    job_params,
+    parse_page,
+    wire_options,
+)
 from cai_judge_client.types import (
     Aggregator,
     Constitution,
@@ -47,6 +54,7 @@ from cai_judge_client.types import (
     Job,
     LabelResponse,
     LabelResult,
+    Mode,
     PairInput,
     Usage,
 )
@@ -57,22 +65,8 @@ __all__ = ["AsyncCaiJudge", "CaiJudge"]
 _NO_CONFLICT_RETRY = c.RETRYABLE_STATUSES - {409}
 
 
-def _label_body(
-    pairs: Iterable[PairInput],
-    constitution: str,
-    principles: int | str,
-    seed: int,
-    aggregator: str,
-    per_principle: bool,
-) -> dict[str, Any]:
-    return {
-        "constitution": constitution,
-        "pairs": [as_dict(p) for p in pairs],
-        "principles": principles,
-        "seed": seed,
-        "aggregator": aggregator,
-        "per_principle": per_principle,
-    }
+def _label_body(pairs: Iterable[PairInput], options: dict[str, Any]) -> dict[str, Any]:
+    return {"pairs": [as_dict(p) for p in pairs], **wire_options(options)}
 
 
 def _spec_body(spec: ConstitutionSpec | dict[str, Any]) -> dict[str, Any]:
@@ -99,11 +93,37 @@ class CaiJudge(SyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         timeout: Any = NOT_GIVEN,
     ) -> LabelResponse:
         """One `POST /v1/labels`: a result per pair, in order; a bad pair is a `PairError`
-        in its place and the others are still labeled."""
-        body = _label_body(pairs, constitution, principles, seed, aggregator, per_principle)
+        in its place and the others are still labeled.
+
+        `principles`: `"all"`, or k principles sampled per pair (seeded by `seed`).
+        `calibrated=True`: `p_a`, `margin` and `preferred` come from the server's calibration
+        profile for this model, template, constitution version, aggregator and principles,
+        and `label.calibration` names the profile and keeps the judge's raw numbers; the
+        server answers 422 (`UnprocessableEntityError`, param `calibrated`) when no profile
+        fits. `mode="cot"`: the judge first writes a greedy rationale per principle and
+        order (`cot_max_tokens` tokens each, the server's default 128 when None), then
+        answers; much slower than `"plain"`. Its probabilities are clamped (train on those)
+        and the unclamped ones kept in `raw_margin`/`raw_p_a`, with the `rationales`.
+        """
+        body = _label_body(
+            pairs,
+            _options(
+                constitution,
+                principles,
+                seed,
+                aggregator,
+                per_principle,
+                calibrated,
+                mode,
+                cot_max_tokens,
+            ),
+        )
         response = self.request(RequestOptions("POST", "/v1/labels", json=body, timeout=timeout))
         return LabelResponse.model_validate(response.json())
 
@@ -166,6 +186,9 @@ class CaiJudge(SyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         chunk_size: int = 32,
         concurrency: int = 4,
         progress: bool | None = None,
@@ -178,11 +201,21 @@ class CaiJudge(SyncAPIClient):
         requests in flight, so memory follows `chunk_size × concurrency`, not the dataset.
         Per-item errors are yielded in place (`PairError`, `index` = position in the
         input), never raised; a chunk the server refuses as too large is halved and retried.
-        Pass a `DatasetSummary` to read counts and usage as it goes.
+        Pass a `DatasetSummary` to read counts and usage as it goes. The labeling options
+        (`calibrated`, `mode="cot"`, ...) are those of `label()`.
         """
         _check_sizes(chunk_size, concurrency)
         summary = summary if summary is not None else DatasetSummary()
-        options = _options(constitution, principles, seed, aggregator, per_principle)
+        options = _options(
+            constitution,
+            principles,
+            seed,
+            aggregator,
+            per_principle,
+            calibrated,
+            mode,
+            cot_max_tokens,
+        )
         bar = Progress(progress, total if total is not None else length_hint(pairs), 0, "labeling")
         indexed = enumerate(as_dict(p) for p in pairs)
         return self._ordered(indexed, options, summary, chunk_size, concurrency, bar)
@@ -197,6 +230,9 @@ class CaiJudge(SyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         chunk_size: int = 32,
         concurrency: int = 4,
         progress: bool | None = None,
@@ -209,11 +245,23 @@ class CaiJudge(SyncAPIClient):
         the pairs already written (checking that each line belongs to the same pair and
         options), cuts a half-written last line, and continues. Without `output` the
         results are kept in `summary.results` (memory then grows with the dataset; use
-        `output=` or `iter_label_dataset` for large ones).
+        `output=` or `iter_label_dataset` for large ones). The labeling options are those
+        of `label()` (`calibrated=True`: the server's calibration profile, 422 if none fits;
+        `mode="cot"`: rationales first, slower, clamped probabilities with the raw ones
+        kept); a resumed file must have been labeled with the same ones.
         """
         _check_sizes(chunk_size, concurrency)
         summary = DatasetSummary()
-        options = _options(constitution, principles, seed, aggregator, per_principle)
+        options = _options(
+            constitution,
+            principles,
+            seed,
+            aggregator,
+            per_principle,
+            calibrated,
+            mode,
+            cot_max_tokens,
+        )
         indexed = enumerate(as_dict(p) for p in pairs)
         sink = None
         if output is not None:
@@ -264,6 +312,9 @@ class CaiJudge(SyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """Submit pairs (an iterable, or the path of a JSONL file) as a batch job.
@@ -271,13 +322,28 @@ class CaiJudge(SyncAPIClient):
         The pairs are streamed as NDJSON. Every retry sends the same body with the same
         Idempotency-Key, so the server makes one job however often the call is retried;
         pass your own key to make a re-run of your script find the same job too.
+
+        The labeling options are those of `label()`, sent as query parameters; `calibrated`,
+        `mode` and `cot_max_tokens` only when set, and a server whose jobs do not take them
+        answers 422 naming the parameter.
         """
         body = JobBody(pairs)
         try:
             options = RequestOptions(
                 "POST",
                 "/v1/jobs",
-                params=job_params(constitution, principles, seed, aggregator, per_principle),
+                params=job_params(
+                    _options(
+                        constitution,
+                        principles,
+                        seed,
+                        aggregator,
+                        per_principle,
+                        calibrated,
+                        mode,
+                        cot_max_tokens,
+                    )
+                ),
                 headers=NDJSON_HEADERS,
                 content=body.sync_content(),
                 idempotency_key=idempotency_key,
@@ -364,11 +430,25 @@ class AsyncCaiJudge(AsyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         timeout: Any = NOT_GIVEN,
     ) -> LabelResponse:
-        """One `POST /v1/labels`: a result per pair, in order; a bad pair is a `PairError`
-        in its place and the others are still labeled."""
-        body = _label_body(pairs, constitution, principles, seed, aggregator, per_principle)
+        """`CaiJudge.label`, awaited (the same options: `calibrated`, `mode`, ...)."""
+        body = _label_body(
+            pairs,
+            _options(
+                constitution,
+                principles,
+                seed,
+                aggregator,
+                per_principle,
+                calibrated,
+                mode,
+                cot_max_tokens,
+            ),
+        )
         options = RequestOptions("POST", "/v1/labels", json=body, timeout=timeout)
         return LabelResponse.model_validate((await self.request(options)).json())
 
@@ -433,6 +513,9 @@ class AsyncCaiJudge(AsyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         chunk_size: int = 32,
         concurrency: int = 4,
         progress: bool | None = None,
@@ -442,7 +525,16 @@ class AsyncCaiJudge(AsyncAPIClient):
         """`CaiJudge.iter_label_dataset`, as an async iterator (`async for`)."""
         _check_sizes(chunk_size, concurrency)
         summary = summary if summary is not None else DatasetSummary()
-        options = _options(constitution, principles, seed, aggregator, per_principle)
+        options = _options(
+            constitution,
+            principles,
+            seed,
+            aggregator,
+            per_principle,
+            calibrated,
+            mode,
+            cot_max_tokens,
+        )
         bar = Progress(progress, total if total is not None else length_hint(pairs), 0, "labeling")
         indexed = enumerate(as_dict(p) for p in pairs)
         return self._ordered(indexed, options, summary, chunk_size, concurrency, bar)
@@ -457,6 +549,9 @@ class AsyncCaiJudge(AsyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         chunk_size: int = 32,
         concurrency: int = 4,
         progress: bool | None = None,
@@ -465,7 +560,16 @@ class AsyncCaiJudge(AsyncAPIClient):
         """`CaiJudge.label_dataset`, awaited: resumable JSONL output, results in order."""
         _check_sizes(chunk_size, concurrency)
         summary = DatasetSummary()
-        options = _options(constitution, principles, seed, aggregator, per_principle)
+        options = _options(
+            constitution,
+            principles,
+            seed,
+            aggregator,
+            per_principle,
+            calibrated,
+            mode,
+            cot_max_tokens,
+        )
         indexed = enumerate(as_dict(p) for p in pairs)
         sink = None
         if output is not None:
@@ -513,6 +617,9 @@ class AsyncCaiJudge(AsyncAPIClient):
         seed: int = 0,
         aggregator: Aggregator = "mean_logodds",
         per_principle: bool = False,
+        calibrated: bool = False,
+        mode: Mode = "plain",
+        cot_max_tokens: int | None = None,
         idempotency_key: str | None = None,
     ) -> Job:
         """`CaiJudge.submit_job`, awaited (the body is spooled and streamed the same way)."""
@@ -521,7 +628,18 @@ class AsyncCaiJudge(AsyncAPIClient):
             options = RequestOptions(
                 "POST",
                 "/v1/jobs",
-                params=job_params(constitution, principles, seed, aggregator, per_principle),
+                params=job_params(
+                    _options(
+                        constitution,
+                        principles,
+                        seed,
+                        aggregator,
+                        per_principle,
+                        calibrated,
+                        mode,
+                        cot_max_tokens,
+                    )
+                ),
                 headers=NDJSON_HEADERS,
                 content=body.async_content(),
                 idempotency_key=idempotency_key,
@@ -593,14 +711,26 @@ class AsyncCaiJudge(AsyncAPIClient):
 
 
 def _options(
-    constitution: str, principles: int | str, seed: int, aggregator: str, per_principle: bool
+    constitution: str,
+    principles: int | str,
+    seed: int,
+    aggregator: str,
+    per_principle: bool,
+    calibrated: bool,
+    mode: str,
+    cot_max_tokens: int | None,
 ) -> dict[str, Any]:
+    """Every labeling option, as `label()` takes them (also what a resumed file is checked
+    against)."""
     return {
         "constitution": constitution,
         "principles": principles,
         "seed": seed,
         "aggregator": aggregator,
         "per_principle": per_principle,
+        "calibrated": calibrated,
+        "mode": mode,
+        "cot_max_tokens": cot_max_tokens,
     }
 
 

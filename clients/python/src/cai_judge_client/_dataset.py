@@ -128,9 +128,13 @@ def _check_resumed(
             "constitution": result.constitution.id,
             "principles": result.selection,
             "aggregator": result.aggregator,
+            "calibrated": result.calibration is not None,
+            "mode": result.mode or "plain",
         }
         wanted = {"constitution": constitution_id, "principles": expect["principles"],
-                  "aggregator": expect["aggregator"]}  # fmt: skip
+                  "aggregator": expect["aggregator"],
+                  "calibrated": bool(expect.get("calibrated", False)),
+                  "mode": expect.get("mode", "plain")}  # fmt: skip
         for name, value in wanted.items():
             if found[name] != value:
                 raise ResumeMismatch(

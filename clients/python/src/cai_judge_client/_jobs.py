@@ -27,15 +27,27 @@ SPOOL_IN_MEMORY_BYTES = 8 * 1024 * 1024
 PairsSource = Iterable[PairInput] | str | os.PathLike[str]
 
 
-def job_params(
-    constitution: str, principles: int | str, seed: int, aggregator: str, per_principle: bool
-) -> dict[str, Any]:
+# Options added after the first release of the service (calibration, CoT). They are sent
+# only when set: the service refuses fields it does not know (422), so a call that leaves
+# them at their defaults still works against a server that predates them.
+OPTIONAL_OPTION_DEFAULTS: dict[str, Any] = {"calibrated": False, "mode": "plain",
+                                            "cot_max_tokens": None}  # fmt: skip
+
+
+def wire_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The labeling options as a request sends them: the later ones only when set."""
     return {
-        "constitution": constitution,
-        "principles": principles,
-        "seed": seed,
-        "aggregator": aggregator,
-        "per_principle": "true" if per_principle else "false",
+        name: value
+        for name, value in options.items()
+        if name not in OPTIONAL_OPTION_DEFAULTS or value != OPTIONAL_OPTION_DEFAULTS[name]
+    }
+
+
+def job_params(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of an NDJSON job upload, as query parameters."""
+    return {
+        name: ("true" if value else "false") if isinstance(value, bool) else value
+        for name, value in wire_options(options).items()
     }
 
 

@@ -26,20 +26,25 @@ __all__ = [
     "Job",
     "JobState",
     "Label",
+    "LabelCalibration",
     "LabelRequest",
     "LabelResponse",
     "LabelResult",
+    "Mode",
     "Pair",
     "PairError",
     "PairInput",
     "Principle",
     "PrincipleResult",
+    "Rationale",
+    "RevisionExample",
     "TemplateRef",
     "Usage",
     "parse_result",
 ]
 
 Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
+Mode: TypeAlias = Literal["plain", "cot"]
 JobState: TypeAlias = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -78,6 +83,9 @@ class LabelRequest(BaseModel):
     seed: int = 0
     aggregator: Aggregator = "mean_logodds"
     per_principle: bool = False
+    calibrated: bool = False
+    mode: Mode = "plain"
+    cot_max_tokens: int | None = None
 
 
 class ConstitutionRef(_Model):
@@ -98,11 +106,39 @@ class PrincipleResult(_Model):
     position_bias: float
     agree: bool
     answer_mass: float
+    # CoT mode: the numbers above are clamped; these are the judge's own, unclamped.
+    raw_s_ab: float | None = None
+    raw_s_ba: float | None = None
+    raw_margin: float | None = None
+
+
+class LabelCalibration(_Model):
+    """A calibrated label's provenance: the profile's sha256 and the judge's own numbers."""
+
+    profile: str
+    raw_margin: float
+    raw_p_a: float
+
+
+class Rationale(_Model):
+    """CoT mode: what the judge wrote for one principle before answering, in each order
+    (`ab`: response_a shown as option (A); `ba`: response_b there)."""
+
+    principle: str
+    ab: str
+    ba: str
 
 
 class Label(_Model):
     """One pair's label. `margin`: log-odds, in nats, that response_a is better, debiased
-    over both orders; `p_a = σ(margin)`, the soft label for the Bradley–Terry loss."""
+    over both orders; `p_a = σ(margin)`, the soft label for the Bradley–Terry loss.
+
+    `calibration` is set on a `calibrated=True` label: `margin`, `p_a` and `preferred` then
+    come from the server's calibration profile, and the judge's own numbers are kept there.
+    `mode == "cot"` marks a chain-of-thought label: `margin`, `p_a` and `preferred` are the
+    clamped numbers (train on these), `raw_margin`/`raw_p_a` the unclamped ones, and
+    `rationales` what the judge wrote.
+    """
 
     id: str
     preferred: Literal["a", "b", "tie"]
@@ -120,6 +156,13 @@ class Label(_Model):
     model: str
     seed: int
     per_principle: list[PrincipleResult] | None = None
+    calibration: LabelCalibration | None = None
+    mode: Literal["cot"] | None = None
+    raw_margin: float | None = None
+    raw_p_a: float | None = None
+    cot_max_probability: float | None = None
+    cot_max_tokens: int | None = None
+    rationales: list[Rationale] | None = None
 
 
 class ErrorDetail(_Model):
@@ -152,12 +195,15 @@ class Usage(_Model):
     score_units: int = 0
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
+    # Of `score_units`, those the server's label cache answered with no engine work.
+    cached_score_units: int = 0
 
     def add(self, other: Usage) -> None:
         self.pairs += other.pairs
         self.score_units += other.score_units
         self.prompt_tokens += other.prompt_tokens
         self.cached_prompt_tokens += other.cached_prompt_tokens
+        self.cached_score_units += other.cached_score_units
 
 
 class LabelResponse(_Model):
@@ -176,6 +222,18 @@ class Principle(_Model):
     revision: str | None = None
 
 
+class RevisionExample(_Model):
+    """One worked SL-CAI critique-and-revision exchange, shown to the model as few-shot
+    turns before the real one (a constitution's optional `revision_examples`)."""
+
+    prompt: str
+    response: str
+    critique_request: str
+    critique: str
+    revision_request: str
+    revision: str
+
+
 class ConstitutionSpec(BaseModel):
     """What `create_constitution` sends: the same content as a constitution YAML file."""
 
@@ -183,6 +241,7 @@ class ConstitutionSpec(BaseModel):
     description: str = ""
     template: str = "cai-mc-v1"
     principles: list[Principle]
+    revision_examples: list[RevisionExample] | None = None
 
 
 class Constitution(_Model):
@@ -193,6 +252,7 @@ class Constitution(_Model):
     description: str
     template: str
     principles: list[Principle]
+    revision_examples: list[RevisionExample] | None = None
 
 
 class ConstitutionSummary(_Model):
@@ -208,7 +268,8 @@ class ConstitutionList(_Model):
 
 
 class Job(_Model):
-    """A batch job's status (`GET /v1/jobs/{id}`). It succeeds when done + failed == total."""
+    """A batch job's status (`JobStatusBody` on the wire, from `GET /v1/jobs/{id}`).
+    It succeeds when done + failed == total."""
 
     id: str
     state: JobState
