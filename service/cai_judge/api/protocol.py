@@ -54,31 +54,13 @@ class ErrorEnvelope(BaseModel):
     error: ErrorDetail
 
 
-class LabelRequest(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "constitution": "harmless",
-                    "pairs": [EXAMPLE_PAIR],
-                    "principles": 4,
-                    "seed": 0,
-                    "aggregator": "mean_logodds",
-                    "per_principle": False,
-                }
-            ]
-        },
-    )
+class LabelingOptions(BaseModel):
+    """How every pair of a request is labeled: the options /v1/labels and /v1/jobs share."""
+
+    model_config = ConfigDict(extra="forbid")
 
     constitution: Annotated[str, Field(min_length=1, max_length=200)] = Field(
         description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits)."
-    )
-    # A pair that is an object but not a valid Pair falls through to the plain object
-    # branch, so it is reported beside the good labels instead of failing the request.
-    pairs: Annotated[list[Pair | dict[str, Any]], Field(min_length=1)] = Field(
-        description="Pairs `{id, prompt, response_a, response_b}` (the `Pair` schema); "
-        "invalid ones come back as per-item errors."
     )
     principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
@@ -101,18 +83,40 @@ class LabelRequest(BaseModel):
         "the service's CAI_JUDGE_MAX_COT_TOKENS).",
     )
 
+    def options(self) -> dict[str, Any]:
+        """The option fields alone, as the service's LabelCommand and JobSpec take them."""
+        return {name: getattr(self, name) for name in LabelingOptions.model_fields}
+
+    def to_spec(self) -> JobSpec:
+        return JobSpec(**self.options())
+
+
+class LabelRequest(LabelingOptions):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "constitution": "harmless",
+                    "pairs": [EXAMPLE_PAIR],
+                    "principles": 4,
+                    "seed": 0,
+                    "aggregator": "mean_logodds",
+                    "per_principle": False,
+                }
+            ]
+        },
+    )
+
+    # A pair that is an object but not a valid Pair falls through to the plain object
+    # branch, so it is reported beside the good labels instead of failing the request.
+    pairs: Annotated[list[Pair | dict[str, Any]], Field(min_length=1)] = Field(
+        description="Pairs `{id, prompt, response_a, response_b}` (the `Pair` schema); "
+        "invalid ones come back as per-item errors."
+    )
+
     def to_command(self) -> LabelCommand:
-        return LabelCommand(
-            constitution=self.constitution,
-            pairs=self.pairs,
-            principles=self.principles,
-            seed=self.seed,
-            aggregator=self.aggregator,
-            per_principle=self.per_principle,
-            calibrated=self.calibrated,
-            mode=self.mode,
-            cot_max_tokens=self.cot_max_tokens,
-        )
+        return LabelCommand(pairs=self.pairs, **self.options())
 
 
 class LabelResponse(BaseModel):
@@ -336,7 +340,7 @@ class HealthStatus(BaseModel):
 # -- batch jobs (the wire contract of issue 10, which the SDK of issue 11 calls) ------------
 
 
-class JobRequest(BaseModel):
+class JobRequest(LabelingOptions):
     """The JSON form of POST /v1/jobs: /v1/labels' fields; `pairs` may be longer."""
 
     model_config = ConfigDict(
@@ -346,42 +350,11 @@ class JobRequest(BaseModel):
         },
     )
 
-    constitution: Annotated[str, Field(min_length=1, max_length=200)]
     pairs: Annotated[list[Pair | dict[str, Any]], Field(min_length=1)]
-    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = False
-
-    def to_spec(self) -> JobSpec:
-        return JobSpec(
-            constitution=self.constitution,
-            principles=self.principles,
-            seed=self.seed,
-            aggregator=self.aggregator,
-            per_principle=self.per_principle,
-        )
 
 
-class JobQuery(BaseModel):
+class JobQuery(LabelingOptions):
     """The options of an NDJSON upload, from the query string."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    constitution: Annotated[str, Field(min_length=1, max_length=200)]
-    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = False
-
-    def to_spec(self) -> JobSpec:
-        return JobSpec(
-            constitution=self.constitution,
-            principles=self.principles,
-            seed=self.seed,
-            aggregator=self.aggregator,
-            per_principle=self.per_principle,
-        )
 
 
 class JobStatusBody(BaseModel):

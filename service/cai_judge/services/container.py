@@ -119,7 +119,7 @@ class Services:
             revisions=revisions,
             cache=cache,
             jobs=JobService(job_store, registry, settings),
-            chunk_labeler=ChunkLabeler(judge, registry, admission, metrics, settings),
+            chunk_labeler=ChunkLabeler(labels),
             redis=redis,
         )
 

@@ -36,12 +36,10 @@ from tenacity import (
 )
 
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
-from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import Label, LabelOptions, PairError
-from cai_judge.services.admission import Admission
+from cai_judge.labeling.schema import Label, PairError
 from cai_judge.services.errors import InvalidRequest, NotFound, Unavailable
-from cai_judge.services.labels import validate_pairs
+from cai_judge.services.labels import LabelCommand, LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller
 from cai_judge.settings import Settings
@@ -72,6 +70,9 @@ class JobSpec:
     seed: int = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
+    calibrated: bool = False
+    mode: Literal["plain", "cot"] = "plain"
+    cot_max_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +203,9 @@ class JobService:
             "seed": spec.seed,
             "aggregator": spec.aggregator.value,
             "per_principle": spec.per_principle,
+            "calibrated": spec.calibrated,
+            "mode": spec.mode,
+            "cot_max_tokens": spec.cot_max_tokens,
         }
         digest = hashlib.sha256(
             json.dumps({"constitution": spec.constitution, **options}, sort_keys=True).encode()
@@ -319,33 +323,20 @@ def result_line(result: Label | PairError) -> bytes:
 
 
 class ChunkLabeler:
-    """Labels one chunk's lines as /v1/labels would, with the job's index per pair."""
+    """Labels one chunk's lines exactly as /v1/labels would, with the job's index per pair.
 
-    def __init__(
-        self,
-        judge: Judge,
-        registry: ConstitutionRegistry,
-        admission: Admission,
-        metrics: ServiceMetrics,
-        settings: Settings,
-    ) -> None:
-        self.judge = judge
-        self.registry = registry
-        self.admission = admission
-        self.metrics = metrics
-        self.settings = settings
+    It calls the label service itself (past its per-caller rate limit: the job was admitted
+    when it was submitted), so a job gets every option, limit and error of /v1/labels.
+    """
+
+    def __init__(self, labels: LabelService) -> None:
+        self.labels = labels
+        self.admission = labels.admission
+        self.registry = labels.registry
 
     async def label(
         self, record: JobRecord, indexed_lines: list[tuple[int, bytes]]
     ) -> list[tuple[int, bool, bytes]]:
-        spec = self.registry.resolve(f"{record.constitution_id}@{record.constitution_version}")
-        options = LabelOptions(
-            principles=record.options["principles"],
-            seed=record.options["seed"],
-            aggregator=Aggregator(record.options["aggregator"]),
-            per_principle=record.options["per_principle"],
-            low_mass_threshold=self.settings.low_mass_threshold,
-        )
         out: dict[int, Label | PairError] = {}
         raw_pairs: list[Mapping[str, Any]] = []
         positions: list[int] = []
@@ -364,21 +355,29 @@ class ChunkLabeler:
                 continue
             raw_pairs.append(value)
             positions.append(index)
-        valid, invalid = validate_pairs(raw_pairs)
-        for bad in invalid:
-            index = positions[bad.index]
-            param = (bad.error.param or "").replace(f"pairs.{bad.index}", f"pairs.{index}", 1)
-            detail = bad.error.model_copy(update={"param": param or None})
-            out[index] = bad.model_copy(update={"index": index, "error": detail})
-        if valid:
-            plan = await self.judge.plan([pair for _, pair in valid], spec, options)
-            async with self.admission.reserve(len(plan.units)):
-                batch = await self.judge.run(plan)
-            self.metrics.observe_labels(batch.labels, batch.usage)
-            for (local, _), result in zip(valid, batch.results, strict=True):
+        if raw_pairs:
+            options = record.options
+            command = LabelCommand(
+                constitution=f"{record.constitution_id}@{record.constitution_version}",
+                pairs=raw_pairs,
+                principles=options["principles"],
+                seed=options["seed"],
+                aggregator=Aggregator(options["aggregator"]),
+                per_principle=options["per_principle"],
+                # Jobs stored before these options existed were plain and uncalibrated.
+                calibrated=options.get("calibrated", False),
+                mode=options.get("mode", "plain"),
+                cot_max_tokens=options.get("cot_max_tokens"),
+            )
+            outcome = await self.labels.label_admitted(command)
+            # The service numbers results within this chunk: back to the job's indices.
+            for local, result in enumerate(outcome.results):
                 index = positions[local]
                 if isinstance(result, PairError):
-                    detail = result.error.model_copy(update={"param": f"pairs.{index}"})
+                    param = (result.error.param or "").replace(
+                        f"pairs.{local}", f"pairs.{index}", 1
+                    )
+                    detail = result.error.model_copy(update={"param": param or None})
                     result = result.model_copy(update={"index": index, "error": detail})
                 out[index] = result
         return [(i, isinstance(r, Label), result_line(r)) for i, r in sorted(out.items())]

@@ -139,6 +139,12 @@ class LabelService:
                 self.check_rate(caller)
             return await self.admission.run(self._label(command))
 
+    async def label_admitted(self, command: LabelCommand) -> LabelOutcome:
+        """Label work admitted elsewhere (a job's chunk, admitted when the job was
+        submitted): the same checks, limits and errors, without the caller's rate limit."""
+        async with self.admission.enter():
+            return await self.admission.run(self._label(command))
+
     async def _label(self, command: LabelCommand) -> LabelOutcome:
         settings = self.settings
         if len(command.pairs) > settings.max_pairs_per_request:
