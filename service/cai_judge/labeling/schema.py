@@ -261,7 +261,9 @@ class PairError(BaseModel):
     The one per-item error type, from the Judge to the HTTP and gRPC answers and the CLI.
     """
 
-    id: str | None
+    # Optional with a default: responses leave out None fields, and an input with no usable
+    # id must still match the schema (schemathesis found the required-but-absent `id`).
+    id: str | None = Field(default=None, description="The input's id; absent when it had none.")
     index: int = Field(description="The pair's position in the request or file.")
     error: ErrorDetail
 

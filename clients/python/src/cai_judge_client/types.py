@@ -175,7 +175,7 @@ class PairError(_Model):
     """In place of a label: this pair could not be labeled (the rest of the batch was).
     `index` is the pair's position in the request, or in the dataset for `label_dataset`."""
 
-    id: str | None
+    id: str | None = None  # absent when the pair had no usable id
     index: int
     error: ErrorDetail
 
