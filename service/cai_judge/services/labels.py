@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.calibration import (
@@ -77,26 +77,30 @@ class LabelOutcome:
     usage: Usage
 
 
-def validate_pairs(
-    raw_pairs: Sequence[Pair | Mapping[str, Any]],
-) -> tuple[list[tuple[int, Pair]], list[PairError]]:
-    """The valid pairs with their input index, and a PairError for each invalid one."""
-    valid: list[tuple[int, Pair]] = []
+Item = TypeVar("Item", bound=BaseModel)
+
+
+def validate_items(
+    raw_items: Sequence[Item | Mapping[str, Any]],
+    model: type[Item],
+    field: str,
+    error_type: str,
+) -> tuple[list[tuple[int, Item]], list[PairError]]:
+    """The valid items of a request's list `field` with their input index, and a PairError
+    (naming `field.index.subfield`) for each invalid one: one bad item never fails the rest."""
+    valid: list[tuple[int, Item]] = []
     invalid: list[PairError] = []
-    for index, raw in enumerate(raw_pairs):
-        if isinstance(raw, Pair):
+    for index, raw in enumerate(raw_items):
+        if isinstance(raw, model):
             valid.append((index, raw))
             continue
         try:
-            valid.append((index, Pair.model_validate(raw)))
+            valid.append((index, model.model_validate(raw)))
         except ValidationError as error:
-            message, param = describe_errors(error.errors(), prefix=("pairs", index))
-            raw_id = raw.get("id")
-            invalid.append(
-                PairError.of(
-                    raw_id if isinstance(raw_id, str) else None, index, message, param=param
-                )
-            )
+            message, param = describe_errors(error.errors(), prefix=(field, index))
+            raw_id = raw.get("id") if isinstance(raw, Mapping) else None
+            pair_id = raw_id if isinstance(raw_id, str) else None
+            invalid.append(PairError.of(pair_id, index, message, type=error_type, param=param))
     return valid, invalid
 
 
@@ -177,7 +181,7 @@ class LabelService:
             cot_max_probability=settings.cot_max_probability,
         )
         profile = self._profile(spec, options) if command.calibrated else None
-        valid, invalid = validate_pairs(command.pairs)
+        valid, invalid = validate_items(command.pairs, Pair, "pairs", "invalid_pair")
         plan = await self.judge.plan([pair for _, pair in valid], spec, options)
         if plan.prompt_tokens > settings.max_tokens_per_request:
             raise InvalidRequest(

@@ -17,13 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import ValidationError
-
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
 from cai_judge.labeling.schema import PairError
-from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited
+from cai_judge.services.labels import validate_items
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller, RateLimiter
 from cai_judge.settings import Settings
@@ -51,33 +49,6 @@ class RevisionOutcome:
 
     results: list[Revision | PairError]
     usage: RevisionUsage
-
-
-def validate_prompts(
-    raw_prompts: Sequence[RevisionPrompt | Mapping[str, Any]],
-) -> tuple[list[tuple[int, RevisionPrompt]], list[PairError]]:
-    """The valid prompts with their input index, and a PairError for each invalid one."""
-    valid: list[tuple[int, RevisionPrompt]] = []
-    invalid: list[PairError] = []
-    for index, raw in enumerate(raw_prompts):
-        if isinstance(raw, RevisionPrompt):
-            valid.append((index, raw))
-            continue
-        try:
-            valid.append((index, RevisionPrompt.model_validate(raw)))
-        except ValidationError as error:
-            message, param = describe_errors(error.errors(), prefix=("prompts", index))
-            raw_id = raw.get("id")
-            invalid.append(
-                PairError.of(
-                    raw_id if isinstance(raw_id, str) else None,
-                    index,
-                    message,
-                    type="invalid_prompt",
-                    param=param,
-                )
-            )
-    return valid, invalid
 
 
 def engine_requests(prompts: int, rounds: int) -> int:
@@ -156,7 +127,9 @@ class RevisionService:
             max_tokens=max_tokens,
             few_shot=command.few_shot,
         )
-        valid, invalid = validate_prompts(command.prompts)
+        valid, invalid = validate_items(
+            command.prompts, RevisionPrompt, "prompts", "invalid_prompt"
+        )
         usage = RevisionUsage()
         batch_results: list[Revision | PairError] = []
         if valid:
