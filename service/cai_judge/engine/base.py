@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,3 +115,59 @@ class Engine(Protocol):
     async def check_health(self) -> None: ...
 
     async def shutdown(self) -> None: ...
+
+
+async def score_by_prefix_group(
+    units: Sequence[ScoreUnit],
+    score_group: Callable[[list[ScoreUnit]], Awaitable[list[UnitScore | BaseException]]],
+) -> list[UnitScore]:
+    """Score every prefix group at once (each group schedules its own leader first) and
+    return the scores in unit order: the part of `score` every engine shares.
+
+    Groups catch their units' errors, so a sibling's failure never leaves the others running
+    unattended; what still escapes a group (cancellation) is re-raised. Then: all scored,
+    the scores; nothing scored, or the engine unavailable, the error itself (the whole call
+    is retried, rather than pairs reported failed for a cause that is not theirs); else
+    `ScoreUnitsFailed` with each unit's own outcome.
+    """
+    groups: dict[object, list[int]] = {}
+    for index, unit in enumerate(units):
+        # A unit that declares no shared prefix is its own group: sent at once.
+        key: object = unit.prefix_key if unit.prefix_length else index
+        groups.setdefault(key, []).append(index)
+    group_results = await asyncio.gather(
+        *(score_group([units[i] for i in indices]) for indices in groups.values()),
+        return_exceptions=True,
+    )
+    results: list[UnitScore | BaseException | None] = [None] * len(units)
+    for indices, outcome in zip(groups.values(), group_results, strict=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
+        for index, result in zip(indices, outcome, strict=True):
+            results[index] = result
+    scores = [r for r in results if isinstance(r, UnitScore)]
+    if len(scores) == len(units):
+        return scores
+    failures = [r for r in results if isinstance(r, BaseException)]
+    unavailable = [f for f in failures if isinstance(f, EngineUnavailable)]
+    if unavailable or not scores:
+        raise unavailable[0] if unavailable else failures[0]
+    raise ScoreUnitsFailed([r for r in results if r is not None])
+
+
+def caller_results(futures: Sequence[asyncio.Future[UnitScore]]) -> list[UnitScore]:
+    """One caller's units from shared futures (the batching and caching decorators): every
+    score; the error itself when all its units failed; else `ScoreUnitsFailed` with each
+    unit's own outcome, so one bad unit costs its caller nothing else."""
+    outcomes: list[UnitScore | BaseException] = []
+    for future in futures:
+        if future.cancelled():
+            raise asyncio.CancelledError
+        error = future.exception()
+        outcomes.append(error if error is not None else future.result())
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    if not failed:
+        return outcomes  # type: ignore[return-value]
+    if len(failed) == len(outcomes):
+        raise failed[0]
+    raise ScoreUnitsFailed(outcomes)

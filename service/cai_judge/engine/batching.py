@@ -31,6 +31,7 @@ from cai_judge.engine.base import (
     ScoreUnit,
     ScoreUnitsFailed,
     UnitScore,
+    caller_results,
 )
 
 
@@ -92,7 +93,7 @@ class BatchingEngine:
             # asyncio.wait, unlike gather, never cancels the shared futures when this
             # caller is cancelled: other callers may still want them.
             await asyncio.wait([e.future for e in entries])
-            return _results_of([e.future for e in entries])
+            return caller_results([e.future for e in entries])
         finally:
             self._release(units, entries)
 
@@ -178,19 +179,3 @@ class BatchingEngine:
             self._dispatcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._dispatcher
-
-
-def _results_of(futures: list[asyncio.Future[UnitScore]]) -> list[UnitScore]:
-    """Every score, or the caller's share of the failure (see the module docstring)."""
-    outcomes: list[UnitScore | BaseException] = []
-    for future in futures:
-        if future.cancelled():
-            raise asyncio.CancelledError
-        error = future.exception()
-        outcomes.append(error if error is not None else future.result())
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    if not failed:
-        return outcomes  # type: ignore[return-value]
-    if len(failed) == len(outcomes):
-        raise failed[0]
-    raise ScoreUnitsFailed(outcomes)

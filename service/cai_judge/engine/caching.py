@@ -48,6 +48,7 @@ from cai_judge.engine.base import (
     ScoreUnit,
     ScoreUnitsFailed,
     UnitScore,
+    caller_results,
 )
 from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
@@ -146,7 +147,7 @@ class CachingEngine:
             fill.task = asyncio.create_task(self._fill(owned, mine))
         try:
             await asyncio.wait({f.future for f in flights})
-            return _results_of([f.future for f in flights])
+            return caller_results([f.future for f in flights])
         finally:
             self._release(flights)
 
@@ -255,22 +256,6 @@ class CachingEngine:
         """Finish the pending writes; the inner engine belongs to whoever started it."""
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), timeout=2.0)
-
-
-def _results_of(futures: list[asyncio.Future[UnitScore]]) -> list[UnitScore]:
-    """Every score, or this caller's share of the failure, as the batching decorator does."""
-    outcomes: list[UnitScore | BaseException] = []
-    for future in futures:
-        if future.cancelled():
-            raise asyncio.CancelledError
-        error = future.exception()
-        outcomes.append(error if error is not None else future.result())
-    failed = [o for o in outcomes if isinstance(o, BaseException)]
-    if not failed:
-        return outcomes  # type: ignore[return-value]
-    if len(failed) == len(outcomes):
-        raise failed[0]
-    raise ScoreUnitsFailed(outcomes)
 
 
 def model_identity(engine: Engine, revision: str, dtype: str) -> str:

@@ -28,8 +28,8 @@ from cai_judge.engine.base import (
     GenerationParams,
     GenerationPrompt,
     ScoreUnit,
-    ScoreUnitsFailed,
     UnitScore,
+    score_by_prefix_group,
 )
 
 if TYPE_CHECKING:
@@ -195,32 +195,7 @@ class VllmEngine:
         return [leader, *followers]
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        groups: dict[object, list[int]] = {}
-        for index, unit in enumerate(units):
-            # A unit that declares no shared prefix is its own group: sent at once.
-            key: object = unit.prefix_key if unit.prefix_length else index
-            groups.setdefault(key, []).append(index)
-        # Groups catch their units' errors, so a sibling's failure never leaves the others
-        # running unattended; what still escapes (cancellation) is re-raised below.
-        group_results = await asyncio.gather(
-            *(self._score_prefix_group([units[i] for i in idx]) for idx in groups.values()),
-            return_exceptions=True,
-        )
-        results: list[UnitScore | BaseException | None] = [None] * len(units)
-        for indices, outcome in zip(groups.values(), group_results, strict=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            for index, result in zip(indices, outcome, strict=True):
-                results[index] = result
-        scores = [r for r in results if isinstance(r, UnitScore)]
-        if len(scores) == len(units):
-            return scores
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if not scores:
-            # Nothing to salvage: the caller sees the error itself (a dead engine, a
-            # batch of prompts vLLM refuses), as from any other engine call.
-            raise failures[0]
-        raise ScoreUnitsFailed([r for r in results if r is not None])
+        return await score_by_prefix_group(units, self._score_prefix_group)
 
     async def generate(
         self, prompts: Sequence[GenerationPrompt], params: GenerationParams

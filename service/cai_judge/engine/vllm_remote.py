@@ -62,8 +62,8 @@ from cai_judge.engine.base import (
     GenerationParams,
     GenerationPrompt,
     ScoreUnit,
-    ScoreUnitsFailed,
     UnitScore,
+    score_by_prefix_group,
 )
 from cai_judge.engine.routing import (
     NoServerAvailable,
@@ -405,30 +405,7 @@ class RemoteVllmEngine:
                 self.router.finish(placement, placement.outstanding)
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        groups: dict[object, list[int]] = {}
-        for index, unit in enumerate(units):
-            key: object = unit.prefix_key if unit.prefix_length else index
-            groups.setdefault(key, []).append(index)
-        group_results = await asyncio.gather(
-            *(self._score_prefix_group([units[i] for i in idx]) for idx in groups.values()),
-            return_exceptions=True,
-        )
-        results: list[UnitScore | BaseException | None] = [None] * len(units)
-        for indices, outcome in zip(groups.values(), group_results, strict=True):
-            if isinstance(outcome, BaseException):
-                raise outcome
-            for index, result in zip(indices, outcome, strict=True):
-                results[index] = result
-        scores = [r for r in results if isinstance(r, UnitScore)]
-        if len(scores) == len(units):
-            return scores
-        failures = [r for r in results if isinstance(r, BaseException)]
-        unavailable = [f for f in failures if isinstance(f, EngineUnavailable)]
-        if unavailable or not scores:
-            # The fleet went away: the whole call is retried later (503), rather than
-            # some of its pairs reported as failed for a cause that is not theirs.
-            raise unavailable[0] if unavailable else failures[0]
-        raise ScoreUnitsFailed([r for r in results if r is not None])
+        return await score_by_prefix_group(units, self._score_prefix_group)
 
     # -- generation (CoT, SL-CAI) ----------------------------------------------------
 
