@@ -121,7 +121,7 @@ async def measure_engine(args: argparse.Namespace) -> float:
     from cai_judge.settings import Settings
 
     settings = Settings(**({"model": args.model} if args.model else {}))
-    engine = await start_engine(settings)
+    engine = await start_engine(settings, serving=True)
     try:
         judge = Judge(engine, ConstitutionRegistry.with_builtins())
         # Warm up as the server was before its timed levels: the first batches of a fresh

@@ -84,7 +84,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.perf_counter()
     settings = Settings()
-    engine = await start_engine(settings)
+    engine = await start_engine(settings, serving=True)
     engine_seconds = time.perf_counter() - started
     judge = Judge(engine, ConstitutionRegistry.with_builtins())
     try:

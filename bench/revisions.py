@@ -49,7 +49,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     settings = Settings(cpu_kv_cache_gib=1)
     registry = ConstitutionRegistry.with_builtins()
-    engine = await start_engine(settings)
+    engine = await start_engine(settings, serving=True)
     judge = Judge(engine, registry)
     reviser = Reviser(engine, judge)
     spec = registry.resolve(args.constitution)

@@ -73,7 +73,8 @@ class FakeJudge:
 def fake_engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
     engine = FakeEngine()
 
-    async def start_engine(settings: Settings) -> FakeEngine:
+    async def start_engine(settings: Settings, *, serving: bool) -> FakeEngine:
+        assert not serving, "the offline commands run the engine core in-process"
         return engine
 
     monkeypatch.setattr("cai_judge.engine.factory.start_engine", start_engine)
@@ -95,7 +96,7 @@ async def test_engine_session_closes_judge_and_engine_when_the_body_fails(
 async def test_engine_session_turns_a_model_not_ready_into_exit_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ):
-    async def start_engine(settings: Settings) -> None:
+    async def start_engine(settings: Settings, *, serving: bool) -> None:
         raise ModelNotReady("run `cai-judge model prepare` first")
 
     monkeypatch.setattr("cai_judge.engine.factory.start_engine", start_engine)

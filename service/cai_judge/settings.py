@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     cpu_threads_bind: str = "all"
     cpu_kv_cache_gib: Annotated[float, Field(gt=0)] = 4.0
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
+    # Where vLLM's engine core runs. `in-process`: a thread of this process (one vLLM
+    # import, no child processes: the offline CLI starts in half the time). `subprocess`:
+    # AsyncLLM's own process, so a server's event loop never shares a GIL with it.
+    # `auto`: in-process for the offline commands, subprocess for `serve` and `worker`.
+    engine_core: Literal["auto", "in-process", "subprocess"] = "auto"
 
     # -- a remote vLLM fleet (engine/vllm_remote.py, docs/deploy.md) -------------------
     # `local`: vLLM in this process. `remote`: the vLLM servers of `vllm_urls`, routed by

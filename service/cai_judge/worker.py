@@ -30,7 +30,7 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
     if not settings.redis_url:
         raise WorkerError("the worker takes jobs from Redis: set CAI_JUDGE_REDIS_URL")
     registry = registry_from_settings(settings)
-    engine = await start_engine(settings)
+    engine = await start_engine(settings, serving=True)
     services = Services.build(settings, engine, registry)
     consumer = services.job_consumer()
     assert consumer is not None  # Redis is configured

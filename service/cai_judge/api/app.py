@@ -34,7 +34,7 @@ EngineFactory = Callable[[Settings], Awaitable[Engine]]
 async def _default_engine_factory(settings: Settings) -> Engine:
     from cai_judge.engine.factory import start_engine
 
-    return await start_engine(settings)
+    return await start_engine(settings, serving=True)
 
 
 def _exit_for_restart() -> None:

@@ -205,7 +205,7 @@ async def engine_session(
     from cai_judge.labeling.templates import TemplateError
 
     try:
-        engine = await start_engine(settings)
+        engine = await start_engine(settings, serving=False)
     except (ModelNotReady, ValueError) as error:
         raise fail(str(error)) from None
     try:

@@ -10,7 +10,7 @@ from cai_judge.engine.default_model import (
     default_model_dir,
     verify_prepared_model,
 )
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig, VllmScorer
 from cai_judge.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -67,13 +67,35 @@ def model_display_name(settings: Settings) -> str:
     return DEFAULT_MODEL_NAME if settings.model == DEFAULT_MODEL else settings.model
 
 
-async def start_engine(settings: Settings) -> Engine:
+def runs_core_in_process(settings: Settings, *, serving: bool) -> bool:
+    if settings.engine_core == "auto":
+        return not serving
+    return settings.engine_core == "in-process"
+
+
+async def start_engine(settings: Settings, *, serving: bool) -> Engine:
+    """The configured engine, warmed up: `serving` (a server or a job worker) decides
+    where an `auto` engine core runs (Settings.engine_core)."""
     engine: Engine
     if settings.engine == "remote":
         from cai_judge.engine.vllm_remote import RemoteVllmEngine
 
         engine = await RemoteVllmEngine.start(remote_engine_config(settings))
     else:
-        engine = await VllmEngine.start(engine_config(settings))
+        local: VllmScorer
+        if runs_core_in_process(settings, serving=serving):
+            from cai_judge.engine.vllm_inprocess import InProcessVllmEngine
+
+            local = await InProcessVllmEngine.start(engine_config(settings))
+        else:
+            local = await VllmEngine.start(engine_config(settings))
+        try:
+            # The first forward pass pays one-time costs (1.5 s on the CI machine): here,
+            # once, so a server turns ready only after it and no request waits on it.
+            await local.warm_up()
+        except BaseException:
+            await local.shutdown()
+            raise
+        engine = local
     engine.model_name = model_display_name(settings)
     return engine

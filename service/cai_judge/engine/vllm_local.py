@@ -82,7 +82,7 @@ def resolve_dtype(setting: str) -> str:
     return "float32" if current_platform.is_cpu() else "auto"
 
 
-def _apply_cpu_environment(config: VllmEngineConfig) -> None:
+def apply_cpu_environment(config: VllmEngineConfig) -> None:
     # vLLM reads these from the environment when the engine starts, and its worker
     # processes inherit them; explicit user settings in the environment win.
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep progress bars readable
@@ -92,45 +92,59 @@ def _apply_cpu_environment(config: VllmEngineConfig) -> None:
     )
 
 
-class VllmEngine:
-    """Implements `cai_judge.engine.base.Engine` on an in-process AsyncLLM."""
+def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
+    """vLLM's engine arguments, the same for the subprocess and the in-process core."""
+    return {
+        "model": config.model,
+        "dtype": resolve_dtype(config.dtype),
+        "max_model_len": config.max_model_len,
+        "seed": config.seed,
+        "enable_prefix_caching": config.enable_prefix_caching,
+        "block_size": config.block_size,
+        "max_num_seqs": config.max_num_seqs,
+        "max_num_batched_tokens": config.max_num_batched_tokens,
+        "enforce_eager": config.enforce_eager,
+        "gpu_memory_utilization": config.gpu_memory_utilization,
+        "disable_log_stats": True,
+    }
 
-    def __init__(self, llm: Any, tokenizer: Any, config: VllmEngineConfig) -> None:
-        self._llm = llm
+
+class VllmScorer:
+    """Scoring and generation on a vLLM engine, whichever process runs its core.
+
+    Subclasses only submit one request and return its final output (`_submit`); how units
+    are grouped, and what a score is, is decided here once for both.
+    """
+
+    def __init__(self, tokenizer: Any, config: VllmEngineConfig, max_model_len: int) -> None:
         self._tokenizer = tokenizer
         self.config = config
         self.model_name = config.model
-        self.max_model_len: int = llm.model_config.max_model_len
+        self.max_model_len = max_model_len
         self._request_ids = itertools.count()
         self._score_params: dict[tuple[int, int], SamplingParams] = {}
-
-    @classmethod
-    async def start(cls, config: VllmEngineConfig) -> VllmEngine:
-        _apply_cpu_environment(config)
-        from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
-        from vllm.v1.engine.async_llm import AsyncLLM
-
-        args = AsyncEngineArgs(
-            model=config.model,
-            dtype=resolve_dtype(config.dtype),  # type: ignore[arg-type]
-            max_model_len=config.max_model_len,  # type: ignore[arg-type]
-            seed=config.seed,
-            enable_prefix_caching=config.enable_prefix_caching,
-            block_size=config.block_size,  # type: ignore[arg-type]
-            max_num_seqs=config.max_num_seqs,
-            max_num_batched_tokens=config.max_num_batched_tokens,
-            enforce_eager=config.enforce_eager,
-            gpu_memory_utilization=config.gpu_memory_utilization,
-            disable_log_stats=True,
-        )
-        llm = AsyncLLM.from_engine_args(args)
-        tokenizer = AutoTokenizer.from_pretrained(config.model)
-        return cls(llm, tokenizer, config)
 
     @property
     def tokenizer(self) -> Any:
         return self._tokenizer
+
+    async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
+        """Run one request to completion; its final `RequestOutput`. Cancelling the
+        awaiting coroutine (a client went away) must abort the request in the engine."""
+        raise NotImplementedError
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (benchmarks compare paths from the same start)."""
+        raise NotImplementedError
+
+    async def check_health(self) -> None:
+        raise NotImplementedError
+
+    async def shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _next_request_id(self, kind: str) -> str:
+        return f"{kind}-{next(self._request_ids)}"
 
     def _params_for(self, answer_ids: tuple[int, int]) -> SamplingParams:
         params = self._score_params.get(answer_ids)
@@ -147,19 +161,11 @@ class VllmEngine:
         return params
 
     async def _score_one(self, unit: ScoreUnit) -> UnitScore:
-        from vllm.inputs import TokensPrompt
-
-        request_id = f"score-{next(self._request_ids)}"
-        final = None
-        # Cancelling this coroutine (a client went away) makes AsyncLLM abort the request.
-        async for output in self._llm.generate(
-            TokensPrompt(prompt_token_ids=list(unit.prompt_token_ids)),
-            self._params_for(unit.answer_token_ids),
-            request_id,
-        ):
-            final = output
+        final = await self._submit(
+            list(unit.prompt_token_ids), self._params_for(unit.answer_token_ids)
+        )
         if final is None or not final.outputs or not final.outputs[0].logprobs:
-            raise EngineError(f"request {request_id} returned no log-probs")
+            raise EngineError("a score request returned no log-probs")
         logprobs = final.outputs[0].logprobs[0]
         id_a, id_b = unit.answer_token_ids
         try:
@@ -201,7 +207,6 @@ class VllmEngine:
         self, prompts: Sequence[GenerationPrompt], params: GenerationParams
     ) -> list[str]:
         from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
 
         # A per-request seed gives each request its own generator in vLLM, so a seeded
         # prompt samples the same tokens whatever batch it shares.
@@ -216,14 +221,60 @@ class VllmEngine:
             # Text is tokenized here, on the event loop: callers that care (the Judge, the
             # reviser) pass token ids rendered in their planning thread instead.
             ids = list(prompt) if isinstance(prompt, tuple) else self._tokenizer.encode(prompt)
-            text = ""
-            async for output in self._llm.generate(
-                TokensPrompt(prompt_token_ids=ids), sampling, f"gen-{next(self._request_ids)}"
-            ):
-                text = output.outputs[0].text
-            return text
+            final = await self._submit(ids, sampling)
+            return str(final.outputs[0].text) if final is not None and final.outputs else ""
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    async def warm_up(self) -> None:
+        """One short request, so the first real batch does not pay one-time costs and a
+        server reports ready only once the engine has answered."""
+        await self._submit([0] * 8, self._params_for((0, 1)))
+
+
+class VllmEngine(VllmScorer):
+    """Implements `cai_judge.engine.base.Engine` on AsyncLLM, whose engine core runs in
+    its own process: the service's default, so the HTTP event loop never shares a GIL
+    with the engine's scheduler and model code."""
+
+    # vLLM's own default, 5 s, is shorter than the engine core needs to tear down its
+    # worker on this CPU (measured 4.9 s idle, more after work): it was force-killed.
+    SHUTDOWN_TIMEOUT_S = 30.0
+
+    def __init__(self, llm: Any, tokenizer: Any, config: VllmEngineConfig) -> None:
+        super().__init__(tokenizer, config, llm.model_config.max_model_len)
+        self._llm = llm
+
+    @classmethod
+    async def start(cls, config: VllmEngineConfig) -> VllmEngine:
+        apply_cpu_environment(config)
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_arguments(config)))
+        tokenizer = AutoTokenizer.from_pretrained(config.model)
+        return cls(llm, tokenizer, config)
+
+    async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        if self._llm is None:
+            raise EngineError("engine is shut down")
+        final = None
+        # Cancelling this coroutine (a client went away) makes AsyncLLM abort the request.
+        async for output in self._llm.generate(
+            TokensPrompt(prompt_token_ids=prompt_token_ids),
+            params,
+            self._next_request_id("req"),
+        ):
+            final = output
+        return final
+
+    async def reset_prefix_cache(self) -> None:
+        """Forget every cached prefix (benchmarks compare paths from the same start)."""
+        if self._llm is not None:
+            await self._llm.reset_prefix_cache()
 
     async def check_health(self) -> None:
         """Raise if the engine core is dead; hang if it stopped answering.
@@ -241,7 +292,9 @@ class VllmEngine:
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
-            llm.shutdown()
+            # On the loop, blocking it: off it, AsyncLLM's output handler would run on
+            # and log the core it sees exit as an EngineDeadError.
+            llm.shutdown(timeout=self.SHUTDOWN_TIMEOUT_S)
             # AsyncLLM.__del__ calls shutdown() again, at interpreter exit if a background
             # task still holds the engine, when module globals are already gone: it then
             # raises. Shutting down twice does nothing useful, so make the second a no-op.
