@@ -11,6 +11,7 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -98,7 +99,9 @@ async def test_a_refused_unit_fails_alone(inprocess_engine: InProcessVllmEngine)
     assert len(await inprocess_engine.score([units[0], units[2]])) == 2
 
 
-def _hold_engine_thread(engine: InProcessVllmEngine) -> tuple[threading.Event, threading.Event]:
+def _hold_engine_thread(
+    engine: InProcessVllmEngine,
+) -> tuple[threading.Event, threading.Event, asyncio.Future[Any]]:
     """Park the engine thread inside a call until released: what is queued behind the
     call then reaches the engine in a known order, with no step in between."""
     entered, release = threading.Event(), threading.Event()
@@ -107,8 +110,7 @@ def _hold_engine_thread(engine: InProcessVllmEngine) -> tuple[threading.Event, t
         entered.set()
         release.wait(timeout=30)
 
-    asyncio.ensure_future(engine._call(hold))
-    return entered, release
+    return entered, release, asyncio.ensure_future(engine._call(hold))
 
 
 async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: InProcessVllmEngine):
@@ -120,13 +122,13 @@ async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: InProc
         return int(engine.get_num_unfinished_requests())  # type: ignore[attr-defined]
 
     # Hold the thread; queue the caller's requests behind it, then a second hold.
-    first_entered, first_release = _hold_engine_thread(inprocess_engine)
+    first_entered, first_release, first_hold = _hold_engine_thread(inprocess_engine)
     await asyncio.to_thread(first_entered.wait, 10)
     task = asyncio.create_task(inprocess_engine.score(units))
     commands = inprocess_engine._thread._commands  # type: ignore[union-attr]
     while commands.qsize() < len(units):
         await asyncio.sleep(0.01)
-    second_entered, second_release = _hold_engine_thread(inprocess_engine)
+    second_entered, second_release, second_hold = _hold_engine_thread(inprocess_engine)
     first_release.set()
     await asyncio.to_thread(second_entered.wait, 10)
     # Every request is now inside vLLM and no step has run: cancelling must abort them.
@@ -134,6 +136,7 @@ async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: InProc
     with pytest.raises(asyncio.CancelledError):
         await task
     second_release.set()
+    await asyncio.gather(first_hold, second_hold)
     assert await inprocess_engine._call(unfinished) == 0
     [score] = await inprocess_engine.score(units[:1])
     assert score.prompt_tokens == len(units[0].prompt_token_ids)
@@ -147,8 +150,7 @@ async def test_seeded_generation_repeats(inprocess_engine: InProcessVllmEngine):
     assert first[0]
 
 
-# Last in this module: it shuts the module's engine down (one vLLM distributed state per
-# process, so a second in-process engine is not started here).
+# Last but one in this module: it shuts the module's engine down.
 async def test_health_and_shutdown(inprocess_engine: InProcessVllmEngine):
     engine = inprocess_engine
     await asyncio.wait_for(engine.check_health(), timeout=10)
@@ -159,3 +161,20 @@ async def test_health_and_shutdown(inprocess_engine: InProcessVllmEngine):
     with pytest.raises(EngineError, match="shut down"):
         await engine.check_health()
     await engine.shutdown()  # twice is harmless
+
+
+async def test_a_second_engine_starts_after_the_first_stopped(
+    inprocess_engine: InProcessVllmEngine, tiny_model_dir: Path
+):
+    """`cai-judge compare --model-a X --model-b Y` runs one engine after the other in one
+    process: vLLM's state from the first must not stop the second."""
+    assert inprocess_engine._thread is None, "runs after test_health_and_shutdown"
+    engine = await InProcessVllmEngine.start(
+        VllmEngineConfig(model=str(tiny_model_dir), max_model_len=512, cpu_kv_cache_gib=1)
+    )
+    try:
+        ids = tuple(engine.tokenizer.encode("Consider the following conversation."))
+        [score] = await engine.score([ScoreUnit(ids, _answers(engine), 0)])
+        assert score.prompt_tokens == len(ids)
+    finally:
+        await engine.shutdown()
