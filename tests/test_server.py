@@ -250,12 +250,20 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
 def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
     server = start_server(tiny_model_dir, tmp_path / "drain.log", drain_timeout_s="60")
     try:
-        body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(6)]}
+        # 24 pairs x 16 principles: several seconds on the tiny model even though the
+        # engine is warmed up before the server turns ready (the first request no longer
+        # pays that one-time second).
+        body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(24)]}
 
         async def main() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
                 long_request = asyncio.create_task(http.post("/v1/labels", json=body))
-                await asyncio.sleep(1.0)
+                # SIGTERM once the server counts the request in flight (the drain's promise
+                # covers requests it has received), not after a guess at how long that takes.
+                for _ in range(300):
+                    if (await http.get("/metrics")).text.count("\ncai_judge_inflight 1.0"):
+                        break
+                    await asyncio.sleep(0.05)
                 assert not long_request.done(), "pick a longer request: it finished too soon"
                 server.process.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.5)
@@ -267,7 +275,7 @@ def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
         assert ready.status_code == 503
         assert refused.status_code == 503 and "Retry-After" in refused.headers
         assert finished.status_code == 200
-        assert len(finished.json()["labels"]) == 6
+        assert len(finished.json()["labels"]) == 24
         assert server.process.wait(timeout=60) == 0
     finally:
         stop(server)

@@ -121,7 +121,7 @@ async def score_by_prefix_group(
     units: Sequence[ScoreUnit],
     score_group: Callable[[list[ScoreUnit]], Awaitable[list[UnitScore | BaseException]]],
 ) -> list[UnitScore]:
-    """Score every prefix group at once (each engine decides how a group's own units go) and
+    """Score every prefix group at once (each group schedules its own leader first) and
     return the scores in unit order: the part of `score` every engine shares.
 
     Groups catch their units' errors, so a sibling's failure never leaves the others running

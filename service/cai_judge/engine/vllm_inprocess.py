@@ -203,12 +203,14 @@ class InProcessVllmEngine(VllmScorer):
     @classmethod
     async def start(cls, config: VllmEngineConfig) -> InProcessVllmEngine:
         apply_cpu_environment(config)
-        thread = _EngineThread(config)
-        thread.start()
         from transformers import AutoTokenizer
 
-        # The tokenizer loads here while the engine thread loads the model.
+        # Before the engine thread starts, not beside it: two threads importing the same
+        # lazy transformers/accelerate modules at once can see one half-initialised
+        # ("cannot import name ... from partially initialized module", seen in CI).
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, config.model)
+        thread = _EngineThread(config)
+        thread.start()
         try:
             await asyncio.wrap_future(thread.ready)
         except BaseException:

@@ -182,21 +182,23 @@ class VllmScorer:
     async def _score_prefix_group(
         self, units: Sequence[ScoreUnit]
     ) -> list[UnitScore | BaseException]:
-        """Each unit's score or its error; only cancellation propagates.
-
-        Every unit of the group goes at once. vLLM registers a prompt's full KV blocks in
-        its prefix cache when it schedules them, so units of one prefix that share a step
-        already share its blocks: sending one unit first and the rest after it finished
-        computed exactly the same tokens and took 5 % longer (bench/NOTES.md §11). The
-        template's padding is what makes a follower's whole prefix reusable.
-        """
-        outcomes = await asyncio.gather(
-            *(self._score_one(u) for u in units), return_exceptions=True
+        """Each unit's score or its error; only cancellation propagates."""
+        # vLLM caches a block only once it is computed: units sent in the same step as
+        # their prefix's first computation all recompute it. So one unit goes first and
+        # the rest follow once its prefix sits in the cache.
+        try:
+            leader: UnitScore | BaseException = await self._score_one(units[0])
+        except Exception as error:
+            # The followers share the prefix that failed (the usual cause: a prompt vLLM
+            # refuses). Sending them would only fail again, or hide the cause.
+            return [error] * len(units)
+        followers = await asyncio.gather(
+            *(self._score_one(u) for u in units[1:]), return_exceptions=True
         )
-        for outcome in outcomes:
-            if isinstance(outcome, asyncio.CancelledError):
-                raise outcome
-        return list(outcomes)
+        for follower in followers:
+            if isinstance(follower, asyncio.CancelledError):
+                raise follower
+        return [leader, *followers]
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
         return await score_by_prefix_group(units, self._score_prefix_group)
