@@ -1,7 +1,8 @@
 """Throughput: cai-judge against the baselines a careful vLLM user would write, and a floor.
 
-    .venv/bin/python -m bench.throughput --quick   # ~10 min on the 2-core CI machine
-    .venv/bin/python -m bench.throughput           # 16 pairs, 3 reps, K 1/4/16: ~2.5 h there
+    .venv/bin/python -m bench.throughput --quick   # 8 min on the 2-core CI machine
+    .venv/bin/python -m bench.throughput           # 16 pairs, 3 reps, K 1/4/16: ~65 min there
+                                                   # (estimated from the cells of a 16-pair run)
 
 One engine (the service's: AsyncLLM, its core in its own process), one run. Every path
 judges the same pairs with the same principles (the first K of `harmless`, so no path

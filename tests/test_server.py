@@ -248,12 +248,17 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
 
 
 def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
-    server = start_server(tiny_model_dir, tmp_path / "drain.log", drain_timeout_s="60")
+    # 96 pairs render to ~2.4M prompt tokens, over the default per-request budget.
+    server = start_server(
+        tiny_model_dir, tmp_path / "drain.log", drain_timeout_s="60",
+        max_tokens_per_request="5000000",
+    )  # fmt: skip
     try:
-        # 24 pairs x 16 principles: several seconds on the tiny model even though the
-        # engine is warmed up before the server turns ready (the first request no longer
-        # pays that one-time second).
-        body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(24)]}
+        # 96 pairs x 16 principles: seconds on the tiny model, so the request is still in
+        # flight when readiness and a new request are checked after SIGTERM. (6 pairs were
+        # enough while the first request also paid the engine's warm-up, now done at start;
+        # 24 could finish around the SIGTERM.)
+        body = {"constitution": "harmless", "pairs": [pair(i, 60) for i in range(96)]}
 
         async def main() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
             async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
@@ -275,7 +280,7 @@ def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
         assert ready.status_code == 503
         assert refused.status_code == 503 and "Retry-After" in refused.headers
         assert finished.status_code == 200
-        assert len(finished.json()["labels"]) == 24
+        assert len(finished.json()["labels"]) == 96
         assert server.process.wait(timeout=60) == 0
     finally:
         stop(server)
