@@ -346,10 +346,6 @@ class PathResult:
     timed_principles: int
     scale: float = 1.0
 
-    @property
-    def median_seconds(self) -> float:
-        return statistics.median(self.seconds)
-
 
 @dataclass
 class Cell:
@@ -424,9 +420,10 @@ async def run_cell(
                 run = await RUNNERS[name](judge, pairs, path_spec)
                 result = results.setdefault(
                     name,
-                    PathResult([], run.prompt_tokens, run.cached_tokens, len(path_spec.principles)),
+                    PathResult(
+                        [], run.prompt_tokens, run.cached_tokens, len(path_spec.principles), scale
+                    ),
                 )
-                result.scale = scale
                 result.seconds.append(run.seconds * scale)
     from cai_judge.labeling.schema import LabelOptions
 

@@ -228,7 +228,7 @@ class InProcessVllmEngine(VllmScorer):
 
     async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
         thread = self._running_thread()
-        request_id = self._next_request_id("req")
+        request_id = self._next_request_id()
         reply: Future[Any] = Future()
         thread.send(_Add(request_id, prompt_token_ids, params, reply))
         try:

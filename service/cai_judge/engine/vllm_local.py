@@ -143,8 +143,8 @@ class VllmScorer:
     async def shutdown(self) -> None:
         raise NotImplementedError
 
-    def _next_request_id(self, kind: str) -> str:
-        return f"{kind}-{next(self._request_ids)}"
+    def _next_request_id(self) -> str:
+        return f"req-{next(self._request_ids)}"
 
     def _params_for(self, answer_ids: tuple[int, int]) -> SamplingParams:
         params = self._score_params.get(answer_ids)
@@ -266,7 +266,7 @@ class VllmEngine(VllmScorer):
         async for output in self._llm.generate(
             TokensPrompt(prompt_token_ids=prompt_token_ids),
             params,
-            self._next_request_id("req"),
+            self._next_request_id(),
         ):
             final = output
         return final
