@@ -9,17 +9,20 @@ Kubernetes alerts. No cluster is needed (none can run here).
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
 from cai_judge.services.errors import Unauthenticated
-from cai_judge.services.security import Authenticator
+from cai_judge.services.security import Authenticator, hash_api_key
 from cai_judge.settings import Settings
+from tests.test_server import free_port, start_server, stop
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("cpu", "gpu", "fleet")
@@ -195,3 +198,28 @@ def test_compose_mounts_files_that_exist():
                 assert (ROOT / "docker" / source).exists(), source
     grafana = compose["services"]["grafana"]["volumes"]
     assert any(v.startswith("./grafana-dashboard.json:") for v in grafana)
+
+
+@pytest.mark.engine
+def test_metrics_port_answers_prometheus_without_a_key_and_the_api_still_refuses(
+    tiny_model_dir: Path, tmp_path: Path
+):
+    """Prometheus sends no key: with keys set, a real `cai-judge serve` answers scrapes on
+    the metrics port, and the API port (the one the Service publishes) still refuses."""
+    metrics_port = free_port()
+    server = start_server(
+        tiny_model_dir,
+        tmp_path / "server.log",
+        api_key_hashes=json.dumps([hash_api_key("a real key")]),
+        metrics_port=str(metrics_port),
+    )
+    try:
+        scrape = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10)
+        assert scrape.status_code == 200
+        assert "cai_judge_queue_depth" in scrape.text
+        assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401
+        assert httpx.post(f"{server.url}/v1/labels", json={}, timeout=10).status_code == 401
+        keyed = httpx.get(f"{server.url}/metrics", headers={"X-API-Key": "a real key"}, timeout=10)
+        assert keyed.status_code == 200
+    finally:
+        stop(server)
