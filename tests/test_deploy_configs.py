@@ -525,6 +525,10 @@ def test_compose_prometheus_scrapes_the_metrics_port():
     assert targets == [f"judge:{port}"]
     # Not published on the host: only the compose network's Prometheus reaches it.
     assert not any(str(port) in p for p in judge.get("ports", []))
+    for dockerfile in ("Dockerfile.cpu", "Dockerfile.gpu"):
+        text = (ROOT / "docker" / dockerfile).read_text()
+        assert f"CAI_JUDGE_METRICS_PORT={port}" in text and f" {port}\n" in text, dockerfile
+        assert "VLLM_NO_USAGE_STATS=1" in text, dockerfile
 
 
 def test_compose_tmp_allows_exec():
