@@ -153,6 +153,18 @@ class Settings(BaseSettings):
     # Run a job consumer inside `serve` too (off: only `cai-judge worker` processes label).
     jobs_consumer: bool = True
 
+    # -- deployment (docs/deploy.md) ----------------------------------------------------
+    # Prometheus metrics on a port of their own, open without a key (0: none). Keys guard
+    # the API port; this one is opened only to the monitoring namespace by the
+    # NetworkPolicy and stays off the public Service (k8s/base).
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    # /health/ready probes the engine (for a fleet: every server) at most once per this
+    # many seconds; probes in between get the last answer (0: probe on every call).
+    ready_cache_s: Annotated[float, Field(ge=0)] = 1.0
+    # vLLM's enforce_eager. Unset: eager on the CPU (CUDA graphs are CUDA-only), graphs on
+    # a GPU, where CoT labels and SL-CAI revisions decode and graphs speed decoding up.
+    enforce_eager: bool | None = None
+
     @field_validator("vllm_urls", mode="before")
     @classmethod
     def _split_urls(cls, value: object) -> object:

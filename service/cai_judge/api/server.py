@@ -12,8 +12,14 @@ event loop on the same Services, started once the lifespan has built them and st
 before it closes them. The drain covers it: gRPC health turns NOT_SERVING with readiness,
 new calls get UNAVAILABLE, and the server waits for open LabelStreams as for requests.
 
-Exit status: 0 after a drain; 1 when the engine died (or hung), or the gRPC port could not
-be bound, so the orchestrator sees a failure and restarts the pod.
+With `CAI_JUDGE_METRICS_PORT` set, Prometheus metrics are also served on that port, open
+without a key (prometheus-client's own HTTP server, a thread reading the app's registry).
+Keys guard the API port, and Prometheus has none to send; the metrics port is for the
+scraper alone: Kubernetes opens it to the monitoring namespace only and keeps it off the
+public Service (k8s/base, docs/deploy.md).
+
+Exit status: 0 after a drain; 1 when the engine died (or hung), or the gRPC or metrics port
+could not be bound, so the orchestrator sees a failure and restarts the pod.
 """
 
 from __future__ import annotations
@@ -21,12 +27,15 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import threading
 import time
 from types import FrameType
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import start_http_server
 
 from cai_judge.api.app import create_app
 from cai_judge.services.container import Services
@@ -46,7 +55,12 @@ GRPC_STOP_GRACE_S = 1.0
 
 class DrainingServer(uvicorn.Server):
     def __init__(
-        self, config: uvicorn.Config, app: FastAPI, drain_timeout_s: float, grpc_port: int = 0
+        self,
+        config: uvicorn.Config,
+        app: FastAPI,
+        drain_timeout_s: float,
+        grpc_port: int = 0,
+        metrics_port: int = 0,
     ) -> None:
         super().__init__(config)
         self.app = app
@@ -55,13 +69,27 @@ class DrainingServer(uvicorn.Server):
         self.answer_deadline: float | None = None
         self.grpc_port = grpc_port
         self.grpc: GrpcServer | None = None
-        self.grpc_failed = False
+        self.port_failed = False
         self._grpc_draining = False
+        self.metrics_port = metrics_port
+        self.metrics_server: tuple[WSGIServer, threading.Thread] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         services = self.services
-        if self.should_exit or services is None or not self.grpc_port:
+        if self.should_exit or services is None:
+            return
+        if self.metrics_port:
+            try:
+                self.metrics_server = start_http_server(
+                    self.metrics_port, addr=self.config.host, registry=services.metrics.registry
+                )
+            except OSError as error:
+                logger.error("cannot serve metrics on port %d: %s", self.metrics_port, error)
+                self.port_failed = True
+                self.should_exit = True
+                return
+        if not self.grpc_port:
             return
         from cai_judge.grpc.server import GrpcServer
 
@@ -70,7 +98,7 @@ class DrainingServer(uvicorn.Server):
             await grpc_server.start()
         except RuntimeError as error:
             logger.error("%s", error)
-            self.grpc_failed = True
+            self.port_failed = True
             self.should_exit = True
             return
         self.grpc = grpc_server
@@ -78,6 +106,12 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.grpc is not None:
             await self.grpc.stop(GRPC_STOP_GRACE_S)
+        if self.metrics_server is not None:
+            # Scrapes go on through the drain, so the last numbers are seen; stop last.
+            httpd, thread = self.metrics_server
+            httpd.shutdown()
+            httpd.server_close()
+            thread.join(timeout=5)
         await super().shutdown(sockets)
 
     @property
@@ -126,9 +160,11 @@ def serve(settings: Settings) -> None:
         log_level="info",
         access_log=False,
     )
-    server = DrainingServer(config, app, settings.drain_timeout_s, settings.grpc_port)
+    server = DrainingServer(
+        config, app, settings.drain_timeout_s, settings.grpc_port, settings.metrics_port
+    )
     server.run()
-    if server.grpc_failed or (
+    if server.port_failed or (
         server.services is not None and server.services.admission.engine_dead
     ):
         sys.exit(1)

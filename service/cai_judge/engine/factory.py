@@ -38,6 +38,7 @@ def engine_config(settings: Settings) -> VllmEngineConfig:
         cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
         cpu_threads_bind=settings.cpu_threads_bind,
         gpu_memory_utilization=settings.gpu_memory_utilization,
+        enforce_eager=settings.enforce_eager,
     )
 
 

@@ -51,7 +51,8 @@ class VllmEngineConfig:
     block_size: int | None = 32
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None
-    enforce_eager: bool = True
+    # None: eager on the CPU, CUDA graphs on a GPU (resolve_enforce_eager).
+    enforce_eager: bool | None = None
     # CPU build only: KV cache size in GiB and the cores the worker's OpenMP threads use.
     cpu_kv_cache_gib: float = 4.0
     cpu_threads_bind: str = "all"
@@ -92,6 +93,17 @@ def apply_cpu_environment(config: VllmEngineConfig) -> None:
     )
 
 
+def resolve_enforce_eager(enforce_eager: bool | None) -> bool:
+    """Eager on the CPU, where CUDA graphs do not exist; graphs on CUDA, where CoT labels
+    and SL-CAI revisions decode and graphs cut the per-token launch cost (scoring, one
+    prefill per unit, gains little either way)."""
+    if enforce_eager is not None:
+        return enforce_eager
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
 def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
     """vLLM's engine arguments, the same for the subprocess and the in-process core."""
     return {
@@ -103,7 +115,7 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
         "block_size": config.block_size,
         "max_num_seqs": config.max_num_seqs,
         "max_num_batched_tokens": config.max_num_batched_tokens,
-        "enforce_eager": config.enforce_eager,
+        "enforce_eager": resolve_enforce_eager(config.enforce_eager),
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "disable_log_stats": True,
     }

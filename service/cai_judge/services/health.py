@@ -6,12 +6,20 @@ answering: `watch_engine` declares the engine dead after an error, or after
 `engine_hang_timeout_s`, and calls `on_dead` (the server then exits so that Kubernetes
 restarts the pod). Readiness turns 503 at the first slow answer (`ready_timeout_s`), so
 traffic moves elsewhere at once, but a busy engine is not a dead one.
+
+`/health/ready` is open (kubelets send no key), so its answer is cheap and says little:
+the engine probe (for a remote fleet, a round over every server) runs at most once per
+`ready_cache_s`, shared by every caller in between, and the open answer names the engine's
+state, never the fleet's internal addresses or errors (those go to the log). A full queue
+keeps the pod ready: a client that reaches it gets 503 with Retry-After, where an unready
+pod would leave the Service with no endpoints and clients with connection errors.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,30 +41,50 @@ class HealthService:
         self.engine = engine
         self.admission = admission
         self.settings = settings
+        # The last engine probe: its answer and when it started; and the one in flight.
+        self._probe: tuple[float, str] | None = None
+        self._probing: asyncio.Task[str] | None = None
 
     async def readiness(self) -> Readiness:
         admission, settings = self.admission, self.settings
         checks = {
             "draining": "yes" if admission.draining else "no",
+            # Reported, not a reason to be unready: admission answers a full queue 503.
             "queue": f"{admission.queued_units}/{settings.max_queued_units}",
         }
-        ready = not admission.draining and admission.queued_units < settings.max_queued_units
         if admission.engine_dead:
             checks["engine"] = "dead"
             return Readiness(False, checks)
+        checks["engine"] = await self._engine_state()
+        return Readiness(not admission.draining and checks["engine"] == "ok", checks)
+
+    async def _engine_state(self) -> str:
+        """The engine's state as the open answer gives it, probed at most once per
+        `ready_cache_s` and once at a time, whoever asks."""
+        now = time.monotonic()
+        if self._probe is not None and now - self._probe[0] < self.settings.ready_cache_s:
+            return self._probe[1]
+        if self._probing is None or self._probing.done():
+            self._probing = asyncio.create_task(self._probe_engine(now))
+        # A caller that leaves does not cancel the probe the others wait on.
+        return await asyncio.shield(self._probing)
+
+    async def _probe_engine(self, started: float) -> str:
+        timeout = self.settings.ready_timeout_s
         try:
-            await asyncio.wait_for(self.engine.check_health(), settings.ready_timeout_s)
-            checks["engine"] = "ok"
+            await asyncio.wait_for(self.engine.check_health(), timeout)
+            state = "ok"
         except TimeoutError:
-            checks["engine"] = f"no answer in {settings.ready_timeout_s:g} s"
-            ready = False
+            state = f"no answer in {timeout:g} s"
         except EngineUnavailable as error:
-            checks["engine"] = f"unavailable: {error}"
-            ready = False
+            # The error names the fleet's servers and their failures: log, never answer.
+            logger.warning("readiness: engine unavailable: %s", error)
+            state = "unavailable"
         except Exception as error:
-            checks["engine"] = f"unhealthy: {type(error).__name__}"
-            ready = False
-        return Readiness(ready, checks)
+            logger.warning("readiness: engine unhealthy: %r", error)
+            state = "unhealthy"
+        self._probe = (started, state)
+        return state
 
     async def watch_engine(self, on_dead: Callable[[], None]) -> None:
         """Poll the engine until it is dead or hung, then mark it and call `on_dead`."""
