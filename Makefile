@@ -41,7 +41,7 @@ lint: setup
 	@# digest that matches no key. The base alone must hold no Secret (a re-apply would
 	@# reset the real keys).
 	bash scripts/render-k8s.sh build/k8s $(K8S_OVERLAYS)
-	@! kubectl kustomize k8s/base | grep -q '^kind: Secret$$'
+	@! $(VENV)/bin/kubectl kustomize k8s/base | grep -q '^kind: Secret$$'
 	@set -e; for overlay in $(K8S_OVERLAYS); do \
 		echo "k8s/overlays/$$overlay"; \
 		$(VENV)/bin/kubernetes-validate --strict --quiet build/k8s/$$overlay.yaml; \

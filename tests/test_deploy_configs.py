@@ -21,6 +21,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from importlib.metadata import PackageNotFoundError, distribution, packages_distributions
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,9 @@ ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ("cpu", "gpu", "fleet")
 WORKLOADS = ("Deployment", "StatefulSet")
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("kubectl") is None, reason="kubectl is installed by scripts/setup.sh"
-)
+# The venv's kubectl (kustomize v5, the dev extra), as scripts/render-k8s.sh uses it.
+KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl is installed by scripts/setup.sh")
 
 
 @functools.cache
@@ -62,7 +63,7 @@ def render(overlay: str) -> list[dict[str, Any]]:
 
 def kustomize(path: Path) -> list[dict[str, Any]]:
     out = subprocess.run(
-        ["kubectl", "kustomize", str(path)], check=True, capture_output=True, text=True
+        [str(KUBECTL), "kustomize", str(path)], check=True, capture_output=True, text=True
     ).stdout
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
