@@ -26,8 +26,10 @@ unit in it as `result="error"` and sends them to the engine. Writes happen after
 callers have their scores, in the background; a failed write is only logged and counted.
 
 Single flight: a unit being looked up or computed for one caller is awaited by any other
-caller asking for it meanwhile, across requests. It is per process: replicas each compute
-a unit at most once at a time, then share it through the store.
+caller asking for it meanwhile, across requests; the fill is cancelled only when the last
+caller interested in any of its units has left. The counting is the single-flight helper
+shared with the batching decorator (engine/single_flight.py). It is per process: replicas
+each compute a unit at most once at a time, then share it through the store.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ import hashlib
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.engine.base import (
@@ -50,6 +51,7 @@ from cai_judge.engine.base import (
     UnitScore,
     caller_results,
 )
+from cai_judge.engine.single_flight import Flight, SingleFlight
 from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
 
@@ -80,21 +82,6 @@ def decode_score(value: bytes) -> UnitScore:
     return UnitScore(logprob_a, logprob_b, prompt_tokens=0, cached_tokens=0, from_cache=True)
 
 
-@dataclass(eq=False)
-class _Fill:
-    """One background lookup-then-compute for the units one caller brought first."""
-
-    live: int
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass(eq=False)
-class _Flight:
-    future: asyncio.Future[UnitScore]
-    fill: _Fill
-    waiters: int = 0
-
-
 class CachingEngine:
     """Wraps an Engine; the same interface, with a content-addressed cache per score unit."""
 
@@ -116,7 +103,7 @@ class CachingEngine:
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._on_lookup = on_lookup
-        self._flights: dict[str, _Flight] = {}
+        self._flights: SingleFlight[str, UnitScore] = SingleFlight()
         self._writes: set[asyncio.Task[None]] = set()
 
     @property
@@ -128,61 +115,44 @@ class CachingEngine:
             self._on_lookup(result, units)
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        loop = asyncio.get_running_loop()
         digests = [unit_digest(self.model_identity, u) for u in units]
-        flights: list[_Flight] = []
-        owned: dict[str, ScoreUnit] = {}
-        fill = _Fill(live=0)
-        for unit, digest in zip(units, digests, strict=True):
-            flight = self._flights.get(digest)
-            if flight is None or flight.future.cancelled() or flight.fill.live == 0:
-                flight = _Flight(loop.create_future(), fill)
-                self._flights[digest] = flight
-                owned[digest] = unit
-                fill.live += 1
-            flight.waiters += 1
-            flights.append(flight)
-        if owned:
-            mine = {digest: self._flights[digest] for digest in owned}
-            fill.task = asyncio.create_task(self._fill(owned, mine))
-        try:
-            await asyncio.wait({f.future for f in flights})
-            return caller_results([f.future for f in flights])
-        finally:
-            self._release(flights)
+        by_digest = dict(zip(digests, units, strict=True))
 
-    def _release(self, flights: list[_Flight]) -> None:
-        for flight in flights:
-            flight.waiters -= 1
-            if flight.waiters > 0 or flight.future.done():
-                continue
-            flight.fill.live -= 1
-            if flight.fill.live == 0 and flight.fill.task is not None:
-                flight.fill.task.cancel()  # nobody waits for any of its units any more
+        def start(new: list[str]) -> None:
+            # One background lookup-then-compute for the units this caller brought first.
+            owned = {d: by_digest[d] for d in new}
+            futures = {d: self._flight(d).future for d in new}
+            self._flights.bind(new, asyncio.create_task(self._fill(owned, futures)))
 
-    async def _fill(self, owned: dict[str, ScoreUnit], mine: dict[str, _Flight]) -> None:
+        flights = await self._flights.wait(digests, start)
+        return caller_results([f.future for f in flights])
+
+    def _flight(self, digest: str) -> Flight[UnitScore]:
+        flight = self._flights.get(digest)
+        assert flight is not None, "a joined digest always has its flight"
+        return flight
+
+    async def _fill(
+        self, owned: dict[str, ScoreUnit], mine: dict[str, asyncio.Future[UnitScore]]
+    ) -> None:
         digests = list(owned)
         try:
             found = await self._lookup(digests)
             missing = [d for d in digests if found.get(d) is None]
             for digest, score in found.items():
                 if score is not None:
-                    mine[digest].future.set_result(score)
+                    mine[digest].set_result(score)
             if missing:
                 await self._compute(missing, owned, mine)
         except asyncio.CancelledError:
-            for flight in mine.values():
-                if not flight.future.done():
-                    flight.future.cancel()
+            for future in mine.values():
+                if not future.done():
+                    future.cancel()
             raise
         except Exception as error:  # never leave a waiter hanging
-            for flight in mine.values():
-                if not flight.future.done():
-                    flight.future.set_exception(error)
-        finally:
-            for digest, flight in mine.items():
-                if self._flights.get(digest) is flight:
-                    del self._flights[digest]
+            for future in mine.values():
+                if not future.done():
+                    future.set_exception(error)
 
     async def _lookup(self, digests: list[str]) -> dict[str, UnitScore | None]:
         try:
@@ -203,7 +173,10 @@ class CachingEngine:
         return found
 
     async def _compute(
-        self, missing: list[str], owned: dict[str, ScoreUnit], mine: dict[str, _Flight]
+        self,
+        missing: list[str],
+        owned: dict[str, ScoreUnit],
+        mine: dict[str, asyncio.Future[UnitScore]],
     ) -> None:
         try:
             results: Sequence[UnitScore | BaseException] = await self.inner.score(
@@ -217,7 +190,7 @@ class CachingEngine:
             results = [error] * len(missing)
         fresh: dict[str, bytes] = {}
         for digest, outcome in zip(missing, results, strict=True):
-            future = mine[digest].future
+            future = mine[digest]
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)  # failures are never cached
             else:
