@@ -35,6 +35,7 @@ from cai_judge.engine.base import (
     UnitScore,
     caller_results,
 )
+from cai_judge.engine.identity import EngineIdentity
 from cai_judge.engine.single_flight import Flight, SingleFlight
 
 
@@ -68,6 +69,10 @@ class BatchingEngine:
     @property
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
+
+    @property
+    def identity(self) -> EngineIdentity:
+        return self.inner.identity
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
         flights = await self._flights.wait(units, self._enqueue)

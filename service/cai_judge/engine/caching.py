@@ -9,8 +9,10 @@ order and texts. All but the model are inputs to *rendering*: the Judge turns th
 the unit's prompt token ids, and (DESIGN.md §3) nothing else reaches the model. So the key
 is sha256 of
 
-  - the model identity: its name, `model_revision` (set it when the weights behind one
-    name change) and `dtype` (a bf16 and an fp32 run give different numbers);
+  - the model identity the engine reports (engine/identity.py): the model, a digest of
+    its checkpoint (or what a fleet serves) and the dtype it really runs in (a bf16 and
+    an fp32 run give different numbers; the `dtype` *setting* may say "auto"), plus
+    `model_revision` (set it when the weights behind one name change unseen);
   - the two answer token ids that are scored;
   - the unit's prompt token ids, which already encode the template version and its
     padding, the principle's question (hence the constitution version's content), the
@@ -51,6 +53,7 @@ from cai_judge.engine.base import (
     UnitScore,
     caller_results,
 )
+from cai_judge.engine.identity import EngineIdentity
 from cai_judge.engine.single_flight import Flight, SingleFlight
 from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
@@ -89,7 +92,7 @@ class CachingEngine:
         self,
         engine: Any,
         store: UnitCacheStore,
-        model_identity: str,
+        model_identity: str | Callable[[], str],
         *,
         ttl_s: int,
         timeout_s: float = 0.05,
@@ -97,7 +100,9 @@ class CachingEngine:
     ) -> None:
         self.inner = engine
         self.store = store
-        self.model_identity = model_identity
+        # A callable is read per call: a remote fleet's identity is known only once a
+        # server has answered, which may be after this process started.
+        self._identity = model_identity
         self.model_name: str = engine.model_name
         self.max_model_len: int = engine.max_model_len
         self.ttl_s = ttl_s
@@ -110,12 +115,23 @@ class CachingEngine:
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
 
+    @property
+    def identity(self) -> EngineIdentity:
+        identity: EngineIdentity = self.inner.identity
+        return identity
+
+    @property
+    def model_identity(self) -> str:
+        """The model part of every cache key now."""
+        return self._identity if isinstance(self._identity, str) else self._identity()
+
     def _count(self, result: CacheResult, units: int) -> None:
         if self._on_lookup is not None and units:
             self._on_lookup(result, units)
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        digests = [unit_digest(self.model_identity, u) for u in units]
+        model_identity = self.model_identity
+        digests = [unit_digest(model_identity, u) for u in units]
         by_digest = dict(zip(digests, units, strict=True))
 
         def start(new: list[str]) -> None:
@@ -231,5 +247,8 @@ class CachingEngine:
             await asyncio.wait_for(self.flush(), timeout=2.0)
 
 
-def model_identity(engine: Engine, revision: str, dtype: str) -> str:
-    return f"{engine.model_name}\0{revision}\0{dtype}"
+def model_identity(engine: Engine, revision_setting: str) -> str:
+    """The model part of a cache key: what the engine reports it is (its checkpoint's
+    digest, the dtype it really runs in: engine/identity.py) and the operator's
+    CAI_JUDGE_MODEL_REVISION, for a change no digest can see."""
+    return f"{engine.identity.key()}\0{revision_setting}"
