@@ -1,5 +1,7 @@
 """The batching decorator on the real tiny engine: shared batches, one computation per
-identical unit, per-caller cancellation and per-unit failures (engine/batching.py)."""
+identical unit, per-caller cancellation and per-unit failures (engine/batching.py).
+Who-waits-for-what races run on a fake engine that blocks until released (the counting is
+not the engine's logic, and needs an exact order of joins and leaves)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,16 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from cai_judge.engine.base import ScoreUnit, ScoreUnitsFailed
+from cai_judge.engine.base import ScoreUnit, ScoreUnitsFailed, UnitScore
 from cai_judge.engine.batching import BatchingEngine
 from cai_judge.engine.vllm_local import VllmEngine
-
-pytestmark = pytest.mark.engine
+from tests.support.blocking_engine import (
+    BlockingEngine,
+    everyone_leaves,
+    fake_unit,
+    rejoin_after_zero,
+    settle,
+)
 
 
 class Recorder:
@@ -40,6 +47,7 @@ def unit(tiny_engine: VllmEngine, text: str, repeat: int = 1) -> ScoreUnit:
     return ScoreUnit(ids, (5, 7), prefix_length=0)
 
 
+@pytest.mark.engine
 async def test_concurrent_callers_share_a_batch_and_identical_units(
     batching: tuple[BatchingEngine, Recorder], tiny_engine: VllmEngine
 ):
@@ -60,6 +68,7 @@ async def test_concurrent_callers_share_a_batch_and_identical_units(
     assert second[1].logprob_b == pytest.approx(direct[2].logprob_b, abs=1e-4)
 
 
+@pytest.mark.engine
 async def test_a_caller_leaving_does_not_cancel_a_unit_another_still_wants(
     batching: tuple[BatchingEngine, Recorder], tiny_engine: VllmEngine
 ):
@@ -78,6 +87,7 @@ async def test_a_caller_leaving_does_not_cancel_a_unit_another_still_wants(
     assert recorder.aborted == []
 
 
+@pytest.mark.engine
 async def test_when_every_caller_leaves_the_batch_is_aborted(
     batching: tuple[BatchingEngine, Recorder], tiny_engine: VllmEngine
 ):
@@ -98,6 +108,7 @@ async def test_when_every_caller_leaves_the_batch_is_aborted(
     assert score.prompt_tokens > 0
 
 
+@pytest.mark.engine
 async def test_a_failing_unit_fails_only_its_own_caller(
     batching: tuple[BatchingEngine, Recorder], tiny_engine: VllmEngine
 ):
@@ -119,3 +130,39 @@ async def test_a_failing_unit_fails_only_its_own_caller(
     with pytest.raises(Exception) as caught:
         await engine.score([too_long])
     assert not isinstance(caught.value, ScoreUnitsFailed)
+
+
+async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_batch():
+    """Issue 19: C joined u2 after its waiters had dropped to zero and was not counted, so
+    X leaving cancelled the batch under C (CancelledError, HTTP 500)."""
+    fake = BlockingEngine()
+    engine = BatchingEngine(fake, window_s=0)
+    [score] = await rejoin_after_zero(engine, fake)
+    assert score == UnitScore(-12.0, -1.0, 3, 0)  # u2's own score
+    assert len(fake.calls) == 1 and fake.cancelled == []  # one batch, never aborted
+    assert len(engine._flights) == 0 and not engine._pending  # nothing left behind
+    await engine.shutdown()
+
+
+async def test_when_every_caller_leaves_the_engine_call_is_cancelled():
+    fake = BlockingEngine()
+    aborted: list[int] = []
+    engine = BatchingEngine(fake, window_s=0, on_abort=aborted.append)
+    await everyone_leaves(engine, fake)
+    assert aborted == [2]
+    assert len(engine._flights) == 0 and not engine._pending
+    await engine.shutdown()
+
+
+async def test_a_unit_every_caller_left_before_its_batch_is_never_sent():
+    fake = BlockingEngine()
+    engine = BatchingEngine(fake, window_s=0.05)
+    gone = asyncio.create_task(engine.score([fake_unit(31)]))
+    await settle()
+    gone.cancel()
+    await settle()
+    fake.release.set()
+    [score] = await engine.score([fake_unit(32)])
+    assert fake.calls == [[fake_unit(32)]]
+    assert score.logprob_a == -32.0
+    await engine.shutdown()

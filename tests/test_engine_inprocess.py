@@ -150,6 +150,14 @@ async def test_seeded_generation_repeats(inprocess_engine: InProcessVllmEngine):
     assert first[0]
 
 
+async def test_reports_the_same_identity_as_the_subprocess_engine(
+    inprocess_engine: InProcessVllmEngine, tiny_engine: VllmEngine
+):
+    """Same checkpoint, same dtype: one cache serves both engines (engine/identity.py)."""
+    assert inprocess_engine.identity == tiny_engine.identity
+    assert inprocess_engine.identity.dtype == "float32"
+
+
 # Last but one in this module: it shuts the module's engine down.
 async def test_health_and_shutdown(inprocess_engine: InProcessVllmEngine):
     engine = inprocess_engine

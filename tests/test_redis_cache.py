@@ -1,16 +1,19 @@
 """The label cache (engine/caching.py) on the real tiny engine and a real redis-server:
-hits, misses, failing open on errors and timeouts, single flight, and usage over HTTP."""
+hits, misses, failing open on errors and timeouts, single flight, and usage over HTTP.
+Who-waits-for-what races run on a fake engine that blocks until released, over the
+embedded store and Redis (the counting is not the engine's logic)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import httpx
 import pytest
+import pytest_asyncio
 from redis.asyncio import Redis
 
 from cai_judge.api.app import create_app
@@ -20,10 +23,11 @@ from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from cai_judge.store import keys
+from cai_judge.store.base import UnitCacheStore
+from cai_judge.store.memory import MemoryUnitCache
 from cai_judge.store.redis import RedisUnitCache
+from tests.support.blocking_engine import BlockingEngine, everyone_leaves, rejoin_after_zero
 from tests.support.redis_server import RedisServer, free_port
-
-pytestmark = pytest.mark.engine
 
 
 class Spy:
@@ -62,6 +66,7 @@ def caching(spy: Spy, redis: Redis, counts: Counts, timeout_s: float = 0.05) -> 
     )  # fmt: skip
 
 
+@pytest.mark.engine
 async def test_miss_then_hit_costs_no_engine_work(tiny_engine: VllmEngine, redis_url: str):
     redis = Redis.from_url(redis_url)
     spy, counts = Spy(tiny_engine), Counts()
@@ -91,6 +96,7 @@ async def test_miss_then_hit_costs_no_engine_work(tiny_engine: VllmEngine, redis
     await redis.aclose()
 
 
+@pytest.mark.engine
 async def test_redis_down_falls_through_to_the_engine(tiny_engine: VllmEngine):
     redis = Redis(port=free_port(), socket_connect_timeout=0.2)  # nothing listens there
     spy, counts = Spy(tiny_engine), Counts()
@@ -104,6 +110,7 @@ async def test_redis_down_falls_through_to_the_engine(tiny_engine: VllmEngine):
     await redis.aclose()
 
 
+@pytest.mark.engine
 async def test_slow_redis_times_out_within_the_budget(tiny_engine: VllmEngine, tmp_path: Path):
     server = RedisServer(tmp_path).start()
     redis = Redis(port=server.port)
@@ -127,6 +134,7 @@ async def test_slow_redis_times_out_within_the_budget(tiny_engine: VllmEngine, t
         server.stop()
 
 
+@pytest.mark.engine
 async def test_concurrent_identical_units_are_computed_once(
     tiny_engine: VllmEngine, redis_url: str
 ):
@@ -144,6 +152,7 @@ async def test_concurrent_identical_units_are_computed_once(
     await redis.aclose()
 
 
+@pytest.mark.engine
 async def test_a_cancelled_caller_does_not_cancel_the_others(
     tiny_engine: VllmEngine, redis_url: str
 ):
@@ -169,6 +178,7 @@ PAIR = {
 }
 
 
+@pytest.mark.engine
 async def test_usage_reports_cached_units_and_metrics_count_them(
     tiny_engine: VllmEngine, redis_url: str
 ):
@@ -191,3 +201,35 @@ async def test_usage_reports_cached_units_and_metrics_count_them(
             metrics = (await http.get("/metrics")).text
             assert 'cai_judge_cache_requests_total{result="hit"} 4.0' in metrics
             assert 'cai_judge_cache_requests_total{result="miss"} 4.0' in metrics
+
+
+@pytest_asyncio.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[UnitCacheStore]:
+    if request.param == "memory":
+        yield MemoryUnitCache(100)
+        return
+    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    yield RedisUnitCache(redis)
+    await redis.aclose()
+
+
+async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_fill(store: UnitCacheStore):
+    """Issue 19: C joined u2 after its waiters had dropped to zero and was not counted, so
+    X leaving cancelled the fill under C (CancelledError, HTTP 500)."""
+    fake = BlockingEngine()
+    cache = CachingEngine(fake, store, "fake\0\0float32", ttl_s=60, timeout_s=1.0)
+    [score] = await rejoin_after_zero(cache, fake)
+    assert score == UnitScore(-12.0, -1.0, 3, 0)  # u2's own score, computed
+    assert len(fake.calls) == 1 and fake.cancelled == []
+    assert len(cache._flights) == 0
+    await cache.flush()
+
+
+async def test_when_every_caller_leaves_the_fill_and_engine_call_are_cancelled(
+    store: UnitCacheStore,
+):
+    fake = BlockingEngine()
+    cache = CachingEngine(fake, store, "fake\0\0float32", ttl_s=60, timeout_s=1.0)
+    await everyone_leaves(cache, fake)
+    assert len(cache._flights) == 0
+    assert not cache._writes  # nothing computed, nothing written

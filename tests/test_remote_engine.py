@@ -13,6 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -23,9 +24,10 @@ from hypothesis import strategies as st
 
 from cai_judge.api.app import create_app
 from cai_judge.engine.base import EngineUnavailable, GenerationParams
+from cai_judge.engine.identity import EngineIdentity
 from cai_judge.engine.routing import NoServerAvailable, PrefixRouter, prefix_hash
 from cai_judge.engine.vllm_local import VllmEngine
-from cai_judge.engine.vllm_remote import RemoteEngineConfig, RemoteVllmEngine
+from cai_judge.engine.vllm_remote import FleetMismatch, RemoteEngineConfig, RemoteVllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import Label, LabelOptions, Pair
@@ -175,6 +177,37 @@ async def test_labels_equal_the_in_process_engine(
 ):
     pairs = make_pairs(6)
     assert_same_labels(await label(remote, pairs), await label(tiny_engine, pairs))
+
+
+@pytest.mark.engine
+async def test_a_fleet_serving_different_models_is_refused(
+    remote: RemoteVllmEngine, servers: list[VllmServer], tiny_model_dir: Path, tmp_path: Path
+):
+    """Issue 19: only tokenizers were compared, so servers serving different models (or
+    names, or contexts) under one fleet were mixed, and labels depended on routing."""
+    # The module's fleet agrees; it reports what it serves (its dtype only in dev mode).
+    assert remote.identity == EngineIdentity(str(tiny_model_dir), str(tiny_model_dir), "unreported")
+    odd = launch(
+        tiny_model_dir,
+        tmp_path / "odd.log",
+        core=1,
+        extra_args=["--served-model-name", "tiny-odd"],
+        env={"VLLM_SERVER_DEV_MODE": "1"},  # opens /server_info, which reports the dtype
+    )
+    try:
+        await asyncio.to_thread(wait_ready, [odd])
+        config = RemoteEngineConfig(urls=(odd.url,), model=str(tiny_model_dir), max_model_len=1024)
+        alone = await RemoteVllmEngine.start(config)
+        await alone.shutdown()
+        assert alone.identity == EngineIdentity("tiny-odd", str(tiny_model_dir), "float32")
+        with pytest.raises(FleetMismatch) as refused:
+            await RemoteVllmEngine.start(replace(config, urls=(servers[0].url, odd.url)))
+        message = str(refused.value)
+        assert f"{odd.url} serves model 'tiny-odd'" in message
+        assert f"{servers[0].url} serves model {str(tiny_model_dir)!r}" in message
+        assert "--served-model-name" in message
+    finally:
+        odd.stop()
 
 
 @pytest.mark.engine

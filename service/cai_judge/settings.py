@@ -139,8 +139,9 @@ class Settings(BaseSettings):
     cache_ttl_s: Annotated[int, Field(ge=1)] = 30 * 24 * 3600
     # Embedded cache only: score units kept in process memory (about 100 bytes each).
     cache_max_entries: Annotated[int, Field(ge=0)] = 200_000
-    # Part of every cache key besides the model name: change it when the weights behind
-    # the same name change (a re-trained checkpoint in the same directory).
+    # Part of every cache key besides the identity the engine reports (engine/identity.py:
+    # checkpoint digest or served name, real dtype): change it when the weights change in a
+    # way that identity cannot see (a remote fleet's new weights under the same name).
     model_revision: str = ""
     # Batch jobs: pairs per unit of work on the stream, and how long a consumer may be
     # silent before another replica takes its work over (XAUTOCLAIM). A live consumer

@@ -65,6 +65,7 @@ def launch(
     core: int | None = None,
     max_model_len: int = 1024,
     env: Mapping[str, str] | None = None,
+    extra_args: Sequence[str] = (),
 ) -> VllmServer:
     """Start one server; `wait_ready` it (or several at once) before use.
 
@@ -83,7 +84,7 @@ def launch(
         "--model", str(model_dir), "--dtype", "float32", "--enforce-eager",
         "--max-model-len", str(max_model_len), "--block-size", "32",
         "--host", "127.0.0.1", "--port", str(port),
-        "--enable-prompt-tokens-details", "--disable-uvicorn-access-log",
+        "--enable-prompt-tokens-details", "--disable-uvicorn-access-log", *extra_args,
     ]  # fmt: skip
     handle = log.open("wb")
     process = subprocess.Popen(

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from cai_judge.engine.identity import EngineIdentity
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreUnit:
@@ -98,6 +100,11 @@ class ScoreUnitsFailed(EngineError):
 class Engine(Protocol):
     model_name: str
     max_model_len: int
+
+    @property
+    def identity(self) -> EngineIdentity:
+        """What its numbers depend on besides a unit's tokens (engine/identity.py)."""
+        ...
 
     @property
     def tokenizer(self) -> Any: ...

@@ -8,7 +8,9 @@ wait on the same future (DESIGN.md §3: identical units across concurrent calls 
 computed once).
 
 Cancellation is per caller: when every caller waiting on a batch has gone away (a client
-disconnected), the batch task is cancelled, which makes vLLM abort those requests.
+disconnected), the batch task is cancelled, which makes vLLM abort those requests. Who
+waits on what is counted by one single-flight helper (engine/single_flight.py), shared with
+the label cache, so a caller that joins a running batch is always counted.
 
 Failures are per unit where the engine can tell them apart (`ScoreUnitsFailed`): a batch
 mixes the units of many requests, and one request's bad unit must not cost its siblings
@@ -20,8 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.engine.base import (
@@ -33,19 +35,8 @@ from cai_judge.engine.base import (
     UnitScore,
     caller_results,
 )
-
-
-@dataclass(eq=False)
-class _Batch:
-    live_units: int
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass(eq=False)
-class _Entry:
-    future: asyncio.Future[UnitScore]
-    waiters: int = 0
-    batch: _Batch | None = None
+from cai_judge.engine.identity import EngineIdentity
+from cai_judge.engine.single_flight import Flight, SingleFlight
 
 
 class BatchingEngine:
@@ -66,8 +57,12 @@ class BatchingEngine:
         self.max_batch_units = max_batch_units
         self._on_batch = on_batch
         self._on_abort = on_abort
-        self._entries: dict[ScoreUnit, _Entry] = {}
-        self._pending: list[ScoreUnit] = []
+        # Units waiting for the next batch, in arrival order (a dict as an ordered set:
+        # a unit every caller left is dropped from it before it is ever sent).
+        self._pending: dict[ScoreUnit, None] = {}
+        self._flights: SingleFlight[ScoreUnit, UnitScore] = SingleFlight(
+            on_abandon=lambda unit: self._pending.pop(unit, None)
+        )
         self._wakeup = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -75,42 +70,18 @@ class BatchingEngine:
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
 
+    @property
+    def identity(self) -> EngineIdentity:
+        return self.inner.identity
+
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        loop = asyncio.get_running_loop()
-        entries: list[_Entry] = []
-        for unit in units:
-            entry = self._entries.get(unit)
-            if entry is None or (entry.batch is not None and entry.batch.live_units == 0):
-                # New, or its batch is being aborted because all its callers left.
-                entry = _Entry(loop.create_future())
-                self._entries[unit] = entry
-                self._pending.append(unit)
-            entry.waiters += 1
-            entries.append(entry)
+        flights = await self._flights.wait(units, self._enqueue)
+        return caller_results([f.future for f in flights])
+
+    def _enqueue(self, units: list[ScoreUnit]) -> None:
+        self._pending.update(dict.fromkeys(units))
         self._ensure_dispatcher()
         self._wakeup.set()
-        try:
-            # asyncio.wait, unlike gather, never cancels the shared futures when this
-            # caller is cancelled: other callers may still want them.
-            await asyncio.wait([e.future for e in entries])
-            return caller_results([e.future for e in entries])
-        finally:
-            self._release(units, entries)
-
-    def _release(self, units: Sequence[ScoreUnit], entries: list[_Entry]) -> None:
-        for unit, entry in zip(units, entries, strict=True):
-            entry.waiters -= 1
-            if entry.waiters > 0 or entry.future.done():
-                continue
-            if entry.batch is None:  # still pending: just forget it
-                with contextlib.suppress(ValueError):
-                    self._pending.remove(unit)
-                self._entries.pop(unit, None)
-                entry.future.cancel()
-                continue
-            entry.batch.live_units -= 1
-            if entry.batch.live_units == 0 and entry.batch.task is not None:
-                entry.batch.task.cancel()
 
     def _ensure_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():
@@ -122,49 +93,51 @@ class BatchingEngine:
             self._wakeup.clear()
             if self.window_s:
                 await asyncio.sleep(self.window_s)
-            batch_units = self._pending[: self.max_batch_units]
-            del self._pending[: self.max_batch_units]
+            batch_units = list(itertools.islice(self._pending, self.max_batch_units))
+            for unit in batch_units:
+                del self._pending[unit]
             if self._pending:
                 self._wakeup.set()
             if not batch_units:
                 continue
-            batch = _Batch(live_units=len(batch_units))
-            entries = [self._entries[u] for u in batch_units]
-            for entry in entries:
-                entry.batch = batch
-            batch.task = asyncio.create_task(self._run_batch(batch_units, entries))
+            futures = [self._flight(u).future for u in batch_units]
+            task = asyncio.create_task(self._run_batch(batch_units, futures))
+            self._flights.bind(batch_units, task)
             if self._on_batch is not None:
                 self._on_batch(len(batch_units))
 
-    async def _run_batch(self, units: list[ScoreUnit], entries: list[_Entry]) -> None:
+    def _flight(self, unit: ScoreUnit) -> Flight[UnitScore]:
+        flight = self._flights.get(unit)
+        assert flight is not None, "a pending unit always has its flight"
+        return flight
+
+    async def _run_batch(
+        self, units: list[ScoreUnit], futures: list[asyncio.Future[UnitScore]]
+    ) -> None:
         try:
             scores = await self.inner.score(units)
         except asyncio.CancelledError:
             if self._on_abort is not None:
                 self._on_abort(len(units))
-            for entry in entries:
-                entry.future.cancel()
+            for future in futures:
+                future.cancel()
             raise
         except ScoreUnitsFailed as partial:  # each waiter gets its own unit's outcome
-            for entry, outcome in zip(entries, partial.results, strict=True):
-                if entry.future.done():
+            for future, outcome in zip(futures, partial.results, strict=True):
+                if future.done():
                     continue
                 if isinstance(outcome, BaseException):
-                    entry.future.set_exception(outcome)
+                    future.set_exception(outcome)
                 else:
-                    entry.future.set_result(outcome)
+                    future.set_result(outcome)
         except Exception as error:  # every waiter gets the engine's error
-            for entry in entries:
-                if not entry.future.done():
-                    entry.future.set_exception(error)
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
         else:
-            for entry, score in zip(entries, scores, strict=True):
-                if not entry.future.done():
-                    entry.future.set_result(score)
-        finally:
-            for unit, entry in zip(units, entries, strict=True):
-                if self._entries.get(unit) is entry:
-                    del self._entries[unit]
+            for future, score in zip(futures, scores, strict=True):
+                if not future.done():
+                    future.set_result(score)
 
     async def generate(
         self, prompts: Sequence[GenerationPrompt], params: GenerationParams

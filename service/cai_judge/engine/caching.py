@@ -9,8 +9,10 @@ order and texts. All but the model are inputs to *rendering*: the Judge turns th
 the unit's prompt token ids, and (DESIGN.md §3) nothing else reaches the model. So the key
 is sha256 of
 
-  - the model identity: its name, `model_revision` (set it when the weights behind one
-    name change) and `dtype` (a bf16 and an fp32 run give different numbers);
+  - the model identity the engine reports (engine/identity.py): the model, a digest of
+    its checkpoint (or what a fleet serves) and the dtype it really runs in (a bf16 and
+    an fp32 run give different numbers; the `dtype` *setting* may say "auto"), plus
+    `model_revision` (set it when the weights behind one name change unseen);
   - the two answer token ids that are scored;
   - the unit's prompt token ids, which already encode the template version and its
     padding, the principle's question (hence the constitution version's content), the
@@ -26,8 +28,10 @@ unit in it as `result="error"` and sends them to the engine. Writes happen after
 callers have their scores, in the background; a failed write is only logged and counted.
 
 Single flight: a unit being looked up or computed for one caller is awaited by any other
-caller asking for it meanwhile, across requests. It is per process: replicas each compute
-a unit at most once at a time, then share it through the store.
+caller asking for it meanwhile, across requests; the fill is cancelled only when the last
+caller interested in any of its units has left. The counting is the single-flight helper
+shared with the batching decorator (engine/single_flight.py). It is per process: replicas
+each compute a unit at most once at a time, then share it through the store.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ import hashlib
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.engine.base import (
@@ -50,6 +53,8 @@ from cai_judge.engine.base import (
     UnitScore,
     caller_results,
 )
+from cai_judge.engine.identity import EngineIdentity
+from cai_judge.engine.single_flight import Flight, SingleFlight
 from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
 
@@ -80,21 +85,6 @@ def decode_score(value: bytes) -> UnitScore:
     return UnitScore(logprob_a, logprob_b, prompt_tokens=0, cached_tokens=0, from_cache=True)
 
 
-@dataclass(eq=False)
-class _Fill:
-    """One background lookup-then-compute for the units one caller brought first."""
-
-    live: int
-    task: asyncio.Task[None] | None = None
-
-
-@dataclass(eq=False)
-class _Flight:
-    future: asyncio.Future[UnitScore]
-    fill: _Fill
-    waiters: int = 0
-
-
 class CachingEngine:
     """Wraps an Engine; the same interface, with a content-addressed cache per score unit."""
 
@@ -102,7 +92,7 @@ class CachingEngine:
         self,
         engine: Any,
         store: UnitCacheStore,
-        model_identity: str,
+        model_identity: str | Callable[[], str],
         *,
         ttl_s: int,
         timeout_s: float = 0.05,
@@ -110,79 +100,75 @@ class CachingEngine:
     ) -> None:
         self.inner = engine
         self.store = store
-        self.model_identity = model_identity
+        # A callable is read per call: a remote fleet's identity is known only once a
+        # server has answered, which may be after this process started.
+        self._identity = model_identity
         self.model_name: str = engine.model_name
         self.max_model_len: int = engine.max_model_len
         self.ttl_s = ttl_s
         self.timeout_s = timeout_s
         self._on_lookup = on_lookup
-        self._flights: dict[str, _Flight] = {}
+        self._flights: SingleFlight[str, UnitScore] = SingleFlight()
         self._writes: set[asyncio.Task[None]] = set()
 
     @property
     def tokenizer(self) -> Any:
         return self.inner.tokenizer
 
+    @property
+    def identity(self) -> EngineIdentity:
+        identity: EngineIdentity = self.inner.identity
+        return identity
+
+    @property
+    def model_identity(self) -> str:
+        """The model part of every cache key now."""
+        return self._identity if isinstance(self._identity, str) else self._identity()
+
     def _count(self, result: CacheResult, units: int) -> None:
         if self._on_lookup is not None and units:
             self._on_lookup(result, units)
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
-        loop = asyncio.get_running_loop()
-        digests = [unit_digest(self.model_identity, u) for u in units]
-        flights: list[_Flight] = []
-        owned: dict[str, ScoreUnit] = {}
-        fill = _Fill(live=0)
-        for unit, digest in zip(units, digests, strict=True):
-            flight = self._flights.get(digest)
-            if flight is None or flight.future.cancelled() or flight.fill.live == 0:
-                flight = _Flight(loop.create_future(), fill)
-                self._flights[digest] = flight
-                owned[digest] = unit
-                fill.live += 1
-            flight.waiters += 1
-            flights.append(flight)
-        if owned:
-            mine = {digest: self._flights[digest] for digest in owned}
-            fill.task = asyncio.create_task(self._fill(owned, mine))
-        try:
-            await asyncio.wait({f.future for f in flights})
-            return caller_results([f.future for f in flights])
-        finally:
-            self._release(flights)
+        model_identity = self.model_identity
+        digests = [unit_digest(model_identity, u) for u in units]
+        by_digest = dict(zip(digests, units, strict=True))
 
-    def _release(self, flights: list[_Flight]) -> None:
-        for flight in flights:
-            flight.waiters -= 1
-            if flight.waiters > 0 or flight.future.done():
-                continue
-            flight.fill.live -= 1
-            if flight.fill.live == 0 and flight.fill.task is not None:
-                flight.fill.task.cancel()  # nobody waits for any of its units any more
+        def start(new: list[str]) -> None:
+            # One background lookup-then-compute for the units this caller brought first.
+            owned = {d: by_digest[d] for d in new}
+            futures = {d: self._flight(d).future for d in new}
+            self._flights.bind(new, asyncio.create_task(self._fill(owned, futures)))
 
-    async def _fill(self, owned: dict[str, ScoreUnit], mine: dict[str, _Flight]) -> None:
+        flights = await self._flights.wait(digests, start)
+        return caller_results([f.future for f in flights])
+
+    def _flight(self, digest: str) -> Flight[UnitScore]:
+        flight = self._flights.get(digest)
+        assert flight is not None, "a joined digest always has its flight"
+        return flight
+
+    async def _fill(
+        self, owned: dict[str, ScoreUnit], mine: dict[str, asyncio.Future[UnitScore]]
+    ) -> None:
         digests = list(owned)
         try:
             found = await self._lookup(digests)
             missing = [d for d in digests if found.get(d) is None]
             for digest, score in found.items():
                 if score is not None:
-                    mine[digest].future.set_result(score)
+                    mine[digest].set_result(score)
             if missing:
                 await self._compute(missing, owned, mine)
         except asyncio.CancelledError:
-            for flight in mine.values():
-                if not flight.future.done():
-                    flight.future.cancel()
+            for future in mine.values():
+                if not future.done():
+                    future.cancel()
             raise
         except Exception as error:  # never leave a waiter hanging
-            for flight in mine.values():
-                if not flight.future.done():
-                    flight.future.set_exception(error)
-        finally:
-            for digest, flight in mine.items():
-                if self._flights.get(digest) is flight:
-                    del self._flights[digest]
+            for future in mine.values():
+                if not future.done():
+                    future.set_exception(error)
 
     async def _lookup(self, digests: list[str]) -> dict[str, UnitScore | None]:
         try:
@@ -203,7 +189,10 @@ class CachingEngine:
         return found
 
     async def _compute(
-        self, missing: list[str], owned: dict[str, ScoreUnit], mine: dict[str, _Flight]
+        self,
+        missing: list[str],
+        owned: dict[str, ScoreUnit],
+        mine: dict[str, asyncio.Future[UnitScore]],
     ) -> None:
         try:
             results: Sequence[UnitScore | BaseException] = await self.inner.score(
@@ -217,7 +206,7 @@ class CachingEngine:
             results = [error] * len(missing)
         fresh: dict[str, bytes] = {}
         for digest, outcome in zip(missing, results, strict=True):
-            future = mine[digest].future
+            future = mine[digest]
             if isinstance(outcome, BaseException):
                 future.set_exception(outcome)  # failures are never cached
             else:
@@ -258,5 +247,8 @@ class CachingEngine:
             await asyncio.wait_for(self.flush(), timeout=2.0)
 
 
-def model_identity(engine: Engine, revision: str, dtype: str) -> str:
-    return f"{engine.model_name}\0{revision}\0{dtype}"
+def model_identity(engine: Engine, revision_setting: str) -> str:
+    """The model part of a cache key: what the engine reports it is (its checkpoint's
+    digest, the dtype it really runs in: engine/identity.py) and the operator's
+    CAI_JUDGE_MODEL_REVISION, for a change no digest can see."""
+    return f"{engine.identity.key()}\0{revision_setting}"

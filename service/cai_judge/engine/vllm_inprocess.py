@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cai_judge.engine.base import EngineError
+from cai_judge.engine.identity import EngineIdentity
 from cai_judge.engine.vllm_local import (
     VllmEngineConfig,
     VllmScorer,
     apply_cpu_environment,
     engine_arguments,
+    engine_identity,
 )
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ class _EngineThread(threading.Thread):
         self._config = config
         self._commands: queue.SimpleQueue[_Command] = queue.SimpleQueue()
         self._pending: dict[str, Future[Any]] = {}
-        self.ready: Future[int] = Future()  # the model's max_model_len, once built
+        self.ready: Future[Any] = Future()  # vLLM's model config, once built
         self.failure: BaseException | None = None
 
     def send(self, command: _Command) -> None:
@@ -100,7 +102,7 @@ class _EngineThread(threading.Thread):
         except BaseException as error:  # reported to whoever awaits `ready`
             self.ready.set_exception(error)
             return
-        self.ready.set_result(engine.model_config.max_model_len)
+        self.ready.set_result(engine.model_config)
         try:
             self._serve(engine)
         except BaseException as error:  # every waiter must hear of it
@@ -196,8 +198,14 @@ class _EngineThread(threading.Thread):
 class InProcessVllmEngine(VllmScorer):
     """Implements `cai_judge.engine.base.Engine` on vLLM's LLMEngine in this process."""
 
-    def __init__(self, thread: _EngineThread, tokenizer: Any, config: VllmEngineConfig) -> None:
-        super().__init__(tokenizer, config, thread.ready.result())
+    def __init__(
+        self,
+        thread: _EngineThread,
+        tokenizer: Any,
+        config: VllmEngineConfig,
+        identity: EngineIdentity,
+    ) -> None:
+        super().__init__(tokenizer, config, thread.ready.result().max_model_len, identity)
         self._thread: _EngineThread | None = thread
 
     @classmethod
@@ -212,11 +220,12 @@ class InProcessVllmEngine(VllmScorer):
         thread = _EngineThread(config)
         thread.start()
         try:
-            await asyncio.wrap_future(thread.ready)
+            model_config = await asyncio.wrap_future(thread.ready)
         except BaseException:
             thread.join()
             raise
-        return cls(thread, tokenizer, config)
+        identity = await asyncio.to_thread(engine_identity, config, model_config)
+        return cls(thread, tokenizer, config, identity)
 
     def _running_thread(self) -> _EngineThread:
         thread = self._thread

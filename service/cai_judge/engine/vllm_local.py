@@ -31,6 +31,12 @@ from cai_judge.engine.base import (
     UnitScore,
     score_by_prefix_group,
 )
+from cai_judge.engine.identity import (
+    EngineIdentity,
+    checkpoint_digest,
+    dtype_name,
+    local_model_label,
+)
 
 if TYPE_CHECKING:
     from vllm import SamplingParams
@@ -83,6 +89,17 @@ def resolve_dtype(setting: str) -> str:
     return "float32" if current_platform.is_cpu() else "auto"
 
 
+def engine_identity(config: VllmEngineConfig, model_config: Any) -> EngineIdentity:
+    """The identity of an engine built from `config`, whose vLLM model config (the dtype
+    vLLM resolved "auto" to, the revision it loaded) is `model_config`. Reads the
+    checkpoint's files: call it off the event loop."""
+    return EngineIdentity(
+        model=local_model_label(config.model),
+        revision=checkpoint_digest(config.model) or str(model_config.revision or ""),
+        dtype=dtype_name(model_config.dtype),
+    )
+
+
 def apply_cpu_environment(config: VllmEngineConfig) -> None:
     # vLLM reads these from the environment when the engine starts, and its worker
     # processes inherit them; explicit user settings in the environment win.
@@ -128,11 +145,18 @@ class VllmScorer:
     are grouped, and what a score is, is decided here once for both.
     """
 
-    def __init__(self, tokenizer: Any, config: VllmEngineConfig, max_model_len: int) -> None:
+    def __init__(
+        self,
+        tokenizer: Any,
+        config: VllmEngineConfig,
+        max_model_len: int,
+        identity: EngineIdentity,
+    ) -> None:
         self._tokenizer = tokenizer
         self.config = config
         self.model_name = config.model
         self.max_model_len = max_model_len
+        self.identity = identity
         self._request_ids = itertools.count()
         self._score_params: dict[tuple[int, int], SamplingParams] = {}
 
@@ -253,8 +277,10 @@ class VllmEngine(VllmScorer):
     # worker on this CPU (measured 4.9 s idle, more after work): it was force-killed.
     SHUTDOWN_TIMEOUT_S = 30.0
 
-    def __init__(self, llm: Any, tokenizer: Any, config: VllmEngineConfig) -> None:
-        super().__init__(tokenizer, config, llm.model_config.max_model_len)
+    def __init__(
+        self, llm: Any, tokenizer: Any, config: VllmEngineConfig, identity: EngineIdentity
+    ) -> None:
+        super().__init__(tokenizer, config, llm.model_config.max_model_len, identity)
         self._llm = llm
 
     @classmethod
@@ -266,7 +292,8 @@ class VllmEngine(VllmScorer):
 
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_arguments(config)))
         tokenizer = AutoTokenizer.from_pretrained(config.model)
-        return cls(llm, tokenizer, config)
+        identity = await asyncio.to_thread(engine_identity, config, llm.model_config)
+        return cls(llm, tokenizer, config, identity)
 
     async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
         from vllm.inputs import TokensPrompt

@@ -65,6 +65,7 @@ from cai_judge.engine.base import (
     UnitScore,
     score_by_prefix_group,
 )
+from cai_judge.engine.identity import EngineIdentity, dtype_name
 from cai_judge.engine.routing import (
     NoServerAvailable,
     Placement,
@@ -100,6 +101,35 @@ class RemoteEngineConfig:
     # Re-resolve each URL's host name every health round and route to every address it
     # has: a headless Kubernetes Service lists one per vLLM pod.
     dns_discovery: bool = False
+
+
+class FleetMismatch(EngineError):
+    """The fleet's servers do not serve the same model: labels would depend on routing."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Served:
+    """What one server says it serves: /v1/models, and /server_info where it is open."""
+
+    model: str
+    root: str
+    max_model_len: int
+    # Only servers in vLLM's dev mode (VLLM_SERVER_DEV_MODE=1) report their dtype.
+    dtype: str | None
+
+    def agrees(self, other: _Served) -> bool:
+        same_dtype = self.dtype is None or other.dtype is None or self.dtype == other.dtype
+        return (self.model, self.root, self.max_model_len) == (
+            other.model,
+            other.root,
+            other.max_model_len,
+        ) and same_dtype
+
+    def describe(self) -> str:
+        dtype = f", dtype {self.dtype}" if self.dtype else ""
+        return (
+            f"model {self.model!r} (root {self.root!r}), max_model_len {self.max_model_len}{dtype}"
+        )
 
 
 class _Retryable(Exception):
@@ -141,6 +171,12 @@ class RemoteVllmEngine:
         self._round_robin = RoundRobin()
         # server -> None once checked compatible, or why it is kept out.
         self._verified: dict[str, str | None] = {}
+        # What each server said it serves, and what the fleet serves: the first server
+        # verified sets it, and a server that disagrees is kept out (refused at start).
+        self._served: dict[str, _Served] = {}
+        self._fleet: _Served | None = None
+        # Until a server has answered, only what the judge itself loaded is known.
+        self.identity = EngineIdentity(model=config.model, revision="", dtype="unreported")
         self._last_error: dict[str, str] = {}
         self._health_task: asyncio.Task[None] | None = None
         # Units scored per server since start: what the tests and the benchmark read
@@ -157,8 +193,26 @@ class RemoteVllmEngine:
         tokenizer = await asyncio.to_thread(AutoTokenizer.from_pretrained, config.model)
         engine = cls(config, tokenizer)
         await engine._health_round()
+        try:
+            engine._refuse_a_divided_fleet()
+        except FleetMismatch:
+            await engine.shutdown()
+            raise
         engine._health_task = asyncio.create_task(engine._health_loop())
         return engine
+
+    def _refuse_a_divided_fleet(self) -> None:
+        """Every server that answered must serve the same model, context and dtype: a
+        label must not depend on which server a pair was routed to."""
+        served = sorted(self._served.items())
+        if all(s.agrees(served[0][1]) for _, s in served):
+            return
+        lines = "; ".join(f"{server} serves {s.describe()}" for server, s in served)
+        raise FleetMismatch(
+            f"the vLLM servers of CAI_JUDGE_VLLM_URLS disagree: {lines}. Every server of a "
+            "fleet must serve the same checkpoint under the same --served-model-name and "
+            "--max-model-len; fix the odd ones or list only one kind"
+        )
 
     @property
     def tokenizer(self) -> Any:
@@ -219,10 +273,22 @@ class RemoteVllmEngine:
                 timeout=self.config.health_timeout_s * 5,
             )
             theirs = tokenized.json()["tokens"]
-        except (httpx.HTTPError, ValueError, KeyError, IndexError) as error:
+            reported = _Served(
+                model=str(served["id"]),
+                root=str(served.get("root") or ""),
+                max_model_len=int(served.get("max_model_len") or 0),
+                dtype=await self._served_dtype(server),
+            )
+        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as error:
             return f"cannot read /v1/models or /tokenize ({type(error).__name__})"
+        self._served[server] = reported
         ours = self._tokenizer.encode(_TOKENIZER_PROBE, add_special_tokens=False)
-        if list(theirs) != list(ours):
+        if self._fleet is not None and not reported.agrees(self._fleet):
+            problem = (
+                f"serves {reported.describe()}, but the fleet serves {self._fleet.describe()}: "
+                "every server must serve the same checkpoint, name and context"
+            )
+        elif list(theirs) != list(ours):
             problem = (
                 f"serves {served.get('id')!r}, whose tokenizer differs from the judge's "
                 f"({self.config.model}): point CAI_JUDGE_MODEL at the checkpoint the fleet serves"
@@ -234,9 +300,34 @@ class RemoteVllmEngine:
                 "--max-model-len on the server"
             )
         else:
+            if self._fleet is None:
+                self._fleet = reported
+                self.identity = EngineIdentity(
+                    model=reported.model,
+                    revision=reported.root,
+                    dtype=reported.dtype or "unreported",
+                )
             return None
         logger.error("vLLM server %s %s", server, problem)
         return problem
+
+    async def _served_dtype(self, server: str) -> str | None:
+        """The dtype the server's engine runs in, where it says (vLLM's /server_info is
+        open only in its dev mode); None otherwise."""
+        try:
+            response = await self._client.get(
+                f"{server}/server_info",
+                params={"config_format": "json"},
+                # Its first answer collects the host's environment: 2 s on an idle CPU
+                # machine, longer on a busy one. Asked once per server, when verified.
+                timeout=max(self.config.health_timeout_s * 5, 30.0),
+            )
+            if response.status_code != 200:
+                return None
+            dtype = response.json()["vllm_config"]["model_config"]["dtype"]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return None
+        return dtype_name(dtype) if dtype else None
 
     async def _health_round(self) -> None:
         servers = await self._discover()

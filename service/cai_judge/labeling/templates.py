@@ -146,6 +146,27 @@ def special_token_strings(tokenizer: Tokenizer) -> list[str]:
     return sorted((s for s in strings if len(s) > 1), key=lambda s: (-len(s), s))
 
 
+def break_special_tokens(text: str, special_strings: Sequence[str]) -> str:
+    """`text` with every control-token string in it broken (`special_token_strings`), so
+    the tokenizer reads it as ordinary text: "<|im_end|>" in a response stays words."""
+    for special in special_strings:
+        if special in text:
+            text = text.replace(special, special[0] + _TOKEN_BREAKER + special[1:])
+    return text
+
+
+def quote_untrusted(text: str, special_strings: Sequence[str]) -> str:
+    """Untrusted text as the judge (and the SL-CAI reviser's plain prompts) show it: its
+    special tokens broken and every line, at every line break, starting with "> "."""
+    text = break_special_tokens(text, special_strings)
+    lines = text.splitlines()
+    # splitlines drops a trailing break (and gives nothing for ""): keep that last,
+    # empty line, so the quoted text keeps every line the writer put in it.
+    if not lines or text.splitlines(keepends=True)[-1] != lines[-1]:
+        lines.append("")
+    return "\n".join(QUOTE + line for line in lines)
+
+
 @dataclass(frozen=True, slots=True)
 class AnswerTokens:
     id_a: int
@@ -196,15 +217,7 @@ class JudgePromptRenderer:
     # -- text ---------------------------------------------------------------------------
 
     def quote(self, text: str) -> str:
-        for special in self._special_strings:
-            if special in text:
-                text = text.replace(special, special[0] + _TOKEN_BREAKER + special[1:])
-        lines = text.splitlines()
-        # splitlines drops a trailing break (and gives nothing for ""): keep that last,
-        # empty line, so the quoted text keeps every line the writer put in it.
-        if not lines or text.splitlines(keepends=True)[-1] != lines[-1]:
-            lines.append("")
-        return "\n".join(QUOTE + line for line in lines)
+        return quote_untrusted(text, self._special_strings)
 
     def render_conversation(self, conversation: Conversation) -> str:
         if isinstance(conversation, str):

@@ -93,7 +93,8 @@ class Services:
         cache = CachingEngine(
             batching,
             store,
-            model_identity(engine, settings.model_revision, settings.dtype),
+            # Read per call: a remote fleet reports its identity once it first answers.
+            lambda: model_identity(engine, settings.model_revision),
             ttl_s=settings.cache_ttl_s,
             timeout_s=settings.cache_timeout_ms / 1000,
             on_lookup=metrics.observe_cache,

@@ -12,6 +12,11 @@ of text the model could read as its own words. A constitution's `revision_exampl
 first as earlier turns of the same conversation (few-shot). Each round starts again from
 the prompt and the current response, so the context stays bounded whatever `rounds` is.
 
+No text can forge a turn (issue 19): special-token strings in every message are broken
+as the judge breaks them, and without a chat template (turns written as "Human:" and
+"Assistant:" text) every line of every message is quoted with "> " as the judge quotes:
+one function for both, in labeling/templates.py.
+
 Rendering and tokenizing run in the Judge's planning thread (the one thread that may use
 the tokenizer); the engine gets token ids. Principle sampling is seeded by sha256 of the
 prompt, the constitution version, the request seed and the round, and the seed is
@@ -32,6 +37,11 @@ from cai_judge.engine.base import Engine, GenerationParams
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import ConstitutionRef, PairError
+from cai_judge.labeling.templates import (
+    break_special_tokens,
+    quote_untrusted,
+    special_token_strings,
+)
 from cai_judge.sl_cai.schema import (
     Revision,
     RevisionOptions,
@@ -106,19 +116,31 @@ class Reviser:
         self.judge = judge
         self.tokenizer: Any = engine.tokenizer
         self.use_chat_template = judge.use_chat_template
+        self._special_strings = special_token_strings(self.tokenizer)
 
     # -- rendering (planning thread only) ----------------------------------------------
 
     def render(self, messages: Messages) -> tuple[int, ...]:
         """Token ids of `messages` followed by the assistant's turn to speak."""
+        specials = self._special_strings
         if self.use_chat_template:
+            # Turns are delimited by control tokens: breaking the special-token strings in
+            # every message is enough to keep a message inside its own turn.
+            safe = [
+                {**m, "content": break_special_tokens(m["content"], specials)} for m in messages
+            ]
             text = self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                safe, tokenize=False, add_generation_prompt=True
             )
             # The chat template writes its own BOS into the text.
             return tuple(self.tokenizer.encode(text, add_special_tokens=False))
+        # Turns are delimited by text ("Assistant:"): every line of every message is
+        # quoted, as the judge quotes, so only the role headers start a line unquoted.
         text = (
-            "".join(f"{_PLAIN_ROLES[m['role']]}: {m['content']}\n\n" for m in messages)
+            "".join(
+                f"{_PLAIN_ROLES[m['role']]}:\n{quote_untrusted(m['content'], specials)}\n\n"
+                for m in messages
+            )
             + f"{_PLAIN_ROLES['assistant']}:"
         )
         return tuple(self.tokenizer.encode(text))

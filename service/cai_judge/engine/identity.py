@@ -1,0 +1,77 @@
+"""What an engine's numbers depend on besides a unit's tokens: its identity.
+
+DESIGN.md §3 and §5: a label depends on the model, the template version, the constitution
+version, the principles and the pair; all but the model are in a unit's token ids, so the
+label cache keys on the unit's ids and on this identity. Issue 19: the key used the local
+`dtype` *setting* ("auto" by default), not the dtype the engine really ran in, so a bf16
+and an fp32 engine behind one name could share entries. Every engine now reports:
+
+  - `model`: the checkpoint directory's name, the hub ID, or the name a fleet serves;
+  - `revision`: a digest of the checkpoint where one is on disk (`checkpoint_digest`),
+    else what the engine reports (vLLM's `--revision`, a fleet's model root);
+  - `dtype`: the dtype the engine runs in, read back from vLLM's model config
+    ("float32", "bfloat16"), never a setting such as "auto".
+
+The operator's `CAI_JUDGE_MODEL_REVISION` is added to the cache key beside it
+(engine/caching.py), for a change no digest can see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+# Weight files whose names, sizes and ends go into a checkpoint's digest.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# Bytes read from each end of a weight file: a retrained checkpoint keeps its names and
+# sizes but not its numbers, and these bytes hold numbers (after a short header).
+_SAMPLE_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class EngineIdentity:
+    model: str
+    revision: str
+    dtype: str
+
+    def key(self) -> str:
+        return "\0".join((self.model, self.revision, self.dtype))
+
+
+def dtype_name(dtype: object) -> str:
+    """vLLM's resolved dtype (a torch.dtype) as a name: torch.float32 -> "float32"."""
+    return str(dtype).removeprefix("torch.")
+
+
+def checkpoint_digest(model: str) -> str:
+    """sha256 over a local checkpoint's config.json and, per weight file, its name, size
+    and first and last MiB; "" when `model` is not a local directory (a hub ID)."""
+    root = Path(model)
+    if not root.is_dir():
+        return ""
+    digest = hashlib.sha256()
+    config = root / "config.json"
+    if config.is_file():
+        # Canonical JSON: the same settings written with other spacing are the same model.
+        digest.update(json.dumps(json.loads(config.read_text()), sort_keys=True).encode())
+    weights = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES)
+    )
+    for path in weights:
+        size = path.stat().st_size
+        digest.update(f"\0{path.relative_to(root).as_posix()}\0{size}\0".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(_SAMPLE_BYTES))
+            if size > 2 * _SAMPLE_BYTES:
+                handle.seek(size - _SAMPLE_BYTES)
+                digest.update(handle.read(_SAMPLE_BYTES))
+    return f"sha256:{digest.hexdigest()}"
+
+
+def local_model_label(model: str) -> str:
+    """A checkpoint directory's name (its path differs between machines that share one
+    cache), or the hub ID as given."""
+    root = Path(model)
+    return root.name if root.is_dir() else model
