@@ -406,6 +406,20 @@ def test_cli_refuses_a_gold_set_under_30_pairs_before_starting_the_engine(tmp_pa
     assert not (tmp_path / "p.json").exists()
 
 
+def test_cli_needs_gold_or_unlabeled_pairs_and_refuses_a_bad_unlabeled_file(tmp_path: Path):
+    out = ["-o", str(tmp_path / "p.json"), "--model", "/nonexistent"]
+    neither = CliRunner().invoke(app, ["calibrate", *out])
+    assert neither.exit_code == 2, neither.output
+    assert "give a gold set (GOLD.jsonl), --unlabeled PAIRS.jsonl" in neither.stderr
+    pairs = tmp_path / "pairs.jsonl"
+    good = {"id": "u1", "prompt": "Hi?", "response_a": "Hello!", "response_b": "No."}
+    pairs.write_text(json.dumps(good) + "\n" + json.dumps(good | {"response_b": None}) + "\n")
+    bad = CliRunner().invoke(app, ["calibrate", "--unlabeled", str(pairs), *out])
+    assert bad.exit_code == 2, bad.output
+    assert f"problem(s) in --unlabeled {pairs}" in bad.stderr and "pairs.jsonl:2:" in bad.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
 # -- profiles --------------------------------------------------------------------------
 
 
@@ -497,7 +511,7 @@ def test_profile_round_trip_records_the_length_set_and_refuses_old_or_torn_profi
            "length_control": True, "terms": {"inverse_temperature": 0.5, "length_weight": 0.2},
            "fitted_on": {}, "hash": "0" * 64}  # fmt: skip
     path.write_text(json.dumps(old))
-    with pytest.raises(CalibrationError, match="schema 1 profile.*Refit it with `cai-judge"):
+    with pytest.raises(CalibrationError, match=r"schema 1 profile.*Refit it with `cai-judge"):
         read_profile(path)
     # β without the record of its set, or the record without β, is not a profile.
     with pytest.raises(ValueError, match="set together"):
@@ -541,7 +555,9 @@ def test_antisymmetry_holds_exactly_after_calibration(
     used = [p for p in ids if p in used]  # a label lists its principles in constitution order
     applied = CalibrationProfile.create(
         KEY,
-        CalibrationTerms(inverse_temperature=w, length_sensitivity=dict(zip(ids, betas))),
+        CalibrationTerms(
+            inverse_temperature=w, length_sensitivity=dict(zip(ids, betas, strict=True))
+        ),
         RECORD,
         LENGTH_RECORD,
     )
