@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ from cai_judge.evaluation.calibration import (
     pooled_length_sensitivity,
 )
 from cai_judge.evaluation.gold import read_gold
-from cai_judge.evaluation.protocols import PairScores, Protocol
+from cai_judge.evaluation.protocols import PairScores, Protocol, derive
 from cai_judge.evaluation.render import write_calibration_report
 from cai_judge.evaluation.report import MetricOptions, evaluate
 from cai_judge.evaluation.runner import JudgeRun, ScoredPair
@@ -65,6 +66,8 @@ PRINCIPLES = ("less-harmful", "no-crime-or-violence", "wise-person", "not-preach
 RUNS = RESULTS / "length_control_runs.json"
 OUT = RESULTS / "length_control.json"
 FIGURE = ROOT / "bench" / "length_control.png"
+# The full calibration reports (HTML with plots), as `cai-judge calibrate` writes them.
+REPORTS = ROOT / "out" / "length_control"
 
 
 def registry(folder: Path) -> ConstitutionRegistry:
@@ -87,7 +90,7 @@ async def score() -> None:
     from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings
 
-    reg = registry(RESULTS / "length_control_constitution")
+    reg = registry(Path(tempfile.mkdtemp()))
     spec = reg.resolve("harmless-4")
     model_dir = prepare_default_model(Settings().cache_dir)
     engine = await VllmEngine.start(
@@ -205,13 +208,13 @@ def calibrate(
                     errors=[])  # fmt: skip
     spec_fit = FitSpec(length_control=True, allow_reversal=True)
     report = build_report(own, spec_fit, make, gold, n_resamples=500).report
-    write_calibration_report(report, RESULTS / f"length_control_{name}")
+    write_calibration_report(report, REPORTS / name)
     return report
 
 
 def analyze() -> None:
     saved = json.loads(RUNS.read_text())
-    reg = registry(RESULTS / "length_control_constitution")
+    reg = registry(Path(tempfile.mkdtemp()))
     runs = {name: load_run(name, saved, reg) for name in GOLD_SETS}
     samples = {name: calibration_samples(run, counts) for name, (run, counts) in runs.items()}
     results: dict[str, Any] = {
@@ -237,6 +240,9 @@ def analyze() -> None:
             MetricOptions(n_resamples=500),
         )  # fmt: skip
         per = estimate_length_sensitivity(own)
+        # single-order's verdicts on the same token halves as the rows above.
+        single = derive(Protocol.SINGLE_ORDER, [s.scores for s in run.scored])
+        single_row = length_row("single-order", [label.preferred for label in single], own)
         results[name] = {
             "pairs": len(own),
             "beta_per_principle": {k: round(v, 4) for k, v in per.items()},
@@ -245,6 +251,7 @@ def analyze() -> None:
             "unconstrained_inverse_temperature": report.unconstrained_inverse_temperature,
             "length_rows": {r: _row(rows[r]) for r in rows},
             "transferred": _row(transferred_rows),
+            "single_order": _row(single_row),
             "agreement": {
                 "raw": _pct(report.raw.agreement),
                 "debiased": _pct(report.debiased.agreement if report.debiased else None),

@@ -455,7 +455,7 @@ def sensitivity_figure(info: LengthInfo) -> Figure:
     ax.axhline(0.0, color="#555555", linewidth=0.8)
     ax.legend(fontsize=7)
     ax.set_xticks(xs, names, fontsize=7, rotation=60, ha="right")
-    ax.set_ylabel("β (margin per unit log length ratio)")
+    ax.set_ylabel("β per unit of L")
     return figure
 
 

@@ -25,13 +25,18 @@ label's raw margin to a calibrated log-odds
 
 Why a β per principle and not one for the ensemble: under `mean_logodds` with every
 principle the two are the same number (the least-squares slope is linear in the margin, so
-the ensemble's slope is the mean of the principles'), but a label that samples k principles
-gets the β of the principles it used, and the per-principle slopes differ a lot: measured
-with the default model on `examples/gold/gold.jsonl` (README, "Calibration") the principles'
-β ranged over several times the mean, so one pooled β would over- or under-correct a label
-depending on which principles it drew. Under `mean_prob` each β_i is the slope of that
-principle's own aggregate margin and subtracting β̄_S·L from the aggregate is an
-approximation (the aggregate is not linear in the principles' margins).
+the ensemble's slope is the mean of the principles'); what the ensemble amplifies is not β but
+the share of the margin that β·L explains, since averaging principles that share a bias cancels
+their noise and keeps the bias. Per principle matters for a label that samples k principles:
+it gets the β of the principles it used. Measured with the default model and four principles of
+`harmless` (bench/length_control.py, README "Calibration"), the principles' β differ by up to
+2× (0.033 for `not-preachy` against 0.068 for `less-harmful` on the length-balanced set), but
+for labels of k = 2 principles the per-principle and the pooled β gave P(picks longer) within
+1.5 points of each other on both gold sets. It is kept per principle because it is exact
+(debiasing before aggregation), costs nothing, and lets a report show which principles are
+length detectors. Under `mean_prob` each β_i is the slope of that principle's own aggregate
+margin and subtracting β̄_S·L from the aggregate is an approximation (the aggregate is not
+linear in the principles' margins).
 
 No position term. The margin is already position-debiased (both orders, DESIGN.md §2), and
 `position_bias` is even under a swap, so it could only enter by scaling the odd margin.
