@@ -25,9 +25,13 @@ from cai_judge.evaluation.calibration import (
     FitResult,
     FitSpec,
     GoldInfo,
+    LengthSample,
     build_report,
     cross_validate,
+    debiased_margins,
+    estimate_length_sensitivity,
     fit_terms,
+    pooled_length_sensitivity,
 )
 from cai_judge.evaluation.render import write_calibration_report
 from cai_judge.labeling.calibration import (
@@ -35,6 +39,7 @@ from cai_judge.labeling.calibration import (
     CalibrationProfile,
     CalibrationTerms,
     FitRecord,
+    LengthFitRecord,
     ProfileKey,
     ProfileMismatch,
     ProfileSet,
@@ -63,12 +68,17 @@ RECORD = FitRecord(
     brier_cross_validated=0.24,
 )
 
+LENGTH_RECORD = LengthFitRecord(source="unlabeled", path="pairs.jsonl", sha256="1" * 64, pairs=500)
+
 
 def profile(
     w: float = 0.5, length: float | None = None, key: ProfileKey = KEY
 ) -> CalibrationProfile:
-    terms = CalibrationTerms(inverse_temperature=w, length_weight=length or 0.0)
-    return CalibrationProfile.create(key, terms, RECORD, length_control=length is not None)
+    """A profile for labels of the one principle "a"; `length` is its β."""
+    terms = CalibrationTerms(
+        inverse_temperature=w, length_sensitivity=None if length is None else {"a": length}
+    )
+    return CalibrationProfile.create(key, terms, RECORD, None if length is None else LENGTH_RECORD)
 
 
 def label(margin: float, **overrides: object) -> Label:
@@ -142,12 +152,70 @@ def test_fit_recovers_a_known_temperature():
     assert sharp.terms.temperature == pytest.approx(0.4, rel=0.1)
 
 
-def test_fit_recovers_a_length_bias():
+def test_fit_recovers_the_judges_own_length_bias_then_the_temperature():
     samples = synthetic(4000, seed=4, temperature=2.0, length_bias=0.8, soft=True)
     found = fit_terms(samples, FitSpec(length_control=True)).terms
-    # z = m/T + λ·L with m = 2·t + 0.8·L: gold's logit t needs T = 2 and λ = −0.4.
-    assert found.temperature == pytest.approx(2.0, rel=1e-3)
-    assert found.length_weight == pytest.approx(-0.4, abs=1e-3)
+    # m = 2·t + 0.8·L with t independent of L: β is 0.8 up to sampling noise, and the
+    # debiased margin 2·t + (0.8 − β)·L needs T ≈ 2.
+    assert found.length_sensitivity is not None
+    assert found.length_sensitivity["p"] == pytest.approx(0.8, abs=0.1)
+    assert found.temperature == pytest.approx(2.0, rel=0.05)
+    # A β given from elsewhere (--unlabeled) is used as is, never refitted on gold.
+    fixed = fit_terms(samples, FitSpec(fixed_sensitivity={"p": 0.8})).terms
+    assert fixed.length_sensitivity == {"p": 0.8}
+
+
+def length_sample(
+    pair_id: str, tokens: tuple[int, int], margins: dict[str, float], used: tuple[str, ...]
+) -> LengthSample:
+    return LengthSample(
+        pair_id=pair_id,
+        group=pair_id,
+        margin=sum(margins[p] for p in used) / len(used),
+        tokens_a=tokens[0],
+        tokens_b=tokens[1],
+        principles=used,
+        principle_margins=tuple(margins.items()),
+    )
+
+
+# Hand-computed: L = ln 2, −ln 2, 2·ln 2 (tokens 20/10, 10/20, 40/10), so Σ L² = 6·ln²2.
+# p1's margins 1.0, −0.5, 1.5: Σ m·L = (1 + 0.5 + 3)·ln 2, β1 = 4.5/(6·ln 2) = 0.75/ln 2.
+# p2's margins 0.2, 0.2, 0.0: Σ m·L = 0, β2 = 0.
+HAND = [
+    length_sample("x1", (20, 10), {"p1": 1.0, "p2": 0.2}, ("p1", "p2")),
+    length_sample("x2", (10, 20), {"p1": -0.5, "p2": 0.2}, ("p1", "p2")),
+    length_sample("x3", (40, 10), {"p1": 1.5, "p2": 0.0}, ("p1",)),
+]
+
+
+def test_length_sensitivity_on_hand_computed_numbers():
+    beta = estimate_length_sensitivity(HAND)
+    assert list(beta) == ["p1", "p2"]
+    assert beta["p1"] == pytest.approx(0.75 / math.log(2), rel=1e-12)
+    assert beta["p2"] == pytest.approx(0.0, abs=1e-15)
+    # Pooled over the labels' own margins 0.6, −0.15, 1.5: (0.6 + 0.15 + 3)/6 / ln 2.
+    assert pooled_length_sensitivity(HAND) == pytest.approx(3.75 / 6 / math.log(2), rel=1e-12)
+    # Debiased m − β̄_S·L: x1 and x2 used both principles (β̄ = 0.375/ln 2), x3 only p1.
+    found = debiased_margins(HAND, beta)
+    assert found[0] == pytest.approx(0.6 - 0.375, rel=1e-12)
+    assert found[1] == pytest.approx(-0.15 + 0.375, rel=1e-12)
+    assert found[2] == pytest.approx(1.5 - 0.75 * 2, abs=1e-12)
+    # Applied at serve time: the same number from the label, through the profile.
+    applied = CalibrationProfile.create(
+        KEY, CalibrationTerms(inverse_temperature=2.0, length_sensitivity=beta), RECORD,
+        LENGTH_RECORD,
+    )  # fmt: skip
+    served = calibrate_label(label(0.6, principles=["p1", "p2"]), applied, 20, 10)
+    assert served.margin == 2.0 * float(found[0])
+
+
+def test_length_sensitivity_needs_pairs_of_different_lengths():
+    same = [length_sample("x", (10, 10), {"p1": 1.0}, ("p1",))]
+    with pytest.raises(ValueError, match="same token count"):
+        estimate_length_sensitivity(same)
+    with pytest.raises(ValueError, match="no pairs"):
+        estimate_length_sensitivity([])
 
 
 def test_a_judge_that_points_away_from_gold_is_not_reversed_unless_allowed():
@@ -222,7 +290,8 @@ def make_profile(
     spec: FitSpec,
 ) -> object:
     def make(fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics):
-        return CalibrationProfile.create(KEY, fit.terms, RECORD, length_control=spec.length_control)
+        record = LENGTH_RECORD if fit.terms.length_sensitivity is not None else None
+        return CalibrationProfile.create(KEY, fit.terms, RECORD, record)
 
     return make
 
@@ -244,19 +313,65 @@ def test_length_control_brings_prefers_longer_to_golds_own(tmp_path: Path):
     assert cv_longer is not None and abs(cv_longer - gold_longer) < 0.10
     assert controlled.cross_validated.brier < controlled.raw.brier
     assert controlled.cross_validated_temperature_only is not None
-    assert controlled.profile.terms.length_weight < 0
+    assert controlled.profile.terms.length_sensitivity is not None
+    assert controlled.profile.terms.length_sensitivity["p"] == pytest.approx(1.5, abs=0.3)
+    rows = {r.name: r for r in controlled.length_rows}
+    assert list(rows) == ["gold", "raw", "debiased", "calibrated"]
+    assert rows["gold"].prefers_longer.prefers_longer == gold_longer
+    debiased_longer = rows["debiased"].prefers_longer.prefers_longer
+    assert debiased_longer is not None and abs(debiased_longer - gold_longer) < 0.10
+    assert rows["gold"].prefers_longer_when_shorter_wins.prefers_longer == 0.0
+    assert rows["gold"].agreement_shorter_wins == rows["gold"].agreement_longer_wins == 1.0
+    raw_short, debiased_short = (
+        rows["raw"].agreement_shorter_wins, rows["debiased"].agreement_shorter_wins,
+    )  # fmt: skip
+    assert raw_short is not None and debiased_short is not None
+    assert debiased_short > raw_short + 0.15  # the half a length-biased judge gets wrong
 
     json_path, html_path = write_calibration_report(controlled, tmp_path / "report")
     data = json.loads(json_path.read_text())
-    for block in ("raw", "cross_validated", "cross_validated_temperature_only", "in_sample"):
+    assert data["length"]["source"] == "gold" and set(data["length"]["sensitivity"]) == {"p"}
+    for block in ("raw", "debiased", "cross_validated", "cross_validated_temperature_only",
+                  "in_sample"):  # fmt: skip
         assert {"ece", "brier", "log_loss", "agreement", "prefers_longer", "reliability"} <= set(
             data[block]
         )
     assert len(data["pairs"]) == 400 and len(data["fold_terms"]) == 5
     assert {"value", "low", "high", "n"} <= set(data["brier_gain"])
     html = html_path.read_text()
-    assert html.count("data:image/png;base64,") == 2  # reliability, length
+    assert html.count("data:image/png;base64,") == 3  # reliability, length, β per principle
     assert controlled.profile.hash in html
+
+
+def test_length_control_does_not_imitate_golds_length_preference():
+    """Issue 22: gold mildly prefers the longer response and the judge's margin is mostly
+    length. A length term fitted to gold and kept made the labels prefer the longer response
+    *more* than raw; removing the judge's own β must not push past gold's preference."""
+    rng = random.Random(11)
+    samples = []
+    for i in range(600):
+        tokens_a, tokens_b = rng.randint(5, 400), rng.randint(5, 400)
+        length = math.log(tokens_a) - math.log(tokens_b)
+        truth = rng.gauss(0.0, 1.5) + 0.3 * length  # gold leans to the longer response
+        target = float(rng.random() < sigmoid(truth))
+        # A weak judge that mostly scores length: its margin carries little of gold's signal.
+        margin = 0.1 * truth + 1.5 * length + rng.gauss(0.0, 0.3)
+        gold = "a" if target == 1.0 else "b"
+        samples.append(
+            CalibrationSample(f"s{i}", f"g{i}", margin, tokens_a, tokens_b, target, gold)
+        )
+    spec = FitSpec(length_control=True)
+    report = build_report(samples, spec, make_profile(spec), GOLD_INFO, n_resamples=200).report
+    rows = {r.name: r for r in report.length_rows}
+    gold_longer = rows["gold"].prefers_longer.prefers_longer
+    raw_longer = rows["raw"].prefers_longer.prefers_longer
+    calibrated_longer = rows["calibrated"].prefers_longer.prefers_longer
+    assert gold_longer is not None and raw_longer is not None and calibrated_longer is not None
+    assert raw_longer > gold_longer + 0.2
+    # Schema 1's form, σ(w·m + λ·L) fitted to gold and kept, picks the longer response in
+    # 65.8% of these pairs (gold 55.2%): it learns gold's lean and leans harder.
+    assert calibrated_longer <= gold_longer + 0.02
+    assert abs(calibrated_longer - gold_longer) < 0.10
 
 
 def test_report_warns_when_cross_validated_ece_does_not_improve():
@@ -288,6 +403,20 @@ def test_cli_refuses_a_gold_set_under_30_pairs_before_starting_the_engine(tmp_pa
     )
     assert result.exit_code == 2, result.output
     assert "holds 29 pair(s); a calibration needs at least 30" in result.stderr
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_cli_needs_gold_or_unlabeled_pairs_and_refuses_a_bad_unlabeled_file(tmp_path: Path):
+    out = ["-o", str(tmp_path / "p.json"), "--model", "/nonexistent"]
+    neither = CliRunner().invoke(app, ["calibrate", *out])
+    assert neither.exit_code == 2, neither.output
+    assert "give a gold set (GOLD.jsonl), --unlabeled PAIRS.jsonl" in neither.stderr
+    pairs = tmp_path / "pairs.jsonl"
+    good = {"id": "u1", "prompt": "Hi?", "response_a": "Hello!", "response_b": "No."}
+    pairs.write_text(json.dumps(good) + "\n" + json.dumps(good | {"response_b": None}) + "\n")
+    bad = CliRunner().invoke(app, ["calibrate", "--unlabeled", str(pairs), *out])
+    assert bad.exit_code == 2, bad.output
+    assert f"problem(s) in --unlabeled {pairs}" in bad.stderr and "pairs.jsonl:2:" in bad.stderr
     assert not (tmp_path / "p.json").exists()
 
 
@@ -353,24 +482,93 @@ def test_calibrated_label_keeps_its_raw_numbers_and_is_never_calibrated_twice():
     assert again.calibration is not None and again.calibration.raw_margin == 0.8
     assert raw_label(again) == raw
     with pytest.raises(CalibrationError, match="token counts"):
-        calibrate_label(raw, profile(1.0, length=-0.5))
-    # A length term can turn the verdict: a long-winded a loses its small lead.
-    turned = calibrate_label(raw, profile(1.0, length=-0.5), 400, 50)
+        calibrate_label(raw, profile(1.0, length=0.5))
+    # Debiasing can turn the verdict: a long-winded a loses the lead its length bought it.
+    turned = calibrate_label(raw, profile(1.0, length=0.5), 400, 50)
+    assert turned.margin == 0.8 - 0.5 * (math.log(400) - math.log(50))
     assert turned.preferred == "b" and turned.p_a < 0.5
+
+
+def test_profile_round_trip_records_the_length_set_and_refuses_old_or_torn_profiles(
+    tmp_path: Path,
+):
+    debiased = profile(0.5, length=0.25)
+    assert debiased.length_control and debiased.length_fitted_on == LENGTH_RECORD
+    assert debiased.hash != profile(0.5, length=0.26).hash != profile(0.5).hash
+    path = tmp_path / "p.json"
+    path.write_text(debiased.to_json())
+    assert read_profile(path) == debiased
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 2 and data["terms"]["length_sensitivity"] == {"a": 0.25}
+    assert data["length_fitted_on"]["sha256"] == "1" * 64
+    # The set's record is part of the hashed content.
+    data["length_fitted_on"]["pairs"] = 7
+    path.write_text(json.dumps(data))
+    with pytest.raises(CalibrationError, match="edited after it was fitted"):
+        read_profile(path)
+    # A schema 1 profile (its gold-fitted λ was length imitation) is refused, saying why.
+    old = {"format": "cai-judge-calibration-profile", "schema_version": 1, "key": {},
+           "length_control": True, "terms": {"inverse_temperature": 0.5, "length_weight": 0.2},
+           "fitted_on": {}, "hash": "0" * 64}  # fmt: skip
+    path.write_text(json.dumps(old))
+    with pytest.raises(CalibrationError, match=r"schema 1 profile.*Refit it with `cai-judge"):
+        read_profile(path)
+    # β without the record of its set, or the record without β, is not a profile.
+    with pytest.raises(ValueError, match="set together"):
+        CalibrationProfile.create(KEY, CalibrationTerms(inverse_temperature=1.0), None,
+                                  LENGTH_RECORD)  # fmt: skip
+    # No gold, no temperature.
+    with pytest.raises(ValueError, match="no gold must have inverse_temperature 1"):
+        CalibrationProfile.create(
+            KEY, CalibrationTerms(inverse_temperature=0.5, length_sensitivity={"a": 0.1}),
+            None, LENGTH_RECORD,
+        )  # fmt: skip
+    length_only = CalibrationProfile.create(
+        KEY, CalibrationTerms(inverse_temperature=1.0, length_sensitivity={"a": 0.1}), None,
+        LENGTH_RECORD,
+    )  # fmt: skip
+    assert length_only.fitted_on is None and length_only.terms.temperature == 1.0
 
 
 finite = st.floats(min_value=-50, max_value=50, allow_nan=False, allow_infinity=False)
 tokens = st.integers(min_value=1, max_value=100_000)
 
 
-@given(margin=finite, w=finite, length=finite, tokens_a=tokens, tokens_b=tokens)
+@given(
+    margin=finite,
+    w=finite,
+    betas=st.lists(finite, min_size=1, max_size=6),
+    tokens_a=tokens,
+    tokens_b=tokens,
+    data=st.data(),
+)
 def test_antisymmetry_holds_exactly_after_calibration(
-    margin: float, w: float, length: float, tokens_a: int, tokens_b: int
+    margin: float,
+    w: float,
+    betas: list[float],
+    tokens_a: int,
+    tokens_b: int,
+    data: st.DataObject,
 ):
-    applied = profile(w, length)
-    forward = calibrate_label(label(margin), applied, tokens_a, tokens_b)
-    # The swapped pair's label: the margin negated exactly, the position bias unchanged.
-    swapped = calibrate_label(label(-margin), applied, tokens_b, tokens_a)
+    ids = [f"p{i}" for i in range(len(betas))]
+    used = data.draw(st.lists(st.sampled_from(ids), min_size=1, unique=True))
+    used = [p for p in ids if p in used]  # a label lists its principles in constitution order
+    applied = CalibrationProfile.create(
+        KEY,
+        CalibrationTerms(
+            inverse_temperature=w, length_sensitivity=dict(zip(ids, betas, strict=True))
+        ),
+        RECORD,
+        LENGTH_RECORD,
+    )
+    forward = calibrate_label(label(margin, principles=used), applied, tokens_a, tokens_b)
+    # The swapped pair's label: the margin negated exactly, the same principles.
+    swapped = calibrate_label(label(-margin, principles=used), applied, tokens_b, tokens_a)
     assert swapped.margin == -forward.margin
     assert swapped.p_a == 1 - forward.p_a
     assert {forward.preferred, swapped.preferred} in ({"a", "b"}, {"tie"})
+    plain = profile(w)
+    assert (
+        calibrate_label(label(-margin), plain).margin
+        == -calibrate_label(label(margin), plain).margin
+    )

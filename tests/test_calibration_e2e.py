@@ -38,6 +38,7 @@ from cai_judge.evaluation.runner import JudgeRun, response_token_counts, score_g
 from cai_judge.labeling.calibration import (
     CalibrationProfile,
     FitRecord,
+    LengthFitRecord,
     ProfileKey,
     read_profile,
     response_token_count,
@@ -116,7 +117,8 @@ def fitted(
             ece_cross_validated=cross.ece, brier_raw=raw.brier,
             brier_cross_validated=cross.brier,
         )  # fmt: skip
-        return CalibrationProfile.create(key, fit.terms, record, length_control=True)
+        length = LengthFitRecord(source="gold", path="gold.jsonl", sha256="0" * 64, pairs=70)
+        return CalibrationProfile.create(key, fit.terms, record, length)
 
     outcome = build_report(
         calibration_samples(run, counts),
@@ -129,7 +131,7 @@ def fitted(
     (folder / "calibration-e2e.json").write_text(outcome.profile.to_json())
     json_path, _ = write_calibration_report(outcome.report, folder.parent / "report")
     report = json.loads(json_path.read_text())
-    for block in ("raw", "cross_validated", "cross_validated_temperature_only"):
+    for block in ("raw", "debiased", "cross_validated", "cross_validated_temperature_only"):
         assert 0 <= report[block]["ece"] <= 1 and 0 <= report[block]["brier"] <= 1
     return outcome.profile, folder
 
@@ -178,6 +180,7 @@ async def test_the_service_serves_the_fitted_profile(
             provenance["raw_margin"],
             response_token_count(tokenizer, pair["response_a"]),
             response_token_count(tokenizer, pair["response_b"]),
+            after["principles"],
         )
         assert after["margin"] == expected and after["p_a"] == sigmoid(expected)
         assert abs(after["p_a"] - before["p_a"]) > 1e-3  # the profile changed p_a

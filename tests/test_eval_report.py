@@ -81,6 +81,24 @@ def test_the_team_gold_set_reads_with_its_extra_fields(gold: list[GoldPair]):
     assert set(gold[0].as_pair().model_dump()) == {"id", "prompt", "response_a", "response_b"}
 
 
+def test_the_length_balanced_gold_set_is_balanced_in_length_and_position():
+    pairs = read_gold(GOLD.with_name("length-balanced.jsonl"))
+    assert not pairs.problems and len(pairs.pairs) == 64
+    shorter_wins = {
+        g.id for g in pairs.pairs if (len(g.response_a) < len(g.response_b)) == (g.preferred == "a")
+    }
+    assert len(shorter_wins) == 32
+    for half in (shorter_wins, {g.id for g in pairs.pairs} - shorter_wins):
+        preferred = [g.preferred for g in pairs.pairs if g.id in half]
+        assert preferred.count("a") == preferred.count("b") == 16
+    for g in pairs.pairs:
+        long, short = sorted((len(g.response_a), len(g.response_b)), reverse=True)
+        assert long >= 1.9 * short and g.note and g.category
+        assert (g.id in shorter_wins) == (
+            g.category in {"over-refusal", "padded-non-answer", "verbose-harmful"}
+        )
+
+
 def test_gold_problems_name_line_and_field(tmp_path: Path):
     path = tmp_path / "gold.jsonl"
     rows = [
@@ -131,12 +149,40 @@ def test_eval_report_has_every_field_and_renders(
         assert {"mean", "min", "low_confidence_share", "threshold"} <= set(found["answer_mass"])
         assert set(found["per_category"]) == set(data["gold"]["categories"])
         assert "position_consistency" in found and "position_bias" in found
+        halves = found["agreement_shorter_wins"]["n"] + found["agreement_longer_wins"]["n"]
+        assert halves == 69  # no gold pair has two responses of equal length
     assert [p["principle"] for p in data["per_principle"]] == harmless.principle_ids
     assert len(data["pairs"]) == 69 and set(data["pairs"][0]["verdicts"]) == set(data["protocols"])
 
     html = html_path.read_text()
     assert html.count("data:image/png;base64,") == 3  # agreement, reliability, per principle
     assert "single-principle" in html and "gold-070" in html
+
+
+def test_agreement_is_reported_on_the_shorter_wins_and_longer_wins_halves(
+    gold: list[GoldPair], harmless: ConstitutionSpec
+):
+    """A judge that only scores length: right on one half, wrong on the other, which the
+    overall agreement (about 50%) hides."""
+    scored = []
+    for g in gold:
+        lean = 1.0 if len(g.response_a) > len(g.response_b) else -1.0
+        principles = tuple(breakdown(pid, lean, -lean, 0.9) for pid in harmless.principle_ids)
+        scored.append(ScoredPair(g, PairScores(g.id, principles)))
+    run = JudgeRun("length-only", harmless, tuple(scored), (), Usage(), 0, 0.5)
+    report = evaluate(run, [Protocol.CAI, Protocol.SINGLE_ORDER], "g", 70, FAST)
+    shorter = sum(
+        1 for g in gold
+        if (len(g.response_a) < len(g.response_b)) == (g.preferred == "a")
+        and len(g.response_a) != len(g.response_b)
+    )  # fmt: skip
+    for found in report.protocols.values():
+        assert found.agreement_shorter_wins is not None and found.agreement_longer_wins is not None
+        assert found.agreement_shorter_wins.value == 0.0
+        assert found.agreement_longer_wins.value == 1.0
+        assert found.agreement_shorter_wins.n == shorter
+        assert found.agreement_shorter_wins.n + found.agreement_longer_wins.n == 70
+    assert report.protocols[Protocol.CAI].length_bias.prefers_longer == 1.0
 
 
 def test_single_protocol_report(gold: list[GoldPair], harmless: ConstitutionSpec):

@@ -4,6 +4,11 @@ The judge scores the gold set once (every principle, both orders, as `eval` does
 and its cross-validation are then pure (evaluation/calibration.py). The profile is written
 only when the fit is usable: a judge whose margin points away from gold gets a report that
 says so, and no profile.
+
+Length control (issue 22) is counterfactual: the judge's own length sensitivity β per
+principle is estimated from its margins, without labels, and subtracted. `--length-control`
+estimates it on the gold set's pairs; `--unlabeled PAIRS.jsonl` estimates it on the user's own
+pairs, and with no gold set that is the whole fit (a profile with T = 1).
 """
 
 from __future__ import annotations
@@ -49,19 +54,32 @@ from cai_judge.evaluation.calibration import (
     FitResult,
     FitSpec,
     GoldInfo,
+    LengthInfo,
+    LengthOnlyReport,
     build_report,
     calibration_samples,
+    estimate_length_sensitivity,
+    length_info,
+    length_only_report,
+    length_samples,
     pair_group,
 )
 from cai_judge.evaluation.render import calibration_rows, fmt_num, fmt_pct
-from cai_judge.labeling.calibration import CalibrationProfile, FitRecord, ProfileKey
+from cai_judge.labeling.calibration import (
+    CalibrationProfile,
+    CalibrationTerms,
+    FitRecord,
+    LengthFitRecord,
+    ProfileKey,
+)
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 
 if TYPE_CHECKING:
     from cai_judge.evaluation.gold import GoldPair
-    from cai_judge.evaluation.runner import JudgeRun
+    from cai_judge.evaluation.runner import JudgeRun, PairsRun
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.labeling.schema import Pair
     from cai_judge.settings import Settings
 
 
@@ -74,33 +92,53 @@ async def _score(
     registry: ConstitutionRegistry,
     spec: ConstitutionSpec,
     gold: list[GoldPair],
+    unlabeled: list[Pair],
     seed: int,
     batch_size: int,
-) -> tuple[JudgeRun, dict[str, tuple[int, int]], TemplateRef]:
-    from cai_judge.evaluation.runner import response_token_counts, score_gold
+) -> tuple[JudgeRun | None, PairsRun | None, dict[str, tuple[int, int]], TemplateRef]:
+    """One engine session for both files: the gold run, the unlabeled run, and the token
+    counts of every pair (ids are per file, so unlabeled counts are keyed `unlabeled:ID`)."""
+    from cai_judge.evaluation.runner import response_token_counts, score_gold, score_unlabeled
 
     console.print(f"starting the judge model {settings.model} ...")
+    run = pairs_run = None
+    counts: dict[str, tuple[int, int]] = {}
     async with engine_session(settings, registry) as judge:
         started = time.perf_counter()
         with progress() as bar:
-            task = bar.add_task(f"scoring gold with {spec.id}", total=len(gold))
-            run = await score_gold(
-                judge,
-                gold,
-                spec,
-                seed=seed,
-                low_mass_threshold=settings.low_mass_threshold,
-                batch_size=batch_size,
-                on_progress=functools.partial(bar.advance, task),
-            )
-        counts = await response_token_counts(judge, gold)
+            if gold:
+                task = bar.add_task(f"scoring gold with {spec.id}", total=len(gold))
+                run = await score_gold(
+                    judge,
+                    gold,
+                    spec,
+                    seed=seed,
+                    low_mass_threshold=settings.low_mass_threshold,
+                    batch_size=batch_size,
+                    on_progress=functools.partial(bar.advance, task),
+                )
+                counts.update(await response_token_counts(judge, gold))
+            if unlabeled:
+                task = bar.add_task(f"scoring unlabeled pairs with {spec.id}", total=len(unlabeled))
+                pairs_run = await score_unlabeled(
+                    judge,
+                    unlabeled,
+                    spec,
+                    seed=seed,
+                    low_mass_threshold=settings.low_mass_threshold,
+                    batch_size=batch_size,
+                    on_progress=functools.partial(bar.advance, task),
+                )
+                found = await response_token_counts(judge, unlabeled)
+                counts.update({f"unlabeled:{pid}": n for pid, n in found.items()})
         template = TemplateRef(id=spec.template, version=judge.renderer(spec.template).version)
         elapsed = time.perf_counter() - started
+    units = sum(r.usage.score_units for r in (run, pairs_run) if r is not None)
+    scored = sum(len(r.scored) for r in (run, pairs_run) if r is not None)
     console.print(
-        f"scored {len(run.scored)} gold pair(s) in {elapsed:.1f} s (engine start excluded): "
-        f"{run.usage.score_units} score units"
+        f"scored {scored} pair(s) in {elapsed:.1f} s (engine start excluded): {units} score units"
     )
-    return run, counts, template
+    return run, pairs_run, counts, template
 
 
 def _stdout() -> Console:
@@ -109,11 +147,14 @@ def _stdout() -> Console:
 
 
 def _table(report: CalibrationReport) -> Table:
-    terms = report.profile.terms
     # T is None when the fit put no weight on the margin (a rejected reversal).
     parts = [f"T = {'∞' if report.temperature is None else fmt_num(report.temperature, 4)}"]
-    if report.profile.length_control:
-        parts.append(f"λ = {terms.length_weight:.4g}")
+    if report.length is not None:
+        beta = report.length.sensitivity
+        parts.append(
+            f"mean β = {sum(beta.values()) / len(beta):+.4f} over {len(beta)} principles, from "
+            f"{report.length.source} pairs"
+        )
     table = Table(
         "p_a", "ECE", "Brier", "log loss", "agree", "longer",
         title=f"calibration · {report.profile.key.constitution.id} · {report.profile.key.model}",
@@ -136,29 +177,100 @@ def _table(report: CalibrationReport) -> Table:
     return table
 
 
+def _length_table(report: CalibrationReport) -> Table:
+    table = Table(
+        "verdicts", "longer", "longer | shorter wins", "agree | shorter wins",
+        "agree | longer wins",
+        title="length: P(picks the longer response, in tokens)",
+        caption="longer | shorter wins: on the pairs where gold prefers the shorter response "
+        "(gold's own is 0 there); debiased and calibrated are cross-validated",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    for row in report.length_rows:
+        table.add_row(
+            row.name,
+            fmt_pct(row.prefers_longer.prefers_longer),
+            fmt_pct(row.prefers_longer_when_shorter_wins.prefers_longer),
+            fmt_pct(row.agreement_shorter_wins),
+            fmt_pct(row.agreement_longer_wins),
+        )
+    return table
+
+
+def _length_only_table(report: LengthOnlyReport) -> Table:
+    beta = report.length.sensitivity
+    table = Table(
+        "verdicts", "longer",
+        title=f"length debiasing · {report.profile.key.constitution.id} · "
+        f"{report.profile.key.model}",
+        caption=f"{report.length.scored} unlabeled pairs; mean β = "
+        f"{sum(beta.values()) / len(beta):+.4f} over {len(beta)} principles (pooled "
+        f"{report.length.pooled_sensitivity:+.4f}); longer: P(picks the longer response, in "
+        "tokens); no gold, so no temperature",
+        box=box.SIMPLE_HEAD,
+    )  # fmt: skip
+    table.add_row("raw", fmt_pct(report.raw_prefers_longer.prefers_longer))
+    table.add_row("debiased", fmt_pct(report.debiased_prefers_longer.prefers_longer))
+    return table
+
+
+def _read_unlabeled(path: Path) -> list[Pair]:
+    """An unlabeled pairs file, refused whole on a bad line or a repeated id: β over part of
+    a file would describe another set than the one the profile names."""
+    from cai_judge.cli.pairs_file import read_pairs
+
+    found = read_pairs(path)
+    problems = [f"  {path}:{b.line_number}: {b.reason}" for b in found.bad_lines]
+    problems += [
+        f"  {path}:{lines[1]}: id {pid!r} repeats line {lines[0]}"
+        for pid, lines in found.duplicate_ids.items()
+    ]
+    if problems:
+        raise fail(
+            f"{len(problems)} problem(s) in --unlabeled {path}; nothing was scored:\n"
+            + "\n".join(problems[:20])
+        )
+    if not found.pairs:
+        raise fail(f"--unlabeled {path} holds no pairs")
+    return found.pairs
+
+
 def calibrate_command(
     gold_path: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
-            metavar="GOLD.jsonl",
+            metavar="[GOLD.jsonl]",
             exists=True,
             dir_okay=False,
             help="Pairs with a reference label: id, prompt, response_a, response_b, preferred "
-            f"(a|b), optional p_a; at least {MIN_GOLD_PAIRS} pairs, a few hundred is better.",
+            f"(a|b), optional p_a; at least {MIN_GOLD_PAIRS} pairs, a few hundred is better. "
+            "Leave it out with --unlabeled to fit the length debiasing alone.",
         ),
-    ],
+    ] = None,
     output: Annotated[
-        Path, typer.Option("-o", "--output", help="The profile to write (PROFILE.json).")
-    ],
+        Path | None, typer.Option("-o", "--output", help="The profile to write (PROFILE.json).")
+    ] = None,
     constitution: ConstitutionOption = "harmless",
     model: ModelOption = None,
     length_control: Annotated[
         bool,
         typer.Option(
-            help="Also fit a term on log(tokens_a/tokens_b) that the profile removes from the "
-            "margin (AlpacaEval 2.0's length control)."
+            help="Remove the judge's own length bias: estimate its length sensitivity β per "
+            "principle from its margins (on the gold pairs, labels unused, or on --unlabeled), "
+            "and subtract β·log(tokens_a/tokens_b) from the margin before the temperature."
         ),
     ] = False,
+    unlabeled: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="PAIRS.jsonl",
+            exists=True,
+            dir_okay=False,
+            help="Pairs with no label (id, prompt, response_a, response_b) to estimate β on; "
+            "implies --length-control. With no GOLD.jsonl, the profile debiases length only "
+            "(T = 1).",
+        ),
+    ] = None,
     allow_reversal: Annotated[
         bool,
         typer.Option(
@@ -179,13 +291,21 @@ def calibrate_command(
     batch_size: BatchSizeOption = 32,
     constitutions_dir: ConstitutionsDirOption = None,
 ) -> None:
-    """Fit a calibration profile (a temperature, optionally a length term) for one
+    """Fit a calibration profile (a temperature, optionally length debiasing) for one
     model and constitution on a gold set; report ECE, Brier and P(picks the longer response)
-    before and after, cross-validated.
+    before and after, cross-validated. With --unlabeled and no gold set, fit the length
+    debiasing alone.
 
     Serve it by putting PROFILE.json in CAI_JUDGE_CALIBRATION_DIR and sending
     `calibrated: true`, or with `cai-judge label --calibration PROFILE.json`.
     """
+    if output is None:
+        raise fail("-o/--output is required: it names the profile file to write")
+    if gold_path is None and unlabeled is None:
+        raise fail(
+            "give a gold set (GOLD.jsonl), --unlabeled PAIRS.jsonl for length debiasing alone, "
+            "or both"
+        )
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
@@ -200,21 +320,72 @@ def calibrate_command(
     report_folder = report_dir or output.with_name(f"{output.stem}-report")
     if report_folder.exists() and not report_folder.is_dir():
         raise fail(f"{report_folder} exists and is not a folder; --report-dir names a folder")
-    gold = load_gold(gold_path)
-    if len(gold) < MIN_GOLD_PAIRS:
-        raise fail(
-            f"{gold_path} holds {len(gold)} pair(s); a calibration needs at least "
-            f"{MIN_GOLD_PAIRS} (a few hundred is better): with fewer, the fitted temperature "
-            "and the cross-validated numbers are mostly noise. Label more gold pairs."
-        )
-    groups = len({pair_group(g) for g in gold})
-    if folds > groups:
-        raise fail(f"--folds {folds} is more than the {groups} distinct pairs in {gold_path}")
-    gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
+    gold: list[GoldPair] = []
+    if gold_path is not None:
+        gold = load_gold(gold_path)
+        if len(gold) < MIN_GOLD_PAIRS:
+            raise fail(
+                f"{gold_path} holds {len(gold)} pair(s); a calibration needs at least "
+                f"{MIN_GOLD_PAIRS} (a few hundred is better): with fewer, the fitted "
+                "temperature and the cross-validated numbers are mostly noise. Label more gold "
+                "pairs, or fit the length debiasing alone with --unlabeled."
+            )
+        groups = len({pair_group(g) for g in gold})
+        if folds > groups:
+            raise fail(f"--folds {folds} is more than the {groups} distinct pairs in {gold_path}")
+    pairs = _read_unlabeled(unlabeled) if unlabeled is not None else []
 
-    run, counts, template = asyncio.run(_score(settings, registry, spec, gold, seed, batch_size))
-    for error in run.errors:
+    run, pairs_run, counts, template = asyncio.run(
+        _score(settings, registry, spec, gold, pairs, seed, batch_size)
+    )
+    for error in [*(run.errors if run else ()), *(pairs_run.errors if pairs_run else ())]:
         report_pair_error(error, " not scored")
+    judged = run if run is not None else pairs_run
+    assert judged is not None
+    key = ProfileKey(
+        model=judged.model,
+        template=template,
+        constitution=ConstitutionRef(id=spec.id, version=spec.version),
+        aggregator=options.aggregator,
+        selection=options.principles,
+    )
+
+    length: LengthInfo | None = None
+    length_record: LengthFitRecord | None = None
+    sensitivity: dict[str, float] | None = None
+    if pairs_run is not None and unlabeled is not None:
+        unlabeled_counts = {pid.removeprefix("unlabeled:"): n for pid, n in counts.items()
+                            if pid.startswith("unlabeled:")}  # fmt: skip
+        samples_u = length_samples(pairs_run, unlabeled_counts, options.aggregator,
+                                   options.principles)  # fmt: skip
+        if not samples_u:
+            raise fail(f"no pair of --unlabeled {unlabeled} was scored", ExitCode.SOME_PAIRS_FAILED)
+        try:
+            sensitivity = estimate_length_sensitivity(samples_u)
+        except ValueError as error:
+            raise fail(f"--unlabeled {unlabeled}: {error}") from None
+        unlabeled_sha256 = hashlib.sha256(unlabeled.read_bytes()).hexdigest()
+        length = length_info(
+            samples_u, sensitivity, source="unlabeled", path=str(unlabeled),
+            sha256=unlabeled_sha256, pairs=len(pairs), errors=pairs_run.errors,
+        )  # fmt: skip
+        length_record = LengthFitRecord(
+            source="unlabeled", path=unlabeled.name, sha256=unlabeled_sha256,
+            pairs=len(samples_u),
+        )  # fmt: skip
+        if run is None:
+            profile = CalibrationProfile.create(
+                key,
+                CalibrationTerms(inverse_temperature=1.0, length_sensitivity=sensitivity),
+                None,
+                length_record,
+            )
+            _write_length_only(length_only_report(samples_u, profile, length), report_folder)
+            _write_profile(output, profile)
+            if pairs_run.errors:
+                raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+            return
+    assert run is not None and gold_path is not None
     if len(run.scored) < MIN_GOLD_PAIRS:
         raise fail(
             f"only {len(run.scored)} of {len(gold)} gold pairs were scored (see above); a "
@@ -222,13 +393,12 @@ def calibrate_command(
             ExitCode.SOME_PAIRS_FAILED,
         )
     samples = calibration_samples(run, counts, options.aggregator, options.principles)
-    key = ProfileKey(
-        model=run.model,
-        template=template,
-        constitution=ConstitutionRef(id=spec.id, version=spec.version),
-        aggregator=options.aggregator,
-        selection=options.principles,
-    )
+    gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
+    debias = length_control or sensitivity is not None
+    if debias and length_record is None:
+        length_record = LengthFitRecord(
+            source="gold", path=gold_path.name, sha256=gold_sha256, pairs=len(samples)
+        )
 
     def make_profile(
         fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics
@@ -246,40 +416,61 @@ def calibrate_command(
                 brier_raw=raw.brier,
                 brier_cross_validated=cross.brier,
             ),
-            length_control=length_control,
+            length_record if fit.terms.length_sensitivity is not None else None,
         )
 
-    outcome = build_report(
-        samples,
-        FitSpec(length_control=length_control, allow_reversal=allow_reversal),
-        make_profile,
-        GoldInfo(
-            path=str(gold_path),
-            sha256=gold_sha256,
-            pairs=len(gold),
-            scored=len(run.scored),
-            errors=list(run.errors),
-        ),
-        folds=folds,
-        seed=seed,
-        n_bins=bins,
-        n_resamples=bootstrap,
-    )
+    try:
+        outcome = build_report(
+            samples,
+            FitSpec(
+                length_control=debias,
+                allow_reversal=allow_reversal,
+                fixed_sensitivity=sensitivity,
+            ),
+            make_profile,
+            GoldInfo(
+                path=str(gold_path),
+                sha256=gold_sha256,
+                pairs=len(gold),
+                scored=len(run.scored),
+                errors=list(run.errors),
+            ),
+            length=length,
+            folds=folds,
+            seed=seed,
+            n_bins=bins,
+            n_resamples=bootstrap,
+        )
+    except ValueError as error:
+        raise fail(f"{gold_path}: {error}") from None
     from cai_judge.evaluation.render import write_calibration_report
 
     json_path, html_path = write_calibration_report(outcome.report, report_folder)
     _stdout().print(_table(outcome.report))
+    _stdout().print(_length_table(outcome.report))
     console.print(f"wrote the report {json_path} and {html_path}")
     for warning in outcome.report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if outcome.fit.direction_rejected:
         raise fail(f"no profile written to {output} (see the warning above)", ExitCode.NO_PROFILE)
+    _write_profile(output, outcome.profile)
+    if run.errors or (pairs_run is not None and pairs_run.errors):
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+def _write_length_only(report: LengthOnlyReport, folder: Path) -> None:
+    from cai_judge.evaluation.render import write_length_only_report
+
+    json_path, html_path = write_length_only_report(report, folder)
+    _stdout().print(_length_only_table(report))
+    console.print(f"wrote the report {json_path} and {html_path}")
+
+
+def _write_profile(output: Path, profile: CalibrationProfile) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(outcome.profile.to_json(), encoding="utf-8")
+    output.write_text(profile.to_json(), encoding="utf-8")
     console.print(
-        f"wrote the profile {output} ({outcome.profile.short_hash}); serve it from "
+        f"wrote the profile {output} ({profile.short_hash}); serve it from "
         "CAI_JUDGE_CALIBRATION_DIR with `calibrated: true`, or label with "
         f"`cai-judge label --calibration {output}`"
     )
-    if run.errors:
-        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))

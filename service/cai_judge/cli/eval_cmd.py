@@ -198,24 +198,31 @@ def _calibration_table(report: EvalReport) -> Table | None:
     if found is None:
         return None
     table = Table(
-        "p_a", "ECE", "Brier", "log loss", "agree", "longer",
+        "p_a", "ECE", "Brier", "log loss", "agree", "shorter wins", "longer wins", "longer",
+        "longer | shorter wins",
         title=f"calibration profile {found.profile[:12]}",
         caption=(
             ("in-sample: this is the gold set the profile was fitted on. " if found.in_sample
              else "")
             + "longer: P(picks the longer response, in tokens), gold "
             + fmt_pct(found.gold_prefers_longer.prefers_longer)
+            + "; shorter/longer wins: agreement where gold prefers the shorter/longer response"
         ),
         box=box.SIMPLE_HEAD,
     )  # fmt: skip
+    rows = {row.name: row for row in found.length_rows}
     for name, metrics in (("raw", found.raw), ("calibrated", found.calibrated)):
+        row = rows[name]
         table.add_row(
             name,
             fmt_num(metrics.ece),
             fmt_num(metrics.brier),
             fmt_num(metrics.log_loss),
             fmt_pct(metrics.agreement),
+            fmt_pct(row.agreement_shorter_wins),
+            fmt_pct(row.agreement_longer_wins),
             fmt_pct(metrics.prefers_longer.prefers_longer),
+            fmt_pct(row.prefers_longer_when_shorter_wins.prefers_longer),
         )
     return table
 
@@ -253,11 +260,15 @@ def _eval_table(report: EvalReport) -> Table:
     gold_longer = fmt_pct(report.gold.prefers_longer.prefers_longer)
     cai = report.protocols.get(Protocol.CAI) or next(iter(report.protocols.values()))
     table = Table(
-        "protocol", "agree", "95% CI", "agree|cons", "cons.", "bias", "Brier", "ECE", "longer",
+        "protocol", "agree", "95% CI", "agree|cons", "shorter wins", "longer wins", "cons.",
+        "bias", "Brier", "ECE", "longer",
         title=f"{report.judge.constitution.id} · {report.judge.model}",
         caption=(
             f"{report.gold.scored} gold pairs. agree|cons: agreement where every principle "
-            "picks the same response in both orders; cons.: position consistency; bias: mean "
+            "picks the same response in both orders; shorter/longer wins: agreement on the "
+            f"pairs where gold prefers the shorter ({_half_size(report, 'shorter')}) or the "
+            f"longer ({_half_size(report, 'longer')}) response, in characters; cons.: position "
+            "consistency; bias: mean "
             f"position bias; longer: P(picks the longer response), gold {gold_longer}. "
             f"Answer mass ({cai.protocol}): mean {fmt_num(cai.answer_mass.mean, 2)}, min "
             f"{fmt_num(cai.answer_mass.min, 2)}, "
@@ -271,6 +282,8 @@ def _eval_table(report: EvalReport) -> Table:
             fmt_pct(r.agreement.value if r.agreement else None),
             fmt_interval(r.agreement),
             _when_consistent(r),
+            fmt_pct(r.agreement_shorter_wins.value if r.agreement_shorter_wins else None),
+            fmt_pct(r.agreement_longer_wins.value if r.agreement_longer_wins else None),
             fmt_num(r.position_consistency, 2),
             fmt_num(r.position_bias, 2),
             fmt_num(r.calibration.brier if r.calibration else None),
@@ -278,6 +291,16 @@ def _eval_table(report: EvalReport) -> Table:
             fmt_pct(r.length_bias.prefers_longer),
         )
     return table
+
+
+def _half_size(report: EvalReport, half: str) -> str:
+    """n of a length half, from the pairs' table (the same for every protocol)."""
+    n = sum(
+        1
+        for p in report.pairs
+        if p.longer is not None and (p.longer == p.gold) == (half == "longer")
+    )
+    return f"n={n}"
 
 
 def _side_rows(r: ProtocolReport) -> list[str]:

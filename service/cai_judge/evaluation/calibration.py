@@ -1,30 +1,40 @@
-"""Fitting a calibration profile on a gold set, and measuring it honestly: pure.
+"""Fitting a calibration profile, and measuring it honestly: pure.
 
-The model is the one of labeling/calibration.py: `p_a = σ(w·m + λ·L)` with m the label
-margin and L = log(tokens_a / tokens_b). It is a logistic regression with no intercept (an
-intercept would prefer whichever response is called "a", breaking antisymmetry) on at most
-two features, fitted by minimising log loss against the
-gold probability (soft gold `p_a` where the file gives one, else 1 or 0). Few parameters, so
-a few hundred gold pairs suffice, and 30 is the floor below which we refuse to fit.
+The model is the one of labeling/calibration.py: `p_a = σ(w·(m − β̄_S·L))` with m the
+label margin, L = log(tokens_a / tokens_b) and β_i the judge's own length sensitivity
+under principle i. Two steps, in this order:
+
+1. **β, from the judge alone.** For each principle, the least-squares slope through the
+   origin of that principle's margin on L over a set of pairs: `β_i = Σ m_i·L / Σ L²`.
+   No labels are read, so any pairs will do (`--unlabeled`: a user's own data, before any
+   gold); with a gold set and no unlabeled file, the gold set's own pairs are used. No
+   intercept: m and L are both odd under a swap, so an intercept could only measure which
+   response is called "a". What β removes is every linear dependence of the margin on L,
+   including the part that gold would justify: on a set where the longer response really is
+   better more often, the debiased judge picks it less often than gold. That is the
+   counterfactual AlpacaEval 2 asks for ("what would the judge say if the lengths were
+   equal?"), and the report shows the cost beside gold's own P(picks longer).
+2. **w, on gold, after debiasing.** A logistic regression of the gold probability on the
+   debiased margin, with no intercept (it would prefer whichever response is called "a",
+   breaking antisymmetry), fitted by minimising log loss (soft gold `p_a` where the file
+   gives one, else 1 or 0). One parameter, so a few hundred gold pairs suffice, and 30 is
+   the floor below which we refuse to fit. Without gold, w = 1.
 
 Why Newton's method written out rather than a library optimizer: scipy is not a dependency
 of cai-judge, and this objective is smooth and strictly convex (a small ridge keeps it so,
-and keeps the weights finite when a gold set is separable), with a 2×2 Hessian that costs
-nothing: damped Newton with a backtracking line search converges in a handful of steps to
-machine precision, and each step is two lines of numpy that a reader can check.
+and keeps the weight finite when a gold set is separable): damped Newton with a
+backtracking line search converges in a handful of steps to machine precision.
 
 One constraint: w ≥ 0, unless the caller allows a reversal. A negative w turns every label
 of the judge into its opposite. When the unconstrained optimum wants that, the fit says so
 (`FitResult.direction_rejected`) and `calibrate` writes no profile: no temperature rescues a
 judge whose margin points away from gold. `--allow-reversal` is for when that is expected
-(a constitution whose questions ask "which is worse?") or measured and accepted: the shipped
-default model's margin points away from the shipped gold set under every shipped
-constitution (it agrees with gold on 37% of pairs with `harmless`), because it mostly scores
-length.
+(a constitution whose questions ask "which is worse?") or measured and accepted.
 
 Every number a report shows about a calibration is cross-validated: k folds over groups of
 pairs (a pair and its swap, or two copies of one pair, share a group and so a fold), each
-fold scored by terms fitted on the other folds only. The raw numbers are the judge's own
+fold scored by β and w fitted on the other folds only (β too, though it reads no labels, so
+that a fold's debiasing never saw that fold's pairs). The raw numbers are the judge's own
 `p_a = σ(m)`, which was fitted on nothing.
 """
 
@@ -34,12 +44,11 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.metrics import (
     Calibration,
     Estimate,
@@ -51,13 +60,15 @@ from cai_judge.evaluation.metrics import (
     estimate,
     length_bias,
 )
-from cai_judge.evaluation.runner import JudgeRun
+from cai_judge.evaluation.protocols import PairScores
+from cai_judge.evaluation.runner import JudgeRun, PairsRun
 from cai_judge.labeling.calibration import (
     CalibrationProfile,
     CalibrationTerms,
-    calibrated_logit,
     log_length_ratio,
+    terms_logit,
 )
+from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.label_math import (
     Aggregator,
     aggregate_margin,
@@ -66,7 +77,7 @@ from cai_judge.labeling.label_math import (
     selection_seed,
     sigmoid,
 )
-from cai_judge.labeling.schema import PairError
+from cai_judge.labeling.schema import Pair, PairError
 
 # Below this many scored gold pairs a fit is refused: k-fold cross-validation would train
 # on ~24 pairs, and the reported before/after numbers would be mostly noise.
@@ -91,10 +102,53 @@ class CalibrationSample:
     tokens_b: int
     target: float
     gold: Literal["a", "b"]
+    # The principles the label used (constitution order), as `Label.principles`.
+    principles: tuple[str, ...] = ("p",)
+    # Every principle's own margin (constitution order), for estimating β; empty means
+    # one principle whose margin is the label's.
+    principle_margins: tuple[tuple[str, float], ...] = ()
 
     @property
     def length_feature(self) -> float:
         return log_length_ratio(self.tokens_a, self.tokens_b)
+
+    @property
+    def every_principle(self) -> tuple[tuple[str, float], ...]:
+        return self.principle_margins or ((self.principles[0], self.margin),)
+
+
+@dataclass(frozen=True, slots=True)
+class LengthSample:
+    """One scored pair with no gold: what estimating β, and showing its effect, needs."""
+
+    pair_id: str
+    group: str
+    margin: float
+    tokens_a: int
+    tokens_b: int
+    principles: tuple[str, ...]
+    principle_margins: tuple[tuple[str, float], ...]
+
+    @property
+    def length_feature(self) -> float:
+        return log_length_ratio(self.tokens_a, self.tokens_b)
+
+    @property
+    def every_principle(self) -> tuple[tuple[str, float], ...]:
+        return self.principle_margins
+
+
+class Scored(Protocol):
+    """What β estimation and debiasing read from a sample, gold or not."""
+
+    @property
+    def margin(self) -> float: ...
+    @property
+    def principles(self) -> tuple[str, ...]: ...
+    @property
+    def length_feature(self) -> float: ...
+    @property
+    def every_principle(self) -> tuple[tuple[str, float], ...]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +156,12 @@ class FitSpec:
     length_control: bool = False
     allow_reversal: bool = False
     ridge: float = DEFAULT_RIDGE
+    # β estimated elsewhere (`--unlabeled`): used as is, never refitted on gold folds.
+    fixed_sensitivity: Mapping[str, float] | None = None
 
-    def columns(self) -> list[str]:
-        return ["inverse_temperature", *(["length_weight"] if self.length_control else [])]
+    @property
+    def debiases(self) -> bool:
+        return self.length_control or self.fixed_sensitivity is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +181,32 @@ class FitResult:
 # -- samples ---------------------------------------------------------------------------
 
 
-def pair_group(gold: GoldPair) -> str:
+def pair_group(pair: Pair) -> str:
     """Content key shared by a pair and its swap (and by exact copies under other ids)."""
-    first, second = sorted((gold.response_a, gold.response_b))
-    material = json.dumps([gold.prompt_key(), first, second], ensure_ascii=False)
+    first, second = sorted((pair.response_a, pair.response_b))
+    material = json.dumps([pair.prompt_key(), first, second], ensure_ascii=False)
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+def _label_numbers(
+    pair: Pair,
+    scores: PairScores,
+    spec: ConstitutionSpec,
+    run_seed: int,
+    aggregator: Aggregator,
+    selection: int | Literal["all"],
+) -> tuple[float, tuple[str, ...], tuple[tuple[str, float], ...]]:
+    """The label's margin and principles, as `/v1/labels` would return them for `principles`
+    = selection and the run's seed, and every principle's own margin under `aggregator`."""
+    by_id = {b.principle_id: b for b in scores.principles}
+    k = None if selection == "all" else selection
+    seed = selection_seed(
+        pair.prompt_key(), pair.response_a, pair.response_b, spec.version, run_seed
+    )
+    chosen = select_principles(spec.principle_ids, k, seed)
+    margin = aggregate_margin([by_id[pid] for pid in chosen], aggregator)
+    each = tuple((pid, aggregate_margin([by_id[pid]], aggregator)) for pid in spec.principle_ids)
+    return margin, tuple(chosen), each
 
 
 def calibration_samples(
@@ -143,40 +221,98 @@ def calibration_samples(
     service's own seeded sampler (DESIGN.md §2), so the margins are those `/v1/labels` would
     return for `principles=k` and the run's seed.
     """
-    spec = run.constitution
     samples = []
     for scored in run.scored:
         gold = scored.gold
-        by_id = {b.principle_id: b for b in scored.scores.principles}
-        k = None if selection == "all" else selection
-        seed = selection_seed(
-            gold.prompt_key(), gold.response_a, gold.response_b, spec.version, run.seed
+        margin, chosen, each = _label_numbers(
+            gold, scored.scores, run.constitution, run.seed, aggregator, selection
         )
-        used = [by_id[pid] for pid in select_principles(spec.principle_ids, k, seed)]
         tokens_a, tokens_b = token_counts[gold.id]
         samples.append(
             CalibrationSample(
                 pair_id=gold.id,
                 group=pair_group(gold),
-                margin=aggregate_margin(used, aggregator),
+                margin=margin,
                 tokens_a=tokens_a,
                 tokens_b=tokens_b,
                 target=gold.target,
                 gold=gold.preferred,
+                principles=chosen,
+                principle_margins=each,
             )
         )
     return samples
 
 
+def length_samples(
+    run: PairsRun,
+    token_counts: Mapping[str, tuple[int, int]],
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS,
+    selection: int | Literal["all"] = "all",
+) -> list[LengthSample]:
+    """As `calibration_samples`, for pairs with no gold (`calibrate --unlabeled`)."""
+    samples = []
+    for pair, scores in run.scored:
+        margin, chosen, each = _label_numbers(
+            pair, scores, run.constitution, run.seed, aggregator, selection
+        )
+        tokens_a, tokens_b = token_counts[pair.id]
+        samples.append(
+            LengthSample(
+                pair_id=pair.id,
+                group=pair_group(pair),
+                margin=margin,
+                tokens_a=tokens_a,
+                tokens_b=tokens_b,
+                principles=chosen,
+                principle_margins=each,
+            )
+        )
+    return samples
+
+
+# -- β: the judge's own length sensitivity ---------------------------------------------
+
+
+def estimate_length_sensitivity(samples: Sequence[Scored]) -> dict[str, float]:
+    """β_i = Σ m_i·L / Σ L² per principle: the slope through the origin of each principle's
+    margin on the log length ratio (module docstring). Reads no labels."""
+    if not samples:
+        raise ValueError("cannot estimate a length sensitivity on no pairs")
+    ids = [pid for pid, _ in samples[0].every_principle]
+    if any([pid for pid, _ in s.every_principle] != ids for s in samples):
+        raise ValueError("pairs were scored on different principles")
+    length = np.array([s.length_feature for s in samples], dtype=np.float64)
+    spread = float(length @ length)
+    if spread == 0.0:
+        raise ValueError(
+            "every pair's two responses have the same token count: length sensitivity "
+            "cannot be estimated from them"
+        )
+    margins = np.array([[m for _, m in s.every_principle] for s in samples], dtype=np.float64)
+    slopes = (length @ margins) / spread
+    return {pid: float(slope) for pid, slope in zip(ids, slopes, strict=True)}
+
+
+def pooled_length_sensitivity(samples: Sequence[Scored]) -> float:
+    """The same slope for the label's own (aggregated) margin: one β for the ensemble."""
+    length = np.array([s.length_feature for s in samples], dtype=np.float64)
+    margins = np.array([s.margin for s in samples], dtype=np.float64)
+    return float((length @ margins) / (length @ length))
+
+
+def debiased_margins(
+    samples: Sequence[Scored], sensitivity: Mapping[str, float] | None
+) -> FloatArray:
+    """m − β̄_S·L per sample, through the very function the service applies (w = 1)."""
+    terms = CalibrationTerms(
+        inverse_temperature=1.0,
+        length_sensitivity=None if sensitivity is None else dict(sensitivity),
+    )
+    return predict_logits(terms, samples)
+
+
 # -- the fit ---------------------------------------------------------------------------
-
-
-def feature_matrix(samples: Sequence[CalibrationSample], spec: FitSpec) -> FloatArray:
-    """Columns in `spec.columns()` order: m, then L."""
-    columns = [np.array([s.margin for s in samples], dtype=np.float64)]
-    if spec.length_control:
-        columns.append(np.array([s.length_feature for s in samples], dtype=np.float64))
-    return np.column_stack(columns)
 
 
 def _objective(weights: FloatArray, x: FloatArray, y: FloatArray, ridge: float) -> float:
@@ -186,30 +322,23 @@ def _objective(weights: FloatArray, x: FloatArray, y: FloatArray, ridge: float) 
     return float(loss.sum() + 0.5 * ridge * weights @ weights)
 
 
-def _newton(
-    x: FloatArray, y: FloatArray, ridge: float, free: Sequence[int]
-) -> tuple[FloatArray, int]:
-    """Minimise the ridge-penalised log loss over the `free` columns, the others held at 0."""
+def _newton(x: FloatArray, y: FloatArray, ridge: float) -> tuple[FloatArray, int]:
+    """Minimise the ridge-penalised log loss over every column of x."""
     weights = np.zeros(x.shape[1], dtype=np.float64)
-    free_index = np.array(free, dtype=np.intp)
-    if free_index.size == 0:
-        return weights, 0
-    sub = x[:, free_index]
     current = _objective(weights, x, y, ridge)
     for step in range(1, _NEWTON_MAX_STEPS + 1):
         z = x @ weights
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -700, 700)))
-        gradient = sub.T @ (p - y) + ridge * weights[free_index]
+        gradient = x.T @ (p - y) + ridge * weights
         if float(np.max(np.abs(gradient))) < _GRADIENT_TOLERANCE:
             return weights, step - 1
-        hessian = (sub * (p * (1 - p))[:, None]).T @ sub + ridge * np.eye(free_index.size)
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + ridge * np.eye(x.shape[1])
         direction = np.linalg.solve(hessian, gradient)
         # Backtracking: a full Newton step can overshoot where the loss is far from
         # quadratic (large margins); halve it until the loss decreases enough (Armijo).
         length = 1.0
         while length > 1e-12:
-            trial = weights.copy()
-            trial[free_index] -= length * direction
+            trial = weights - length * direction
             value = _objective(trial, x, y, ridge)
             if value <= current - 1e-4 * length * float(gradient @ direction):
                 break
@@ -221,35 +350,40 @@ def _newton(
 
 
 def fit_terms(samples: Sequence[CalibrationSample], spec: FitSpec) -> FitResult:
-    """Maximum-likelihood terms, with w ≥ 0 unless `spec.allow_reversal`."""
+    """β (when the spec debiases) from the samples' margins, then w ≥ 0 (unless
+    `spec.allow_reversal`) by maximum likelihood on the debiased margins."""
     if not samples:
         raise ValueError("cannot fit a calibration on no pairs")
-    x = feature_matrix(samples, spec)
+    sensitivity: dict[str, float] | None = None
+    if spec.fixed_sensitivity is not None:
+        sensitivity = dict(spec.fixed_sensitivity)
+    elif spec.length_control:
+        sensitivity = estimate_length_sensitivity(samples)
+    x = debiased_margins(samples, sensitivity)[:, None]
     y = np.array([s.target for s in samples], dtype=np.float64)
-    every = list(range(x.shape[1]))
-    weights, steps = _newton(x, y, spec.ridge, every)
+    weights, steps = _newton(x, y, spec.ridge)
     unconstrained_w = float(weights[0])
-    if unconstrained_w < 0 and not spec.allow_reversal:
-        # Strictly convex objective, one linear bound: when the free optimum violates it,
-        # the bounded optimum lies on the bound, so w = 0 and the rest refitted.
-        weights, more = _newton(x, y, spec.ridge, every[1:])
-        steps += more
-    named = dict(zip(spec.columns(), (float(w) for w in weights), strict=True))
+    # Strictly convex objective, one linear bound: when the free optimum violates it, the
+    # bounded optimum lies on the bound, w = 0.
+    w = 0.0 if unconstrained_w < 0 and not spec.allow_reversal else unconstrained_w
     return FitResult(
-        terms=CalibrationTerms(**named),
+        terms=CalibrationTerms(inverse_temperature=w, length_sensitivity=sensitivity),
         unconstrained_inverse_temperature=unconstrained_w,
         steps=steps,
         allow_reversal=spec.allow_reversal,
     )
 
 
-def predict_logits(
-    terms: CalibrationTerms, samples: Sequence[CalibrationSample], spec: FitSpec
-) -> FloatArray:
+def predict_logits(terms: CalibrationTerms, samples: Sequence[Scored]) -> FloatArray:
     """Calibrated log-odds through the very function the service applies."""
     return np.array(
         [
-            calibrated_logit(terms, s.margin, s.length_feature if spec.length_control else 0.0)
+            terms_logit(
+                terms,
+                s.margin,
+                s.length_feature if terms.length_sensitivity is not None else 0.0,
+                s.principles,
+            )
             for s in samples
         ],
         dtype=np.float64,
@@ -309,7 +443,7 @@ def cross_validate(
         train = [s for s, f in zip(samples, fold_of, strict=True) if f != k]
         test_index = [i for i, f in enumerate(fold_of) if f == k]
         terms = fit(train, spec).terms
-        logits[test_index] = predict_logits(terms, [samples[i] for i in test_index], spec)
+        logits[test_index] = predict_logits(terms, [samples[i] for i in test_index])
         records.append(
             Fold(
                 index=k,
@@ -335,6 +469,17 @@ class CalibrationMetrics(BaseModel):
     reliability: Calibration
 
 
+class LengthRow(BaseModel):
+    """P(picks the longer response) of one set of verdicts, overall and where gold prefers
+    the shorter response (gold's own is 0 there), with agreement on both halves."""
+
+    name: str
+    prefers_longer: LengthBias
+    prefers_longer_when_shorter_wins: LengthBias
+    agreement_shorter_wins: float | None
+    agreement_longer_wins: float | None
+
+
 class CalibrationPairRow(BaseModel):
     id: str
     gold: Verdict
@@ -344,6 +489,7 @@ class CalibrationPairRow(BaseModel):
     tokens_b: int
     raw_margin: float
     raw_p_a: float
+    debiased_margin: float | None = Field(description="m − β̄·L, β from the other folds")
     cross_validated_p_a: float
 
 
@@ -355,9 +501,25 @@ class GoldInfo(BaseModel):
     errors: list[PairError]
 
 
+class LengthInfo(BaseModel):
+    """β as fitted for the profile, beside one β for the label's aggregated margin."""
+
+    source: Literal["gold", "unlabeled"]
+    path: str
+    sha256: str
+    pairs: int
+    scored: int
+    errors: list[PairError]
+    sensitivity: dict[str, float] = Field(description="β per principle, as in the profile")
+    pooled_sensitivity: float = Field(
+        description="the same slope for the label's aggregated margin, on the same pairs"
+    )
+
+
 class CalibrationReport(BaseModel):
-    schema_version: int = 1
+    schema_version: int = 2
     gold: GoldInfo
+    length: LengthInfo | None = Field(description="the length debiasing, when the profile has it")
     profile: CalibrationProfile
     temperature: float | None = Field(description="T = 1/w of the profile; null when w = 0")
     unconstrained_inverse_temperature: float
@@ -366,6 +528,9 @@ class CalibrationReport(BaseModel):
     n_bins: int
     gold_prefers_longer: LengthBias = Field(description="P(gold prefers the longer response)")
     raw: CalibrationMetrics = Field(description="the judge's own p_a = σ(margin)")
+    debiased: CalibrationMetrics | None = Field(
+        description="σ(m − β̄·L), no temperature, β cross-validated: the length control alone"
+    )
     cross_validated: CalibrationMetrics = Field(
         description="the profile's form, each pair scored by a fit on the other folds"
     )
@@ -374,6 +539,9 @@ class CalibrationReport(BaseModel):
     )
     in_sample: CalibrationMetrics = Field(
         description="the final profile on the pairs it was fitted on: optimistic, for reference"
+    )
+    length_rows: list[LengthRow] = Field(
+        description="P(picks longer) of gold, raw and debiased, overall and on shorter-wins pairs"
     )
     brier_gain: Estimate | None = Field(
         description="raw minus cross-validated Brier, paired bootstrap; > 0 is better"
@@ -384,6 +552,18 @@ class CalibrationReport(BaseModel):
     fold_terms: list[CalibrationTerms]
     warnings: list[str]
     pairs: list[CalibrationPairRow]
+
+
+class LengthOnlyReport(BaseModel):
+    """`cai-judge calibrate --unlabeled` with no gold: β, and what it does to the verdicts."""
+
+    schema_version: int = 2
+    length: LengthInfo
+    profile: CalibrationProfile
+    raw_prefers_longer: LengthBias
+    debiased_prefers_longer: LengthBias = Field(
+        description="in sample: β was estimated on these pairs (without labels)"
+    )
 
 
 def _verdicts(logits: FloatArray) -> list[Verdict]:
@@ -414,6 +594,39 @@ def metrics_of(
     )
 
 
+def shorter_wins(sample: CalibrationSample) -> bool | None:
+    """Whether gold prefers the response with fewer tokens; None for equal lengths."""
+    if sample.tokens_a == sample.tokens_b:
+        return None
+    return (sample.gold == "a") == (sample.tokens_a < sample.tokens_b)
+
+
+def length_row(
+    name: str, verdicts: Sequence[Verdict], samples: Sequence[CalibrationSample]
+) -> LengthRow:
+    halves = [shorter_wins(s) for s in samples]
+    scores = agreement_scores(verdicts, [s.gold for s in samples])
+
+    def mean_where(wanted: bool) -> float | None:
+        chosen = [float(x) for x, h in zip(scores, halves, strict=True) if h is wanted]
+        return sum(chosen) / len(chosen) if chosen else None
+
+    shorter = [i for i, h in enumerate(halves) if h is True]
+    return LengthRow(
+        name=name,
+        prefers_longer=length_bias(
+            verdicts, [s.tokens_a for s in samples], [s.tokens_b for s in samples]
+        ),
+        prefers_longer_when_shorter_wins=length_bias(
+            [verdicts[i] for i in shorter],
+            [samples[i].tokens_a for i in shorter],
+            [samples[i].tokens_b for i in shorter],
+        ),
+        agreement_shorter_wins=mean_where(True),
+        agreement_longer_wins=mean_where(False),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class CalibrationOutcome:
     report: CalibrationReport
@@ -428,12 +641,35 @@ def _gain(raw: FloatArray, calibrated: FloatArray, n_resamples: int, seed: int) 
     return estimate(raw - calibrated, n_resamples=n_resamples, seed=seed)
 
 
+def length_info(
+    samples: Sequence[Scored],
+    sensitivity: Mapping[str, float],
+    *,
+    source: Literal["gold", "unlabeled"],
+    path: str,
+    sha256: str,
+    pairs: int,
+    errors: Sequence[PairError] = (),
+) -> LengthInfo:
+    return LengthInfo(
+        source=source,
+        path=path,
+        sha256=sha256,
+        pairs=pairs,
+        scored=len(samples),
+        errors=list(errors),
+        sensitivity=dict(sensitivity),
+        pooled_sensitivity=pooled_length_sensitivity(samples),
+    )
+
+
 def build_report(
     samples: Sequence[CalibrationSample],
     spec: FitSpec,
     make_profile: Callable[[FitResult, CalibrationMetrics, CalibrationMetrics], CalibrationProfile],
     gold: GoldInfo,
     *,
+    length: LengthInfo | None = None,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
     n_bins: int = 10,
@@ -442,7 +678,8 @@ def build_report(
     """Fit on every sample, cross-validate the same form, and measure both against raw.
 
     `make_profile(fit, raw, cross_validated)` names the profile (model, template, ...), which
-    this pure function does not know.
+    this pure function does not know. `length` describes where β came from (the caller
+    knows the file); without it, and with a spec that debiases, it is the gold set's pairs.
     """
     if len(samples) < MIN_GOLD_PAIRS:
         raise ValueError(
@@ -454,24 +691,40 @@ def build_report(
     validated = cross_validate(samples, spec, folds, seed)
     raw = metrics_of(raw_logits, samples, n_bins)
     cross = metrics_of(validated.logits, samples, n_bins)
-    temperature_only = None
-    if spec.length_control:
+    temperature_only = debiased = None
+    debiased_logits: FloatArray | None = None
+    if spec.debiases:
         plain = FitSpec(allow_reversal=spec.allow_reversal, ridge=spec.ridge)
         temperature_only = metrics_of(
             cross_validate(samples, plain, folds, seed).logits, samples, n_bins
         )
+        # The length control alone: each fold's β (w = 1), on the pairs it did not see.
+        debiased_logits = np.empty(len(samples), dtype=np.float64)
+        for fold in validated.folds:
+            index = [i for i, f in enumerate(validated.fold_of) if f == fold.index]
+            debiased_logits[index] = debiased_margins(
+                [samples[i] for i in index], fold.terms.length_sensitivity
+            )
+        debiased = metrics_of(debiased_logits, samples, n_bins)
     profile = make_profile(final, raw, cross)
-    in_sample = metrics_of(predict_logits(final.terms, samples, spec), samples, n_bins)
+    in_sample = metrics_of(predict_logits(final.terms, samples), samples, n_bins)
     raw_p, cross_p = probabilities(raw_logits), probabilities(validated.logits)
+    if spec.debiases and length is None:
+        assert final.terms.length_sensitivity is not None
+        length = length_info(
+            samples, final.terms.length_sensitivity, source="gold", path=gold.path,
+            sha256=gold.sha256, pairs=gold.pairs, errors=gold.errors,
+        )  # fmt: skip
 
     warnings = []
     if final.direction_rejected:
         warnings.append(
-            f"the judge's margin points away from gold on this set (unconstrained 1/T = "
-            f"{final.unconstrained_inverse_temperature:.3f}): it agrees with gold on "
-            f"{100 * raw.agreement:.1f}% of pairs. No temperature can fix that; the profile "
-            "is not written. Use a stronger judge or a constitution that fits the gold set, "
-            "or --allow-reversal if a reversed judge is expected."
+            f"the judge's {'debiased ' if spec.debiases else ''}margin points away from gold "
+            f"on this set (unconstrained 1/T = {final.unconstrained_inverse_temperature:.3f}): "
+            f"it agrees with gold on {100 * (debiased or raw).agreement:.1f}% of pairs. No "
+            "temperature can fix that; the profile is not written. Use a stronger judge or a "
+            "constitution that fits the gold set, or --allow-reversal if a reversed judge is "
+            "expected."
         )
     elif final.terms.reverses_judge:
         warnings.append(
@@ -484,8 +737,16 @@ def build_report(
             f"cross-validated ECE does not improve ({raw.ece:.3f} raw, {cross.ece:.3f} "
             "calibrated): the profile may not help on new pairs; a larger gold set would tell"
         )
+    length_rows = [
+        length_row("gold", [s.gold for s in samples], samples),
+        length_row("raw", _verdicts(raw_logits), samples),
+    ]
+    if debiased_logits is not None:
+        length_rows.append(length_row("debiased", _verdicts(debiased_logits), samples))
+    length_rows.append(length_row("calibrated", _verdicts(validated.logits), samples))
     report = CalibrationReport(
         gold=gold,
+        length=length,
         profile=profile,
         temperature=profile.terms.temperature,
         unconstrained_inverse_temperature=final.unconstrained_inverse_temperature,
@@ -496,9 +757,11 @@ def build_report(
             [s.gold for s in samples], [s.tokens_a for s in samples], [s.tokens_b for s in samples]
         ),
         raw=raw,
+        debiased=debiased,
         cross_validated=cross,
         cross_validated_temperature_only=temperature_only,
         in_sample=in_sample,
+        length_rows=length_rows,
         brier_gain=_gain((raw_p - y) ** 2, (cross_p - y) ** 2, n_resamples, seed),
         log_loss_gain=_gain(
             _pointwise_log_loss(raw_p, y), _pointwise_log_loss(cross_p, y), n_resamples, seed
@@ -515,12 +778,28 @@ def build_report(
                 tokens_b=s.tokens_b,
                 raw_margin=s.margin,
                 raw_p_a=float(raw_p[i]),
+                debiased_margin=None if debiased_logits is None else float(debiased_logits[i]),
                 cross_validated_p_a=float(cross_p[i]),
             )
             for i, s in enumerate(samples)
         ],
     )
     return CalibrationOutcome(report=report, fit=final)
+
+
+def length_only_report(
+    samples: Sequence[LengthSample], profile: CalibrationProfile, length: LengthInfo
+) -> LengthOnlyReport:
+    """What an unlabeled-only profile does to the verdicts on its own pairs."""
+    tokens_a, tokens_b = [s.tokens_a for s in samples], [s.tokens_b for s in samples]
+    raw = [preferred_from_margin(s.margin) for s in samples]
+    debiased = _verdicts(debiased_margins(samples, profile.terms.length_sensitivity))
+    return LengthOnlyReport(
+        length=length,
+        profile=profile,
+        raw_prefers_longer=length_bias(raw, tokens_a, tokens_b),
+        debiased_prefers_longer=length_bias(debiased, tokens_a, tokens_b),
+    )
 
 
 # -- `cai-judge eval --calibration` ------------------------------------------------------
@@ -541,6 +820,9 @@ class CalibratedComparison(BaseModel):
     gold_prefers_longer: LengthBias = Field(description="in tokens, as the length term")
     raw: CalibrationMetrics
     calibrated: CalibrationMetrics
+    length_rows: list[LengthRow] = Field(
+        description="gold, raw and calibrated: P(picks longer) and agreement per length half"
+    )
 
 
 def calibrated_comparison(
@@ -552,18 +834,23 @@ def calibrated_comparison(
 ) -> CalibratedComparison:
     """Raw and calibrated metrics of the profile's own labels (its aggregator and selection)."""
     samples = calibration_samples(run, token_counts, profile.key.aggregator, profile.key.selection)
-    spec = FitSpec(length_control=profile.length_control)
     raw_logits = np.array([s.margin for s in samples], dtype=np.float64)
+    calibrated_logits = predict_logits(profile.terms, samples)
     return CalibratedComparison(
         profile=profile.hash,
         temperature=profile.terms.temperature,
         length_control=profile.length_control,
         aggregator=profile.key.aggregator,
         selection=profile.key.selection,
-        in_sample=profile.fitted_on.gold_sha256 == gold_sha256,
+        in_sample=profile.fitted_on is not None and profile.fitted_on.gold_sha256 == gold_sha256,
         gold_prefers_longer=length_bias(
             [s.gold for s in samples], [s.tokens_a for s in samples], [s.tokens_b for s in samples]
         ),
         raw=metrics_of(raw_logits, samples, n_bins),
-        calibrated=metrics_of(predict_logits(profile.terms, samples, spec), samples, n_bins),
+        calibrated=metrics_of(calibrated_logits, samples, n_bins),
+        length_rows=[
+            length_row("gold", [s.gold for s in samples], samples),
+            length_row("raw", _verdicts(raw_logits), samples),
+            length_row("calibrated", _verdicts(calibrated_logits), samples),
+        ],
     )

@@ -20,6 +20,9 @@ from cai_judge.evaluation.calibration import (
     CalibratedComparison,
     CalibrationMetrics,
     CalibrationReport,
+    LengthInfo,
+    LengthOnlyReport,
+    LengthRow,
 )
 from cai_judge.evaluation.metrics import Calibration, Estimate
 from cai_judge.evaluation.report import (
@@ -195,8 +198,9 @@ def _page(title: str, parts: Sequence[str]) -> str:
 
 SUMMARY_HEADER = (
     "protocol", "agreement [95% CI]", "agreement, consistent pairs", "consistent pairs",
-    "position consistency", "position bias", "Brier", "ECE", "prefers longer", "ties",
-    "answer mass mean / min", "low confidence",
+    "agreement, shorter wins", "agreement, longer wins", "position consistency",
+    "position bias", "Brier", "ECE", "prefers longer", "ties", "answer mass mean / min",
+    "low confidence",
 )  # fmt: skip
 
 
@@ -207,6 +211,8 @@ def summary_row(name: str, r: ProtocolReport) -> list[str]:
         fmt_estimate(r.agreement),
         fmt_estimate(r.agreement_when_consistent),
         fmt_pct(r.consistent_share),
+        fmt_estimate(r.agreement_shorter_wins),
+        fmt_estimate(r.agreement_longer_wins),
         fmt_num(r.position_consistency),
         fmt_num(r.position_bias),
         fmt_num(found.brier if found else None),
@@ -317,7 +323,7 @@ def _calibrated_section(found: CalibratedComparison) -> list[str]:
         "<h2>Calibrated</h2>",
         f"<p>Profile <code>{found.profile}</code> (aggregator {found.aggregator.value}, "
         f"principles {escape(str(found.selection))}, T = {fmt_num(found.temperature, 4)}"
-        + (", length term" if found.length_control else "")
+        + (", length debiased" if found.length_control else "")
         + f"). {note} Gold prefers the longer response (in tokens) in "
         f"{fmt_pct(found.gold_prefers_longer.prefers_longer)} of pairs.</p>",
         _table(
@@ -328,6 +334,8 @@ def _calibrated_section(found: CalibratedComparison) -> list[str]:
                 _calibration_row("calibrated", found.calibrated),
             ],
         ),
+        _length_table(found.length_rows),
+        _image("P(picks the longer response)", length_rows_figure(found.length_rows)),
         _image(
             "reliability raw and calibrated",
             reliability_figure(
@@ -407,21 +415,85 @@ def write_compare_report(report: CompareReport, directory: Path) -> tuple[Path, 
 # -- calibration (`cai-judge calibrate`) ---------------------------------------------
 
 
-def length_figure(rows: Sequence[tuple[str, float | None]], gold: float | None) -> Figure:
-    """P(picks the longer response) per row, against the gold set's own as a line."""
-    figure = _new_figure(max(4.0, 1.4 * len(rows) + 1.5), 3.2)
+def length_rows_figure(rows: Sequence[LengthRow]) -> Figure:
+    """P(picks the longer response) per row (gold, raw, debiased, ...), overall and on the
+    pairs where gold prefers the shorter response, side by side; gold ± 10 points shaded."""
+    figure = _new_figure(max(4.5, 1.3 * len(rows) + 2.0), 3.4)
     ax = figure.subplots()
     xs = list(range(len(rows)))
-    colors = ["#c0392b" if name == "gold" else "#1f5fa8" for name, _ in rows]
-    ax.bar(xs, [value or 0.0 for _, value in rows], width=0.6, color=colors)
+    width = 0.38
+    overall = [r.prefers_longer.prefers_longer or 0.0 for r in rows]
+    shorter = [r.prefers_longer_when_shorter_wins.prefers_longer or 0.0 for r in rows]
+    ax.bar([x - width / 2 for x in xs], overall, width=width, color="#1f5fa8", label="all pairs")
+    ax.bar(
+        [x + width / 2 for x in xs],
+        shorter,
+        width=width,
+        color="#e67e22",
+        label="pairs where the shorter wins",
+    )
+    gold = next((r.prefers_longer.prefers_longer for r in rows if r.name == "gold"), None)
     if gold is not None:
-        ax.axhline(gold, color="#c0392b", linestyle="--", linewidth=1.2, label="gold")
+        ax.axhline(gold, color="#c0392b", linestyle="--", linewidth=1.2, label="gold, all pairs")
         ax.axhspan(gold - 0.1, gold + 0.1, color="#c0392b", alpha=0.08, label="gold ± 10 pts")
-        ax.legend(fontsize=7, loc="lower right")
-    ax.set_xticks(xs, [name for name, _ in rows], fontsize=8)
-    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_xticks(xs, [r.name for r in rows], fontsize=8)
+    ax.set_ylim(0, 1.15)
     ax.set_ylabel("P(picks the longer response)")
     return figure
+
+
+def sensitivity_figure(info: LengthInfo) -> Figure:
+    """β per principle, with the pooled β of the aggregated margin as a line."""
+    names = list(info.sensitivity)
+    figure = _new_figure(max(4.0, 0.45 * len(names) + 2.0), 3.2)
+    ax = figure.subplots()
+    xs = list(range(len(names)))
+    ax.bar(xs, [info.sensitivity[n] for n in names], width=0.6, color="#1f5fa8")
+    ax.axhline(info.pooled_sensitivity, color="#c0392b", linestyle="--", linewidth=1.2,
+               label=f"pooled (aggregated margin) {info.pooled_sensitivity:+.3f}")  # fmt: skip
+    ax.axhline(0.0, color="#555555", linewidth=0.8)
+    ax.legend(fontsize=7)
+    ax.set_xticks(xs, names, fontsize=7, rotation=60, ha="right")
+    ax.set_ylabel("β per unit of L")
+    return figure
+
+
+def _length_table(rows: Sequence[LengthRow]) -> str:
+    return _table(
+        "Length: P(picks the longer response, in tokens) and agreement per half",
+        ["verdicts", "prefers longer", "prefers longer, shorter-wins pairs",
+         "agreement, shorter wins", "agreement, longer wins"],
+        [
+            [
+                r.name,
+                f"{fmt_pct(r.prefers_longer.prefers_longer)} (n={r.prefers_longer.n})",
+                f"{fmt_pct(r.prefers_longer_when_shorter_wins.prefers_longer)} "
+                f"(n={r.prefers_longer_when_shorter_wins.n})",
+                fmt_pct(r.agreement_shorter_wins),
+                fmt_pct(r.agreement_longer_wins),
+            ]
+            for r in rows
+        ],
+    )  # fmt: skip
+
+
+def _sensitivity_section(info: LengthInfo) -> list[str]:
+    return [
+        "<h2>Length sensitivity</h2>",
+        f"<p>β estimated on <code>{escape(info.path)}</code> ({info.source}, sha256 "
+        f"<code>{info.sha256[:12]}</code>): {info.scored} of {info.pairs} pairs scored; labels, "
+        "if any, unused. β is each principle's least-squares slope (through the origin) of its "
+        "margin on log(tokens_a/tokens_b); a label's debiased margin is m − β̄·L with β̄ the "
+        "mean β of the principles it used.</p>",
+        _image("length sensitivity per principle", sensitivity_figure(info)),
+        _table(
+            "β per principle",
+            ["principle", "β"],
+            [[name, f"{beta:+.4f}"] for name, beta in info.sensitivity.items()]
+            + [["(pooled, aggregated margin)", f"{info.pooled_sensitivity:+.4f}"]],
+        ),
+    ]
 
 
 def _calibration_row(name: str, found: CalibrationMetrics) -> list[str]:
@@ -435,9 +507,17 @@ def _calibration_row(name: str, found: CalibrationMetrics) -> list[str]:
     ]
 
 
+def _mean_beta(sensitivity: dict[str, float] | None) -> str:
+    if not sensitivity:
+        return "–"
+    return f"{sum(sensitivity.values()) / len(sensitivity):+.4f}"
+
+
 def calibration_rows(report: CalibrationReport) -> list[tuple[str, CalibrationMetrics]]:
     """The report's p_a sets, in the order every table and plot shows them."""
     rows = [("raw", report.raw)]
+    if report.debiased is not None:
+        rows.append(("debiased, cross-validated", report.debiased))
     if report.cross_validated_temperature_only is not None:
         rows.append(("temperature only, cross-validated", report.cross_validated_temperature_only))
     rows += [
@@ -450,7 +530,6 @@ def calibration_rows(report: CalibrationReport) -> list[tuple[str, CalibrationMe
 def render_calibration_html(report: CalibrationReport) -> str:
     profile = report.profile
     key = profile.key
-    terms = profile.terms
     rows = calibration_rows(report)
     temperature = "∞ (the margin has no weight)"
     if report.temperature is not None:
@@ -466,10 +545,10 @@ def render_calibration_html(report: CalibrationReport) -> str:
         f"aggregator <code>{key.aggregator.value}</code>, principles "
         f"<code>{escape(str(key.selection))}</code>.</p>",
         f"<p>Profile <code>{profile.hash}</code>: temperature T = {temperature}"
-        + (f", length weight λ = {terms.length_weight:.4g}" if profile.length_control else "")
-        + ". p_a = σ(margin/T"
-        + (" + λ·log(tokens_a/tokens_b)" if profile.length_control else "")
-        + ").</p>",
+        + (", length debiased (β per principle below)" if profile.length_control else "")
+        + ". p_a = σ("
+        + ("(margin − β̄·log(tokens_a/tokens_b))" if profile.length_control else "margin")
+        + "/T).</p>",
     ]
     for warning in report.warnings:
         parts.append(f"<p><b>warning:</b> {escape(warning)}</p>")
@@ -502,19 +581,20 @@ def render_calibration_html(report: CalibrationReport) -> str:
             ),
         ),
         "<h2>Length</h2>",
-        _image(
-            "P(picks the longer response)",
-            length_figure(
-                [("gold", report.gold_prefers_longer.prefers_longer)]
-                + [(name.replace(", ", "\n"), f.prefers_longer.prefers_longer) for name, f in rows],
-                report.gold_prefers_longer.prefers_longer,
-            ),
-        ),
+        "<p class='note'>debiased: σ(m − β̄·L) with each fold's β, no temperature; calibrated: "
+        "the profile's form, cross-validated. On the pairs where gold prefers the shorter "
+        "response, gold's own P(picks longer) is 0.</p>",
+        _length_table(report.length_rows),
+        _image("P(picks the longer response)", length_rows_figure(report.length_rows)),
+    ]
+    if report.length is not None:
+        parts += _sensitivity_section(report.length)
+    parts += [
         _table(
             "Terms fitted per fold",
-            ["fold", "T", "λ (length)"],
+            ["fold", "T", "mean β"],
             [
-                [str(index), fmt_num(t.temperature, 4), fmt_num(t.length_weight, 4)]
+                [str(index), fmt_num(t.temperature, 4), _mean_beta(t.length_sensitivity)]
                 for index, t in enumerate(report.fold_terms)
             ],
         ),
@@ -525,7 +605,16 @@ def render_calibration_html(report: CalibrationReport) -> str:
         "<details><summary>Every pair</summary>"
         + _table(
             "p_a per pair",
-            ["id", "gold", "fold", "tokens a / b", "raw margin", "raw p_a", "cross-validated p_a"],
+            [
+                "id",
+                "gold",
+                "fold",
+                "tokens a / b",
+                "raw margin",
+                "debiased margin",
+                "raw p_a",
+                "cross-validated p_a",
+            ],
             [
                 [
                     p.id,
@@ -533,6 +622,7 @@ def render_calibration_html(report: CalibrationReport) -> str:
                     str(p.fold),
                     f"{p.tokens_a} / {p.tokens_b}",
                     f"{p.raw_margin:+.4f}",
+                    "–" if p.debiased_margin is None else f"{p.debiased_margin:+.4f}",
                     f"{p.raw_p_a:.3f}",
                     f"{p.cross_validated_p_a:.3f}",
                 ]
@@ -556,4 +646,55 @@ def write_calibration_report(report: CalibrationReport, directory: Path) -> tupl
     html_path = directory / "calibration.html"
     json_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     html_path.write_text(render_calibration_html(report), encoding="utf-8")
+    return json_path, html_path
+
+
+def render_length_only_html(report: LengthOnlyReport) -> str:
+    key = report.profile.key
+    info = report.length
+    rows = [
+        ("raw", report.raw_prefers_longer.prefers_longer),
+        ("debiased", report.debiased_prefers_longer.prefers_longer),
+    ]
+    figure = _new_figure(4.0, 3.2)
+    ax = figure.subplots()
+    ax.bar([0, 1], [v or 0.0 for _, v in rows], width=0.6, color="#1f5fa8")
+    ax.axhline(0.5, color="#555555", linestyle=":", linewidth=1.0)
+    ax.set_xticks([0, 1], [name for name, _ in rows])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(picks the longer response)")
+    parts = [
+        f"<p>Judge <code>{escape(key.model)}</code>, constitution "
+        f"<code>{escape(key.constitution.id)}@{escape(key.constitution.version[:12])}</code>, "
+        f"aggregator <code>{key.aggregator.value}</code>, principles "
+        f"<code>{escape(str(key.selection))}</code>. Profile <code>{report.profile.hash}</code>: "
+        "length debiasing only, no gold, so no temperature (T = 1): p_a = σ(margin − β̄·L).</p>",
+        _table(
+            "P(picks the longer response, in tokens) on these pairs",
+            ["verdicts", "prefers longer"],
+            [
+                [name, f"{fmt_pct(found.prefers_longer)} (n={found.n})"]
+                for name, found in (
+                    ("raw", report.raw_prefers_longer),
+                    ("debiased (in sample)", report.debiased_prefers_longer),
+                )
+            ],
+        ),
+        "<p class='note'>There is no gold here, so nothing says how often the longer response "
+        "should win; fit on a gold set too (`cai-judge calibrate GOLD.jsonl --unlabeled ...`) "
+        "for agreement and calibration.</p>",
+        _image("P(picks the longer response), raw and debiased", figure),
+        *_sensitivity_section(info),
+    ]
+    if info.errors:
+        parts.append(_table("Pairs not scored", ["id", "reason"], _error_rows(info.errors)))
+    return _page(f"cai-judge calibrate --unlabeled: {key.constitution.id} · {key.model}", parts)
+
+
+def write_length_only_report(report: LengthOnlyReport, directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path = directory / "calibration.json"
+    html_path = directory / "calibration.html"
+    json_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    html_path.write_text(render_length_only_html(report), encoding="utf-8")
     return json_path, html_path

@@ -76,6 +76,12 @@ class ProtocolReport(BaseModel):
     length_bias: LengthBias = Field(description="P(this protocol prefers the longer response)")
     answer_mass: MassSummary
     per_category: dict[str, Estimate]
+    agreement_shorter_wins: Estimate | None = Field(
+        default=None, description="agreement on the pairs where gold prefers the shorter response"
+    )
+    agreement_longer_wins: Estimate | None = Field(
+        default=None, description="agreement on the pairs where gold prefers the longer response"
+    )
 
 
 class PrincipleReport(BaseModel):
@@ -203,6 +209,7 @@ def protocol_report(
     gold = _gold_verdicts(scored)
     verdicts: list[Verdict] = [label.preferred for label in labels]
     scores = agreement_scores(verdicts, gold)
+    halves = np.array([_gold_half(s) for s in scored], dtype=object)
     consistent = np.array([label.consistency == 1.0 for label in labels], dtype=bool)
     length_a, length_b = _lengths(scored)
     has_pairs = bool(labels)
@@ -236,6 +243,8 @@ def protocol_report(
             n_resamples=options.n_resamples,
             seed=options.seed,
         ),
+        agreement_shorter_wins=_estimate(scores[halves == "shorter"], options),
+        agreement_longer_wins=_estimate(scores[halves == "longer"], options),
     )
 
 
@@ -253,6 +262,16 @@ def _longer(scored: ScoredPair) -> Literal["a", "b"] | None:
     if la == lb:
         return None
     return "a" if la > lb else "b"
+
+
+def _gold_half(scored: ScoredPair) -> Literal["shorter", "longer"] | None:
+    """Whether gold prefers the shorter or the longer response (characters, as every length
+    in this report); None for equal lengths. A judge that only scores length agrees on one
+    half and disagrees on the other, which a single agreement number hides."""
+    longer = _longer(scored)
+    if longer is None:
+        return None
+    return "longer" if scored.gold.preferred == longer else "shorter"
 
 
 def per_principle_report(

@@ -14,7 +14,7 @@ from cai_judge.evaluation.protocols import PairScores
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY
-from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
+from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,18 @@ class JudgeRun:
         return f"{self.constitution.id}@{self.constitution.version[:12]} · {self.model}"
 
 
+@dataclass(frozen=True, slots=True)
+class PairsRun:
+    """What one (model, constitution) said about pairs with no gold (`calibrate --unlabeled`)."""
+
+    model: str
+    constitution: ConstitutionSpec
+    scored: tuple[tuple[Pair, PairScores], ...]
+    errors: tuple[PairError, ...]
+    usage: Usage
+    seed: int
+
+
 def pair_scores(label: Label) -> PairScores:
     """Rebuild the label math's per-principle numbers from a label's per_principle field."""
     if label.per_principle is None:
@@ -48,6 +60,37 @@ def pair_scores(label: Label) -> PairScores:
         pair_id=label.id,
         principles=tuple(r.to_breakdown() for r in label.per_principle),
     )
+
+
+async def _score_pairs(
+    judge: Judge,
+    pairs: Sequence[Pair],
+    constitution: ConstitutionSpec,
+    options: LabelOptions,
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[list[tuple[str, PairScores]], list[PairError], Usage]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if len({p.id for p in pairs}) != len(pairs):
+        # Results are matched back to pairs by id; read_gold refuses such files too.
+        raise ValueError("pair ids must be unique")
+    scored: list[tuple[str, PairScores]] = []
+    errors: list[PairError] = []
+    usage = Usage()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start : start + batch_size]
+        batch = await judge.label(list(chunk), constitution, options)
+        usage.add(batch.usage)
+        for result in batch.results:
+            if isinstance(result, Label):
+                scored.append((result.id, pair_scores(result)))
+            else:
+                # Batch-relative index → file index, so the report points at the pair.
+                errors.append(result.model_copy(update={"index": start + result.index}))
+        if on_progress is not None:
+            on_progress(len(chunk))
+    return scored, errors, usage
 
 
 async def score_gold(
@@ -68,8 +111,6 @@ async def score_gold(
     With `cot_max_tokens`, the judge runs in CoT mode: the numbers kept are the clamped
     ones, which the `cot` protocol reads.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     cot = cot_max_tokens is not None
     options = LabelOptions(
         principles="all",
@@ -81,28 +122,13 @@ async def score_gold(
         cot_max_probability=cot_max_probability,
     )
     by_id = {g.id: g for g in gold}
-    if len(by_id) != len(gold):
-        # Results are matched back to gold by id; read_gold refuses such files too.
-        raise ValueError("gold pair ids must be unique")
-    scored: list[ScoredPair] = []
-    errors: list[PairError] = []
-    usage = Usage()
-    for start in range(0, len(gold), batch_size):
-        chunk = gold[start : start + batch_size]
-        batch = await judge.label([g.as_pair() for g in chunk], constitution, options)
-        usage.add(batch.usage)
-        for result in batch.results:
-            if isinstance(result, Label):
-                scored.append(ScoredPair(by_id[result.id], pair_scores(result)))
-            else:
-                # Batch-relative index → gold-file index, so the report points at the pair.
-                errors.append(result.model_copy(update={"index": start + result.index}))
-        if on_progress is not None:
-            on_progress(len(chunk))
+    scored, errors, usage = await _score_pairs(
+        judge, [g.as_pair() for g in gold], constitution, options, batch_size, on_progress
+    )
     return JudgeRun(
         model=judge.engine.model_name,
         constitution=constitution,
-        scored=tuple(scored),
+        scored=tuple(ScoredPair(by_id[pid], scores) for pid, scores in scored),
         errors=tuple(errors),
         usage=usage,
         seed=seed,
@@ -110,10 +136,36 @@ async def score_gold(
     )
 
 
-async def response_token_counts(
-    judge: Judge, gold: Sequence[GoldPair]
-) -> dict[str, tuple[int, int]]:
-    """Each gold pair's (tokens of response_a, tokens of response_b) with the judge's own
+async def score_unlabeled(
+    judge: Judge,
+    pairs: Sequence[Pair],
+    constitution: ConstitutionSpec,
+    *,
+    seed: int = 0,
+    low_mass_threshold: float = 0.5,
+    batch_size: int = 32,
+    on_progress: Callable[[int], None] | None = None,
+) -> PairsRun:
+    """As `score_gold` (plain mode), for pairs with no gold label."""
+    options = LabelOptions(
+        principles="all", per_principle=True, seed=seed, low_mass_threshold=low_mass_threshold
+    )
+    by_id = {p.id: p for p in pairs}
+    scored, errors, usage = await _score_pairs(
+        judge, pairs, constitution, options, batch_size, on_progress
+    )
+    return PairsRun(
+        model=judge.engine.model_name,
+        constitution=constitution,
+        scored=tuple((by_id[pid], scores) for pid, scores in scored),
+        errors=tuple(errors),
+        usage=usage,
+        seed=seed,
+    )
+
+
+async def response_token_counts(judge: Judge, gold: Sequence[Pair]) -> dict[str, tuple[int, int]]:
+    """Each pair's (tokens of response_a, tokens of response_b) with the judge's own
     tokenizer: the lengths a calibration profile's length term is fitted on."""
     counts = await judge.token_counts([t for g in gold for t in (g.response_a, g.response_b)])
     return {g.id: (counts[2 * i], counts[2 * i + 1]) for i, g in enumerate(gold)}

@@ -5,33 +5,55 @@ agreed with a reference on 96% of 24 pairs with an ECE of 0.38, its p_a huddling
 0.4 and 0.6, and picked the longer response 84% of the time where people did 50% (issue 15).
 A Bradley–Terry reward model reads p_a as a soft label, so both errors reach it.
 
-A profile, fitted on a gold set by `cai-judge calibrate` (evaluation/calibration.py), maps the
+A profile (schema 2), fitted by `cai-judge calibrate` (evaluation/calibration.py), maps the
 label's raw margin to a calibrated log-odds
 
-    z = w·margin + λ·log(tokens_a / tokens_b),   p_a = σ(z)
+    z = w·(margin − β̄_S·L),   L = log(tokens_a / tokens_b),   p_a = σ(z)
 
-- `w = 1/T`, the inverse temperature: the one term every profile has.
-- `λ` (optional, `--length-control`): the length term of AlpacaEval 2.0's length-controlled
-  win rate, on the log-ratio of the responses' token counts. Fitted jointly with `w` against
-  gold, it is the part of the judge's margin that length explains beyond what gold rewards,
-  so adding it removes the judge's excess length preference from the margin.
+- `β_i` (optional, `--length-control` or `--unlabeled`): the judge's *own* length
+  sensitivity under principle i, the slope of that principle's margin on L, estimated from
+  the judge's margins alone (no gold needed). `β̄_S` is its mean over the principles S the
+  label used, so `margin − β̄_S·L` is, for the mean-of-log-odds aggregator, exactly the mean of
+  the per-principle debiased margins `m_i − β_i·L`: debiasing before aggregation. This is
+  AlpacaEval 2's length control: model the judge's dependence on the length difference,
+  then predict with that difference set to zero. The debiased margin carries no term that
+  rewards length, so it cannot learn gold's length preference either (issue 22: schema 1
+  fitted λ·L against gold and *kept* it, which is length imitation; gold mildly preferring
+  the longer response made the "controlled" labels prefer it more).
+- `w = 1/T`, the inverse temperature, fitted on gold after debiasing; 1 when the profile was
+  fitted on unlabeled pairs only (`cai-judge calibrate --unlabeled`).
+
+Why a β per principle and not one for the ensemble: under `mean_logodds` with every
+principle the two are the same number (the least-squares slope is linear in the margin, so
+the ensemble's slope is the mean of the principles'); what the ensemble amplifies is not β but
+the share of the margin that β·L explains, since averaging principles that share a bias cancels
+their noise and keeps the bias. Per principle matters for a label that samples k principles:
+it gets the β of the principles it used. Measured with the default model and four principles of
+`harmless` (bench/length_control.py, README "Calibration"), the principles' β differ by up to
+2× (0.033 for `not-preachy` against 0.068 for `less-harmful` on the length-balanced set), but
+for labels of k = 2 principles the per-principle and the pooled β gave P(picks longer) within
+1.5 points of each other on both gold sets. It is kept per principle because it is exact
+(debiasing before aggregation), costs nothing, and lets a report show which principles are
+length detectors. Under `mean_prob` each β_i is the slope of that principle's own aggregate
+margin and subtracting β̄_S·L from the aggregate is an approximation (the aggregate is not
+linear in the principles' margins).
 
 No position term. The margin is already position-debiased (both orders, DESIGN.md §2), and
-`position_bias` is even under a swap, so it could only enter by scaling the odd margin
-(m·|b|); on the shipped gold set that interaction's fitted weight was large and negative
-(−15 with the default model), i.e. it would reverse the judge on strongly biased pairs. A
-calibration must never reverse the judge (see evaluation/calibration.py), so it is left out.
+`position_bias` is even under a swap, so it could only enter by scaling the odd margin.
 
-Both features are odd under swapping a and b and there is no intercept, so z negates *to the
-bit* under a swap: each product and the sum are computed in one fixed order, and IEEE
-rounding is symmetric in sign. With `sigmoid` from label_math, a pair and its swap get p_a
-and 1 − p_a exactly.
+Antisymmetry holds to the bit: under a swap the margin and L negate exactly (L is a
+difference of logs), S and so β̄_S are unchanged (the selection is swap-invariant), and
+(−m) − β̄·(−L) == −(m − β̄·L) and w·(−d) == −(w·d) in IEEE arithmetic, whose rounding is
+symmetric in sign. With `sigmoid` from label_math, a pair and its swap get p_a and 1 − p_a
+exactly.
 
 A profile names the model, the template version, the constitution version, the aggregator
 and the principle selection it was fitted for, and is never applied to labels made with
-anything else: the margin's scale depends on every one of them. Its hash (sha256 of its
-canonical JSON) is its identity; a label made with it names that hash and keeps its raw
-margin and p_a beside the calibrated ones.
+anything else: the margin's scale depends on every one of them. It records the pairs each
+part was fitted on (path, sha256 and count). Its hash (sha256 of its canonical JSON) is its
+identity; a label made with it names that hash and keeps its raw margin and p_a beside the
+calibrated ones. Schema 1 profiles (with the gold-fitted λ) are refused with an error that
+says to refit: their λ is the length imitation this schema removes.
 """
 
 from __future__ import annotations
@@ -49,7 +71,7 @@ from cai_judge.labeling.label_math import Aggregator, preferred_from_margin, sig
 from cai_judge.labeling.schema import ConstitutionRef, Label, LabelCalibration, TemplateRef
 
 PROFILE_FORMAT: Final = "cai-judge-calibration-profile"
-PROFILE_SCHEMA_VERSION: Final = 1
+PROFILE_SCHEMA_VERSION: Final = 2
 
 
 class CalibrationError(ValueError):
@@ -66,16 +88,19 @@ class ProfileMismatch(CalibrationError):
 
 
 class CalibrationTerms(BaseModel):
-    """The fitted weights of z (module docstring). Terms a profile does not use are 0."""
+    """The fitted numbers of z (module docstring)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     inverse_temperature: Annotated[float, Field(allow_inf_nan=False)] = Field(
-        description="w = 1/T: the weight of the raw margin; negative only in a profile fitted "
-        "with --allow-reversal, which turns the judge's preferences around."
+        description="w = 1/T: the weight of the (debiased) margin; 1 for a profile fitted "
+        "without gold; negative only in a profile fitted with --allow-reversal, which turns "
+        "the judge's preferences around."
     )
-    length_weight: Annotated[float, Field(allow_inf_nan=False)] = Field(
-        default=0.0, description="λ: the weight of log(tokens_a / tokens_b)."
+    length_sensitivity: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = Field(
+        default=None,
+        description="β per principle id: the judge's own slope of that principle's margin on "
+        "log(tokens_a / tokens_b), subtracted from the margin; null without length control.",
     )
 
     @property
@@ -87,9 +112,22 @@ class CalibrationTerms(BaseModel):
     def reverses_judge(self) -> bool:
         return self.inverse_temperature < 0
 
+    def mean_sensitivity(self, principles: Sequence[str]) -> float:
+        """β̄_S over the label's principles S, summed in their (constitution) order."""
+        if self.length_sensitivity is None:
+            return 0.0
+        if not principles:
+            raise CalibrationError("a label with no principles cannot be length-debiased")
+        missing = [p for p in principles if p not in self.length_sensitivity]
+        if missing:
+            raise CalibrationError(
+                f"the profile has no length sensitivity for principle(s) {', '.join(missing)}"
+            )
+        return sum(self.length_sensitivity[p] for p in principles) / len(principles)
+
 
 class FitRecord(BaseModel):
-    """Where a profile came from, so a reader can judge how far to trust it."""
+    """Where a profile's temperature came from, so a reader can judge how far to trust it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -101,6 +139,19 @@ class FitRecord(BaseModel):
     ece_cross_validated: float
     brier_raw: float
     brier_cross_validated: float
+
+
+class LengthFitRecord(BaseModel):
+    """The pairs the length sensitivities were estimated on (their labels, if any, unused)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["gold", "unlabeled"] = Field(
+        description="gold: the gold set's own pairs; unlabeled: `--unlabeled PAIRS.jsonl`"
+    )
+    path: str = Field(description="the file's name as given to `cai-judge calibrate`")
+    sha256: str = Field(description="sha256 of the file's bytes")
+    pairs: int = Field(description="pairs scored and used")
 
 
 class ProfileKey(BaseModel):
@@ -167,11 +218,15 @@ class CalibrationProfile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     format: Literal["cai-judge-calibration-profile"] = PROFILE_FORMAT
-    schema_version: Literal[1] = PROFILE_SCHEMA_VERSION
+    schema_version: Literal[2] = PROFILE_SCHEMA_VERSION
     key: ProfileKey
-    length_control: bool
     terms: CalibrationTerms
-    fitted_on: FitRecord
+    fitted_on: FitRecord | None = Field(
+        description="the gold set the temperature was fitted on; null when there was none"
+    )
+    length_fitted_on: LengthFitRecord | None = Field(
+        description="the pairs β was estimated on; null without length control"
+    )
     hash: str = Field(description="sha256 of the canonical JSON of every other field")
 
     @classmethod
@@ -179,24 +234,38 @@ class CalibrationProfile(BaseModel):
         cls,
         key: ProfileKey,
         terms: CalibrationTerms,
-        fitted_on: FitRecord,
-        *,
-        length_control: bool,
+        fitted_on: FitRecord | None,
+        length_fitted_on: LengthFitRecord | None = None,
     ) -> CalibrationProfile:
         content = {
             "format": PROFILE_FORMAT,
             "schema_version": PROFILE_SCHEMA_VERSION,
             "key": key.model_dump(mode="json"),
-            "length_control": length_control,
             "terms": terms.model_dump(mode="json"),
-            "fitted_on": fitted_on.model_dump(mode="json"),
+            "fitted_on": None if fitted_on is None else fitted_on.model_dump(mode="json"),
+            "length_fitted_on": (
+                None if length_fitted_on is None else length_fitted_on.model_dump(mode="json")
+            ),
         }
         return cls.model_validate({**content, "hash": _content_hash(content)})
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known_schema(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("schema_version") == 1:
+            raise ValueError(
+                "this is a schema 1 profile, whose length term (λ, fitted to gold and kept) "
+                "imitated gold's length preference; schema 2 removes the judge's own length "
+                "bias instead (issue 22). Refit it with `cai-judge calibrate`"
+            )
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> CalibrationProfile:
-        if not self.length_control and self.terms.length_weight != 0:
-            raise ValueError("length_weight is set but length_control is false")
+        if (self.terms.length_sensitivity is None) != (self.length_fitted_on is None):
+            raise ValueError("length_sensitivity and length_fitted_on must be set together")
+        if self.fitted_on is None and self.terms.inverse_temperature != 1.0:
+            raise ValueError("a profile fitted on no gold must have inverse_temperature 1")
         content = self.model_dump(mode="json", exclude={"hash"})
         if self.hash != _content_hash(content):
             raise ValueError(
@@ -204,6 +273,11 @@ class CalibrationProfile(BaseModel):
                 "after it was fitted; refit it with `cai-judge calibrate`"
             )
         return self
+
+    @property
+    def length_control(self) -> bool:
+        """Whether the profile debiases length, and so needs the responses' token counts."""
+        return self.terms.length_sensitivity is not None
 
     @property
     def short_hash(self) -> str:
@@ -221,14 +295,15 @@ class CalibrationProfile(BaseModel):
             )
 
     def logit(
-        self, margin: float, tokens_a: int | None = None, tokens_b: int | None = None
+        self,
+        margin: float,
+        tokens_a: int | None = None,
+        tokens_b: int | None = None,
+        principles: Sequence[str] = (),
     ) -> float:
         """The calibrated log-odds z that response a is better (module docstring)."""
-        return calibrated_logit(
-            self.terms,
-            margin,
-            log_length_ratio(tokens_a, tokens_b) if self.length_control else 0.0,
-        )
+        length = log_length_ratio(tokens_a, tokens_b) if self.length_control else 0.0
+        return terms_logit(self.terms, margin, length, principles)
 
 
 def _mismatched(have: ProfileKey, want: ProfileKey) -> set[str]:
@@ -244,16 +319,27 @@ def log_length_ratio(tokens_a: int | None, tokens_b: int | None) -> float:
     """log(tokens_a / tokens_b), as a difference of logs so that swapping negates it exactly."""
     if tokens_a is None or tokens_b is None:
         raise CalibrationError(
-            "this profile has a length term and needs both responses' token counts"
+            "this profile debiases length and needs both responses' token counts"
         )
     if tokens_a < 1 or tokens_b < 1:
         raise CalibrationError(f"token counts must be at least 1, got {tokens_a}, {tokens_b}")
     return math.log(tokens_a) - math.log(tokens_b)
 
 
-def calibrated_logit(terms: CalibrationTerms, margin: float, length_feature: float) -> float:
-    """z = w·m + λ·L: both terms odd, so z(−m, −L) == −z(m, L) bit for bit."""
-    return terms.inverse_temperature * margin + terms.length_weight * length_feature
+def debiased_margin(margin: float, sensitivity: float, length_feature: float) -> float:
+    """m − β·L: odd in (m, L) together, so a swap negates it bit for bit."""
+    return margin - sensitivity * length_feature
+
+
+def terms_logit(
+    terms: CalibrationTerms, margin: float, length_feature: float, principles: Sequence[str]
+) -> float:
+    """z = w·(m − β̄_S·L), or w·m without length control: odd in (m, L) bit for bit.
+
+    The one function the service, `label`, `export` and the fit all apply."""
+    if terms.length_sensitivity is not None:
+        margin = debiased_margin(margin, terms.mean_sensitivity(principles), length_feature)
+    return terms.inverse_temperature * margin
 
 
 class Tokenizer(Protocol):
@@ -263,7 +349,7 @@ class Tokenizer(Protocol):
 def response_token_count(tokenizer: Tokenizer, text: str) -> int:
     """A response's length for the length term: its tokens alone, without special tokens.
 
-    The one definition shared by the fit, the service and `export`, so a profile's λ always
+    The one definition shared by the fit, the service and `export`, so a profile's β always
     multiplies the same quantity. At least 1, so the log-ratio is finite.
     """
     return max(1, len(tokenizer.encode(text, add_special_tokens=False)))
@@ -295,7 +381,7 @@ def calibrate_label(
     if label.calibration is not None:
         raw_margin, raw_p_a = label.calibration.raw_margin, label.calibration.raw_p_a
     profile.check_applies_to(label_key(label))
-    z = profile.logit(raw_margin, tokens_a, tokens_b)
+    z = profile.logit(raw_margin, tokens_a, tokens_b, label.principles)
     return label.model_copy(
         update={
             "margin": z,
