@@ -98,6 +98,7 @@ class Replica:
     name: str
     service: Service
     grpc_port: int
+    log: Path
     down_until: float = 0.0  # client side: skip it after a connection error
     killed: bool = False
 
@@ -168,6 +169,7 @@ class Soak:
         self.clock = Clock()
         self.record = Record()
         self.stop = asyncio.Event()
+        self.drained = asyncio.Event()  # the load's last requests are answered
         self.drain_deadline = float("inf")
         self.next_label = LABELS_OFFSET
         self.next_stream = STREAM_OFFSET
@@ -437,8 +439,9 @@ class Soak:
         self.record.events.append((killed_at, f"SIGKILL {victim.name}"))
         # The survivor must take the killed replica's chunks over (XAUTOCLAIM after the
         # claim idle time): when its last pending chunk moves, note it.
+        limit = self.args.duration + self.args.drain_s + 60
         while self.takeover["pending_at_kill"].get("killed_replica_pending", 0):
-            if self.clock.now() > self.args.duration:
+            if self.drained.is_set() or self.clock.now() > limit:
                 self.takeover["not_taken_over_by_end"] = True
                 break
             await asyncio.sleep(1.0)
@@ -485,20 +488,21 @@ class Soak:
         self.drain_deadline = self.args.duration + self.args.drain_s
         self.stop.set()
         self.record.events.append((self.clock.now(), "load stops"))
-        try:
-            await events
-        except Exception as error:  # a bug of this script: reported, not hidden
-            self.record.bench_errors.append(f"events: {error!r}")
         # In-flight requests finish (retried as needed) up to the drain deadline; whatever
         # is still running after it is cut and counted.
         done, pending = await asyncio.wait([*load, *side], timeout=self.args.drain_s + 60)
+        self.drained.set()
         for task in pending:
             task.cancel()
         self.record.http_final["tasks_cut_by_bench"] += len(pending)
         for task in done:
-            error = task.exception()
-            if error is not None:  # a bug of this script: reported, not hidden
-                self.record.bench_errors.append(repr(error))
+            crash = task.exception()
+            if crash is not None:  # a bug of this script: reported, not hidden
+                self.record.bench_errors.append(repr(crash))
+        try:
+            await events  # by now only watching for the takeover, which stops on `drained`
+        except Exception as error:  # a bug of this script: reported, not hidden
+            self.record.bench_errors.append(f"events: {error!r}")
         survivor = self.replicas[0]
         self.rss_end[survivor.name] = processes(survivor.pid)
         assert self.redis.process is not None
@@ -630,6 +634,35 @@ def check_refused(soak: Soak) -> dict[str, Any]:
     return out
 
 
+def logged_exceptions(log: Path) -> dict[str, int]:
+    """Exception classes a replica logged (tracebacks' last lines): the service's own view."""
+    found: Counter[str] = Counter()
+    in_traceback = False
+    if log.exists():
+        for line in log.read_text(errors="replace").splitlines():
+            if line.startswith("Traceback (most recent call last)"):
+                in_traceback = True
+            elif in_traceback and line and not line[0].isspace():
+                # The first unindented line after the frames names the exception (a chained
+                # one starts another traceback, counted in its turn).
+                if not line.startswith(("During handling", "The above exception")):
+                    found[line.split(":", 1)[0].strip()] += 1
+                in_traceback = False
+    return dict(found)
+
+
+def takeover_line(takeover: dict[str, Any]) -> str:
+    held = takeover.get("pending_at_kill", {}).get("killed_replica_pending")
+    if held is None:
+        return "not measured"
+    if held == 0:
+        return "it held no chunk when killed"
+    if "taken_over_after_s" in takeover:
+        after = takeover["taken_over_after_s"]
+        return f"{held} pending at the kill, all taken over {after} s after"
+    return f"{held} pending at the kill, NOT all taken over by the end of the run"
+
+
 def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -741,8 +774,9 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
         "rss_growth": {name: entry["growth"] for name, entry in rss.items()},
         "labels_latency_p99_s": round(percentile(latencies, 0.99) or 0, 2) if latencies else None,
         "labels_requests_ok": len(latencies),
-        "killed_replica_chunks_taken_over_after_s": soak.takeover.get("taken_over_after_s"),
+        "killed_replica_chunks": takeover_line(soak.takeover),
         "refused_options_job": refused.get("outcome"),
+        "replica_logged_exceptions": {r.name: logged_exceptions(r.log) for r in soak.replicas},
         "failures": failures,
         "warnings": warnings,
     }
@@ -794,6 +828,7 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
         "job_pending_chunks_at_end": pending_by_consumer(soak),
         "refused_options_job": refused,
         "server_500_counts": soak.server_500s,
+        "replica_logged_exceptions": {r.name: logged_exceptions(r.log) for r in soak.replicas},
         "rss": rss,
         "failures": failures,
         "warnings": warnings,
@@ -918,7 +953,8 @@ def stack(
                 "CAI_JUDGE_CPU_THREADS_BIND": core if (os.cpu_count() or 1) >= 2 else "all",
             }
             log = work / f"{name.replace(' ', '-')}.log"
-            return Replica(name, Service(args.model, redis_server.url, log, extra), ports[index])
+            service = Service(args.model, redis_server.url, log, extra)
+            return Replica(name, service, ports[index], log)
 
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(start, i) for i in range(2)]
