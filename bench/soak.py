@@ -293,14 +293,21 @@ class Soak:
             replica = self.pick(preferred)
             in_flight: dict[int, tuple[dict[str, Any], float]] = {}
             window = asyncio.Semaphore(self.args.stream_window)
+            over = asyncio.Event()  # the call ended: the request iterator must end too
 
             async def requests(
                 in_flight: dict[int, tuple[dict[str, Any], float]] = in_flight,
                 window: asyncio.Semaphore = window,
+                over: asyncio.Event = over,
             ) -> AsyncIterator[pb.LabelStreamRequest]:
                 yield pb.LabelStreamRequest(options=options)
                 for index in range(10**6):
-                    await window.acquire()
+                    while not over.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(window.acquire(), 1.0)
+                            break
+                    if over.is_set():
+                        return
                     if resend:
                         pair = resend.popleft()
                     elif self.stop.is_set():
@@ -337,6 +344,9 @@ class Soak:
                     code = error.code().name
                     trailing = dict(error.trailing_metadata() or ())
                     pause = min(float(trailing.get("retry-after", 1) or 1), 10.0)
+                finally:
+                    over.set()
+                    await asyncio.sleep(1.1)  # the iterator sees `over` before the channel goes
             self.record.grpc_streams[code] += 1
             if code == "OK":
                 # The server ended the stream cleanly: anything it read and did not answer
@@ -517,7 +527,10 @@ def queued_chunks(client: redis.Redis) -> list[tuple[bytes, str, int, int]]:
 
     Acknowledged chunks are deleted from the stream (store/jobs.py `ack`).
     """
-    entries: Any = client.xrange(redis_keys.JOBS_STREAM)
+    return chunks_of(client.xrange(redis_keys.JOBS_STREAM))
+
+
+def chunks_of(entries: Any) -> list[tuple[bytes, str, int, int]]:
     return [
         (message_id, fields[b"job"].decode(), int(fields[b"start"]), int(fields[b"end"]))
         for message_id, fields in entries or []
@@ -543,8 +556,14 @@ def check_job(soak: Soak) -> dict[str, Any]:
                 break
             prefix.extend(lines)
             cursor = int(page.headers["X-Next-Cursor"])
-    client = soak.redis.client()
-    raw = client.hgetall(redis_keys.job_results(soak.job_id))
+    # One snapshot (MULTI/EXEC) of the counts, the results and the stream: the survivor is
+    # still labeling, and its writes (one script per chunk) and acks land between them.
+    with soak.redis.client().pipeline(transaction=True) as pipe:
+        pipe.hmget(redis_keys.job(soak.job_id), ["done", "failed", "state"])
+        pipe.hgetall(redis_keys.job_results(soak.job_id))
+        pipe.xrange(redis_keys.JOBS_STREAM)
+        counts, raw, entries = pipe.execute()
+    done, failed, state = int(counts[0] or 0), int(counts[1] or 0), (counts[2] or b"").decode()
     stored = {int(k): json.loads(v) for k, v in raw.items()}
     ids = [p["id"] for p in soak.job_pairs]
     misplaced = sum(1 for i, r in stored.items() if r.get("id") != ids[i])
@@ -553,20 +572,21 @@ def check_job(soak: Soak) -> dict[str, Any]:
     # Indices still to be labeled must lie in a chunk the stream still holds (unread or
     # pending): an index in neither was acknowledged without a result, i.e. lost.
     queued: set[int] = set()
-    for _id, job_id, start, end in queued_chunks(client):
+    for _id, job_id, start, end in chunks_of(entries):
         if job_id == soak.job_id:
             queued.update(range(start, end))
     unaccounted = [i for i in range(len(ids)) if i not in stored and i not in queued]
-    finished = status["done"] + status["failed"]
+    finished = done + failed
     return {
         "submitted": True,
         "id": soak.job_id,
-        "state": status["state"],
+        "state": state,
         "total": status["total"],
-        "done": status["done"],
-        "failed": status["failed"],
+        "done": done,
+        "failed": failed,
         "progress": round(finished / status["total"], 4),
         "pairs_per_s": status["pairs_per_s"],
+        "api_status_just_before": {k: status[k] for k in ("state", "done", "failed")},
         "results_stored": len(stored),
         "counted_equals_stored": finished == len(stored),
         "results_read_through_api": len(prefix),
@@ -576,9 +596,7 @@ def check_job(soak: Soak) -> dict[str, Any]:
         "misplaced_stored": misplaced,
         "indices_still_queued": len(queued - set(stored)),
         "indices_lost": len(unaccounted),
-        "all_labeled_when_succeeded": (
-            status["state"] != "succeeded" or len(stored) == status["total"]
-        ),
+        "all_labeled_when_succeeded": state != "succeeded" or len(stored) == status["total"],
     }
 
 
@@ -651,7 +669,7 @@ def logged_exceptions(log: Path) -> dict[str, int]:
     return dict(found)
 
 
-def takeover_line(takeover: dict[str, Any]) -> str:
+def takeover_line(takeover: dict[str, Any], at_end: dict[str, Any]) -> str:
     held = takeover.get("pending_at_kill", {}).get("killed_replica_pending")
     if held is None:
         return "not measured"
@@ -660,6 +678,8 @@ def takeover_line(takeover: dict[str, Any]) -> str:
     if "taken_over_after_s" in takeover:
         after = takeover["taken_over_after_s"]
         return f"{held} pending at the kill, all taken over {after} s after"
+    if at_end.get("killed_replica_pending") == 0:
+        return f"{held} pending at the kill, all taken over after the load stopped"
     return f"{held} pending at the kill, NOT all taken over by the end of the run"
 
 
@@ -695,6 +715,7 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
     job = check_job(soak)
     refused = check_refused(soak)
     rss = rss_summary(soak)
+    pending_at_end = pending_by_consumer(soak)
     failures = []
     http_500 = sum(
         n
@@ -774,7 +795,7 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
         "rss_growth": {name: entry["growth"] for name, entry in rss.items()},
         "labels_latency_p99_s": round(percentile(latencies, 0.99) or 0, 2) if latencies else None,
         "labels_requests_ok": len(latencies),
-        "killed_replica_chunks": takeover_line(soak.takeover),
+        "killed_replica_chunks": takeover_line(soak.takeover, pending_at_end),
         "refused_options_job": refused.get("outcome"),
         "replica_logged_exceptions": {r.name: logged_exceptions(r.log) for r in soak.replicas},
         "failures": failures,
@@ -825,7 +846,7 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
         "jobs_api_by_status": dict(record.jobs_api),
         "job": job,
         "job_takeover": soak.takeover,
-        "job_pending_chunks_at_end": pending_by_consumer(soak),
+        "job_pending_chunks_at_end": pending_at_end,
         "refused_options_job": refused,
         "server_500_counts": soak.server_500s,
         "replica_logged_exceptions": {r.name: logged_exceptions(r.log) for r in soak.replicas},
