@@ -698,12 +698,19 @@ def rss_summary(soak: Soak) -> dict[str, Any]:
         end = soak.rss_end[name]
         start_total = sum(p["rss_mib"] for p in start)
         end_total = sum(p["rss_mib"] for p in end)
+        before = {p["pid"]: p["rss_mib"] for p in start}
         out[name] = {
             "start": start,
             "end": end,
             "start_mib": round(start_total, 1),
             "end_mib": round(end_total, 1),
             "growth": round(end_total / start_total - 1, 4) if start_total else None,
+            # Which process grew: the service, the engine core or the engine's worker.
+            "growth_by_process": {
+                f"{p['name']} {p['pid']}": round(p["rss_mib"] / before[p["pid"]] - 1, 4)
+                for p in end
+                if before.get(p["pid"])
+            },
         }
     return out
 
@@ -792,7 +799,10 @@ def report(soak: Soak, setup_s: float) -> tuple[dict[str, Any], list[str]]:
         f"pairs, {job.get('state')}",
         "duplicates": duplicates,
         "lost_or_misplaced": lost,
-        "rss_growth": {name: entry["growth"] for name, entry in rss.items()},
+        "rss_growth": {
+            name: {"tree": entry["growth"], **entry["growth_by_process"]}
+            for name, entry in rss.items()
+        },
         "labels_latency_p99_s": round(percentile(latencies, 0.99) or 0, 2) if latencies else None,
         "labels_requests_ok": len(latencies),
         "killed_replica_chunks": takeover_line(soak.takeover, pending_at_end),
