@@ -4,14 +4,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 
 from cai_judge.api.app import create_app
 from cai_judge.engine.vllm_local import VllmEngine
-from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.grpc.errors import domain_to_grpc
+from cai_judge.labeling.calibration import (
+    CalibrationError,
+    CalibrationProfile,
+    CalibrationTerms,
+    FitRecord,
+    ProfileKey,
+    ProfileMismatch,
+)
+from cai_judge.labeling.constitution import ConstitutionError, ConstitutionRegistry
+from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
+from cai_judge.labeling.templates import TemplateError
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 
@@ -401,3 +415,81 @@ async def test_tokenizing_a_large_request_does_not_block_the_event_loop(client: 
     # the rendering ran (in the Judge's thread), not after it.
     assert_envelope(response, 422, "pairs", "over the limit of 1000 tokens")
     assert order == ["live", "labels"]
+
+
+async def test_calibrated_cot_is_refused_up_front_not_500(client: Client, tmp_path: Path):
+    """Issue 19: a plain profile fits the request's key, so before the fix the CoT labels
+    were made and then `calibrate_label` raised ProfileMismatch (a ValueError): a 500."""
+    async with client() as http:
+        services = http.app.state.services  # type: ignore[attr-defined]
+        spec = services.labels.registry.resolve("harmless")
+        key = ProfileKey(
+            model=services.judge.engine.model_name,
+            template=TemplateRef(
+                id=spec.template, version=services.judge.renderer(spec.template).version
+            ),
+            constitution=ConstitutionRef(id=spec.id, version=spec.version),
+            aggregator=Aggregator.MEAN_LOGODDS,
+            selection=1,
+        )
+    record = FitRecord(
+        gold_sha256="0" * 64, gold_pairs=100, folds=5, seed=0, ece_raw=0.2,
+        ece_cross_validated=0.1, brier_raw=0.26, brier_cross_validated=0.24,
+    )  # fmt: skip
+    profile = CalibrationProfile.create(
+        key, CalibrationTerms(inverse_temperature=0.5), record, length_control=False
+    )
+    (tmp_path / "harmless.json").write_text(profile.to_json())
+    body = {"constitution": "harmless", "pairs": [PAIR], "principles": 1, "calibrated": True}
+    async with client(calibration_dir=tmp_path) as http:
+        plain = await http.post("/v1/labels", json=body)
+        assert plain.status_code == 200, plain.text  # the profile applies to plain labels
+        assert plain.json()["labels"][0]["calibration"]["profile"] == profile.hash
+        cot = await http.post("/v1/labels", json=body | {"mode": "cot", "cot_max_tokens": 4})
+        assert_envelope(cot, 422, "calibrated", "mode plain")
+        assert cot.json()["error"]["type"] == "calibration_unavailable"
+        # Refused before any engine work: no rationale was written.
+        metrics = (await http.get("/metrics")).text
+        assert "cai_judge_cot_rationales_total{" in metrics
+        assert not [
+            line for line in metrics.splitlines()
+            if line.startswith("cai_judge_cot_rationales_total{") and not line.endswith(" 0.0")
+        ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "param"),
+    [
+        (ProfileMismatch("profile abc does not apply: model", ["model"]), 422,
+         "calibration_mismatch", "calibrated"),
+        (CalibrationError("this profile has a length term"), 422, "calibration_error",
+         "calibrated"),
+        (ConstitutionError("x.yaml: bad"), 422, "invalid_constitution", "constitution"),
+        (TemplateError("answers map to the same token"), 422, "template_error", "constitution"),
+        (ValueError("a bug"), 500, "internal_error", None),
+    ],
+)  # fmt: skip
+async def test_domain_value_errors_are_never_500(
+    client: Client, error: ValueError, status: int, kind: str, param: str | None
+):
+    """Whatever domain ValueError escapes a service reaches the client as 422 naming the
+    field (a plain ValueError is a bug: 500, and nothing of it in the answer)."""
+    async with client() as http:
+        app = http.app  # type: ignore[attr-defined]
+
+        async def raising() -> None:
+            raise error
+
+        app.add_api_route("/test/raise", raising)
+        response = await http.get("/test/raise")
+        assert response.status_code == status, response.text
+        assert response.json()["error"]["type"] == kind
+        assert response.json()["error"]["param"] == param
+        if status == 500:
+            assert "a bug" not in response.text
+    # gRPC maps the same errors to the same situation.
+    mapped = domain_to_grpc(error)
+    if status == 422:
+        assert mapped is not None and mapped.code == grpc.StatusCode.INVALID_ARGUMENT
+    else:
+        assert mapped is None

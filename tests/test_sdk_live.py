@@ -486,7 +486,7 @@ async def test_a_job_from_an_iterable_labels_like_label_in_input_order(judge: Ju
     assert reused.value.type == "idempotency_key_reused" and reused.value.status_code == 422
 
     job = await judge("wait_job", submitted.id, poll_interval=0.2, timeout=240, progress=False)
-    assert (job.state, job.done, job.failed) == ("succeeded", 6, 1)
+    assert (job.state, job.done, job.failed) == ("succeeded_with_errors", 6, 1)
     results = await judge.collect("iter_job_results", job.id, page_size=2)
     assert [r.id for r in results] == [p["id"] for p in pairs]
     error = results[4]
@@ -531,6 +531,9 @@ async def test_a_job_from_a_file_streams_results_while_it_runs(
     finished = await judge("get_job", submitted.id)
     assert (finished.state, finished.done, finished.failed) == ("succeeded", 10, 0)
     assert finished.pairs_per_s > 0
+    listed = await judge("list_jobs", limit=100)
+    assert isinstance(listed, sdk.JobList)
+    assert finished.id in [j.id for j in listed.jobs]
     with pytest.raises(FileNotFoundError):
         await judge("submit_job", tmp_path / "missing.jsonl", constitution="harmless")
 

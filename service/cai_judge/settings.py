@@ -151,6 +151,19 @@ class Settings(BaseSettings):
     jobs_concurrency: Annotated[int, Field(ge=1, le=64)] = 2
     jobs_ttl_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
     jobs_max_pairs: Annotated[int, Field(ge=1)] = 2_000_000
+    # Bytes of one NDJSON upload (the JSON form is bounded by max_body_bytes).
+    jobs_max_upload_bytes: Annotated[int, Field(ge=1024)] = 2 * 2**30
+    # Per-key quotas over its active (queued or running) jobs: the Redis that holds them
+    # also holds the cache and the registry (DESIGN.md §5). Over them: 429.
+    jobs_quota_active_jobs: Annotated[int, Field(ge=1)] = 16
+    jobs_quota_pairs: Annotated[int, Field(ge=1)] = 4_000_000
+    jobs_quota_bytes: Annotated[int, Field(ge=1024)] = 4 * 2**30
+    # A result page stops at this many bytes (always at least one line), whatever `limit`.
+    jobs_max_page_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
+    # A chunk delivered more often than this goes to the dead letter, its pairs failed.
+    jobs_max_deliveries: Annotated[int, Field(ge=1)] = 5
+    # A consumer with nothing pending, silent this long, is removed from the group.
+    jobs_consumer_forget_s: Annotated[float, Field(gt=0)] = 3600.0
     # Run a job consumer inside `serve` too (off: only `cai-judge worker` processes label).
     jobs_consumer: bool = True
 

@@ -5,6 +5,10 @@ runs one JobConsumer on the shared stream until SIGTERM or SIGINT. Then it drain
 chunk, the chunks in hand finish within `drain_timeout_s`. A chunk cut short (or a worker
 SIGKILLed) stays unacknowledged and another consumer reclaims it (store/jobs.py), so a
 worker can be killed at any moment without losing or duplicating a pair.
+
+It runs the engine watchdog `serve` runs (services/health.py, DESIGN.md §6): a worker
+whose engine died (or hung) takes no more chunks, and exits non-zero so that its
+orchestrator restarts it; the chunks it held are reclaimed by the others.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import contextlib
 import logging
 import signal
 
+from cai_judge.engine.base import Engine
+from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,15 +29,24 @@ class WorkerError(RuntimeError):
     pass
 
 
-async def run_worker(settings: Settings, metrics_port: int | None = None) -> None:
+async def run_worker(
+    settings: Settings,
+    metrics_port: int | None = None,
+    *,
+    engine: Engine | None = None,
+    registry: ConstitutionRegistry | None = None,
+) -> None:
+    """Consume until SIGTERM/SIGINT; raises WorkerError when the engine died. With
+    `engine` given (tests), the worker uses it and leaves it running."""
     from cai_judge.engine.factory import start_engine
     from cai_judge.services.container import Services, registry_from_settings
 
     if not settings.redis_url:
         raise WorkerError("the worker takes jobs from Redis: set CAI_JUDGE_REDIS_URL")
-    registry = registry_from_settings(settings)
-    engine = await start_engine(settings, serving=True)
-    services = Services.build(settings, engine, registry)
+    registry = registry if registry is not None else registry_from_settings(settings)
+    own_engine = engine is None
+    inner = engine if engine is not None else await start_engine(settings, serving=True)
+    services = Services.build(settings, inner, registry)
     consumer = services.job_consumer()
     assert consumer is not None  # Redis is configured
     if metrics_port is not None:
@@ -43,11 +58,18 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     task = asyncio.create_task(consumer.run())
+    # The watchdog marks the engine dead (the consumer then takes nothing new) and stops.
+    watchdog = asyncio.create_task(services.health.watch_engine(stop.set))
     logger.info("worker %s consuming jobs", consumer.name)
     try:
         await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when="FIRST_COMPLETED")
         if task.done():
             task.result()  # a consumer that ended on its own failed: say why
+        if services.admission.engine_dead:
+            raise WorkerError(
+                f"worker {consumer.name}: the engine died; exiting so that it is restarted "
+                "(its chunks in hand are reclaimed by other consumers)"
+            )
         # Drain: take no new chunk, let the ones in hand finish up to the drain timeout;
         # whatever is cut then is reclaimed by another consumer, never lost.
         services.admission.start_draining()
@@ -55,11 +77,16 @@ async def run_worker(settings: Settings, metrics_port: int | None = None) -> Non
         while consumer.in_progress and loop.time() < deadline and not task.done():
             await asyncio.sleep(0.1)
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        watchdog.cancel()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await services.close()
-        await engine.shutdown()
+        if own_engine:
+            with contextlib.suppress(Exception):  # a dead engine may fail to shut down
+                await inner.shutdown()
         logger.info(
             "worker %s stopped after %d chunks, %d pairs",
             consumer.name,

@@ -72,3 +72,31 @@ async def test_an_option_error_is_raised_not_split(judge: Judge) -> None:
             await judge("label_dataset", pairs(8), constitution="harmless", principles=99)
     assert raised.value.param == "principles"
     assert route.call_count == 1  # one chunk of 8; refused for its options, never split
+
+
+async def test_resume_labels_again_a_pair_whose_stored_result_was_transient(
+    judge: Judge, tmp_path
+) -> None:
+    """A first run met an unreachable engine for p1 (a transient per-pair error): resuming
+    labels p1 again, and the pairs after it, instead of keeping the error for good."""
+    output = tmp_path / "labels.jsonl"
+    transient = {"id": "p1", "index": 1,
+                 "error": {"type": "engine_unavailable", "message": "no vLLM server"}}  # fmt: skip
+    lines = [label_json("p0"), transient, label_json("p2")]
+    output.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        sent.extend(p["id"] for p in json.loads(request.content)["pairs"])
+        return answer(request)
+
+    with respx.mock(base_url=BASE_URL) as mock:
+        mock.post("/v1/labels").mock(side_effect=record)
+        summary = await judge(
+            "label_dataset", pairs(4), constitution="harmless", output=output, principles=1
+        )
+    assert sent == ["p1", "p2", "p3"]
+    assert summary.resumed == 1 and summary.failed == 0
+    written = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [w["id"] for w in written] == ["p0", "p1", "p2", "p3"]
+    assert all("error" not in w for w in written)

@@ -25,13 +25,16 @@ from cai_judge.services.errors import (
     PermissionDenied,
     RateLimited,
     ServiceError,
+    TooLarge,
     Unauthenticated,
     Unavailable,
+    from_domain,
 )
 
 logger = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[ServiceError], int] = {
+    TooLarge: 413,
     InvalidRequest: 422,
     NotFound: 404,
     Conflict: 409,
@@ -89,6 +92,16 @@ def register_exception_handlers(app: FastAPI) -> None:
         if isinstance(error, Unauthenticated):
             headers["WWW-Authenticate"] = "Bearer"
         return error_response(status_of(error), error.type, error.message, error.param, headers)
+
+    @app.exception_handler(ValueError)
+    async def _domain_error(request: Request, error: ValueError) -> JSONResponse:
+        # A domain ValueError (a profile that does not apply, ...) is the request's
+        # fault: 422 naming the field. Any other ValueError is a bug: 500, logged.
+        mapped = from_domain(error)
+        if mapped is None:
+            logger.exception("unhandled error on %s", request.url.path, exc_info=error)
+            return error_response(500, "internal_error", "internal error; see the server log")
+        return await _service_error(request, mapped)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:

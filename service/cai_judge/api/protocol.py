@@ -378,10 +378,13 @@ class JobStatusBody(BaseModel):
     )
 
     id: str
-    state: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    state: Literal["queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled"]
     total: int
     done: int = Field(description="Pairs labeled.")
-    failed: int = Field(description="Pairs reported as errors; done + failed == total at the end.")
+    failed: int = Field(
+        description="Pairs reported as errors; done + failed == total at the end. A job "
+        "ends `succeeded` with none, `failed` with all, `succeeded_with_errors` between."
+    )
     pairs_per_s: float
     eta_s: float | None = Field(description="Seconds to go at the current rate; null if unknown.")
     created_at: datetime
@@ -404,3 +407,12 @@ class JobStatusBody(BaseModel):
                 id=status.constitution_id, version=status.constitution_version
             ),
         )
+
+
+class JobListBody(BaseModel):
+    """GET /v1/jobs: the caller's jobs, newest first."""
+
+    jobs: list[JobStatusBody]
+    next_cursor: int | None = Field(
+        description="Pass as `cursor` for the next page; null when this page is the last."
+    )

@@ -38,6 +38,7 @@ from cai_judge.services.errors import (
     ServiceError,
     Unauthenticated,
     Unavailable,
+    from_domain,
 )
 
 ERROR_DOMAIN = "cai-judge"
@@ -121,3 +122,10 @@ def to_grpc(error: ServiceError) -> GrpcError:
     status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
     metadata.append((STATUS_DETAILS_KEY, status.SerializeToString()))
     return GrpcError(code, error.message, tuple(metadata))
+
+
+def domain_to_grpc(error: BaseException) -> GrpcError | None:
+    """A domain ValueError as the same status HTTP gives it (422: INVALID_ARGUMENT), never
+    INTERNAL; None for anything else (a bug, answered INTERNAL and logged)."""
+    mapped = from_domain(error)
+    return None if mapped is None else to_grpc(mapped)

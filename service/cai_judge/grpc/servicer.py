@@ -22,7 +22,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from cai_judge.grpc.errors import http_code, to_grpc
+from cai_judge.grpc.errors import GrpcError, domain_to_grpc, http_code, to_grpc
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.grpc.protocol import (
@@ -126,9 +126,10 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
             raise
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            await self._abort_internal(context, "LabelStream")
+        except Exception as error:
+            domain = domain_to_grpc(error)
+            code = grpc.StatusCode.INTERNAL if domain is None else domain.code
+            await self._abort_unexpected(context, "LabelStream", domain)
         finally:
             self.open_streams -= 1
             self._observe("LabelStream", code, started)
@@ -179,11 +180,22 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
             raise
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            await self._abort_internal(context, method)
+        except Exception as error:
+            domain = domain_to_grpc(error)
+            code = grpc.StatusCode.INTERNAL if domain is None else domain.code
+            await self._abort_unexpected(context, method, domain)
         finally:
             self._observe(method, code, started)
+        raise AssertionError("context.abort returned")  # pragma: no cover
+
+    async def _abort_unexpected(
+        self, context: Any, method: str, mapped: GrpcError | None
+    ) -> NoReturn:
+        """A domain ValueError (`mapped`) gets the status HTTP gives it; else INTERNAL."""
+        if mapped is None:
+            await self._abort_internal(context, method)
+        else:
+            await context.abort(mapped.code, mapped.details, mapped.trailing_metadata)
         raise AssertionError("context.abort returned")  # pragma: no cover
 
     async def _abort_internal(self, context: Any, method: str) -> NoReturn:

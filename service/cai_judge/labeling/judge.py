@@ -34,6 +34,7 @@ from typing import TypeVar
 
 from cai_judge.engine.base import (
     Engine,
+    EngineUnavailable,
     GenerationParams,
     ScoreUnit,
     ScoreUnitsFailed,
@@ -232,11 +233,17 @@ class Judge:
             )
             if isinstance(failure, BaseException):
                 # The engine's own words: for a prompt vLLM refuses they name the limit.
+                # `engine_unavailable` (a remote fleet with no server up) is transient: a
+                # job retries its chunk rather than store it (services/jobs.py).
                 out[planned.index] = PairError.of(
                     planned.pair.id,
                     planned.index,
                     str(failure) or type(failure).__name__,
-                    type="engine_error",
+                    type=(
+                        "engine_unavailable"
+                        if isinstance(failure, EngineUnavailable)
+                        else "engine_error"
+                    ),
                 )
                 continue
             out[planned.index] = self._make_label(planned, results, plan, rationales)

@@ -119,7 +119,7 @@ class Services:
             health=HealthService(batching, admission, settings),
             revisions=revisions,
             cache=cache,
-            jobs=JobService(job_store, registry, settings),
+            jobs=JobService(job_store, labels, settings),
             chunk_labeler=ChunkLabeler(labels),
             redis=redis,
         )

@@ -66,3 +66,35 @@ class Unavailable(ServiceError):
     """
 
     default_type = "unavailable"
+
+
+class TooLarge(InvalidRequest):
+    """A body over a byte limit (413 over HTTP; INVALID_ARGUMENT over gRPC)."""
+
+    default_type = "request_too_large"
+
+
+def from_domain(error: BaseException) -> ServiceError | None:
+    """The ServiceError a domain ValueError stands for, or None for anything else.
+
+    The domain raises ValueError subclasses for requests it cannot serve (a calibration
+    profile that does not apply, a constitution or template it cannot use); services map
+    the ones they expect, and the transports map whatever slips past with this, so a
+    domain ValueError reaches a client as 422, never as 500 (issue 19).
+    """
+    from cai_judge.labeling.calibration import CalibrationError, ProfileMismatch
+    from cai_judge.labeling.constitution import ConstitutionError, ConstitutionIdReserved
+    from cai_judge.labeling.templates import TemplateError
+
+    message = str(error) or type(error).__name__
+    if isinstance(error, ProfileMismatch):
+        return InvalidRequest(message, type="calibration_mismatch", param="calibrated")
+    if isinstance(error, CalibrationError):
+        return InvalidRequest(message, type="calibration_error", param="calibrated")
+    if isinstance(error, ConstitutionIdReserved):
+        return Conflict(message, type="reserved_id", param="id")
+    if isinstance(error, ConstitutionError):
+        return InvalidRequest(message, type="invalid_constitution", param="constitution")
+    if isinstance(error, TemplateError):
+        return InvalidRequest(message, type="template_error", param="constitution")
+    return None

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.calibration import (
+    CalibrationError,
     CalibrationProfile,
     ProfileKey,
     ProfileMismatch,
@@ -149,15 +150,14 @@ class LabelService:
         async with self.admission.enter():
             return await self.admission.run(self._label(command))
 
-    async def _label(self, command: LabelCommand) -> LabelOutcome:
+    def check_options(
+        self, command: LabelCommand
+    ) -> tuple[ConstitutionSpec, LabelOptions, CalibrationProfile | None]:
+        """Every check of a command's options that needs no pair: the constitution, the
+        CoT limit, and calibration (a fitting profile, plain mode). /v1/labels, gRPC and
+        job submission all call this one function (DESIGN.md §5), so a job is refused at
+        submit for exactly what would make each of its chunks fail."""
         settings = self.settings
-        if len(command.pairs) > settings.max_pairs_per_request:
-            raise InvalidRequest(
-                f"{len(command.pairs)} pairs, over the limit of "
-                f"{settings.max_pairs_per_request} per request",
-                type="too_many_pairs",
-                param="pairs",
-            )
         try:
             spec = self.registry.resolve(command.constitution)
         except ConstitutionNotFound as error:
@@ -170,6 +170,18 @@ class LabelService:
                 type="cot_tokens_over_limit",
                 param="cot_max_tokens",
             )
+        if command.calibrated and command.mode == "cot":
+            # Profiles are fitted on plain labels (`cai-judge calibrate` scores plain
+            # units); a CoT label's probabilities are clamped to cot_max_probability and
+            # come from another template version, so no profile describes them. Refused
+            # before any engine work, never answered 500 after it (issue 19).
+            raise InvalidRequest(
+                "calibrated labels are for mode plain only: calibration profiles are fitted "
+                "on plain labels, and CoT probabilities are clamped; send calibrated: false "
+                "or mode: plain",
+                type="calibration_unavailable",
+                param="calibrated",
+            )
         options = LabelOptions(
             principles=command.principles,
             seed=command.seed,
@@ -181,6 +193,18 @@ class LabelService:
             cot_max_probability=settings.cot_max_probability,
         )
         profile = self._profile(spec, options) if command.calibrated else None
+        return spec, options, profile
+
+    async def _label(self, command: LabelCommand) -> LabelOutcome:
+        settings = self.settings
+        if len(command.pairs) > settings.max_pairs_per_request:
+            raise InvalidRequest(
+                f"{len(command.pairs)} pairs, over the limit of "
+                f"{settings.max_pairs_per_request} per request",
+                type="too_many_pairs",
+                param="pairs",
+            )
+        spec, options, profile = self.check_options(command)
         valid, invalid = validate_items(command.pairs, Pair, "pairs", "invalid_pair")
         plan = await self.judge.plan([pair for _, pair in valid], spec, options)
         if plan.prompt_tokens > settings.max_tokens_per_request:
@@ -203,9 +227,16 @@ class LabelService:
                     retry_after_s=settings.retry_after_s,
                 ) from None
         if profile is not None:
-            batch.results = await self._calibrate(
-                batch.results, [pair for _, pair in valid], profile
-            )
+            try:
+                batch.results = await self._calibrate(
+                    batch.results, [pair for _, pair in valid], profile
+                )
+            except CalibrationError as error:  # a domain ValueError is never a 500
+                raise InvalidRequest(
+                    f"{error}; send calibrated: false",
+                    type="calibration_mismatch",
+                    param="calibrated",
+                ) from None
         self.metrics.observe_labels(batch.labels, batch.usage)
         if options.mode == "cot":
             self.metrics.observe_rationales(len(plan.cot_prompts))

@@ -14,7 +14,7 @@ from cai_judge.labeling.schema import Label, Usage
 
 ADMISSION_REASONS = ("draining", "rate_limit", "queue_full")
 GENERATION_STEPS = ("initial", "critique", "revision")
-JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+JOB_STATES = ("queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled")
 _UNIT_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -113,6 +113,11 @@ class ServiceMetrics:
         )  # fmt: skip
         self.jobs_pending = Gauge(
             "cai_judge_jobs_pending", "Job chunks read by a consumer and not yet acknowledged.",
+            registry=r,
+        )  # fmt: skip
+        self.job_consumer_loops = Gauge(
+            "cai_judge_job_consumer_loops", "Job consumer loops live in this process "
+            "(a loop that ends is restarted; below jobs_concurrency means restarts).",
             registry=r,
         )  # fmt: skip
         self.build_info = Gauge(

@@ -34,6 +34,8 @@ def constitution_order(constitution_id: str) -> str:
 # -- batch jobs
 JOBS_STREAM = f"{PREFIX}jobs:tasks"  # one entry per chunk of pairs: {job, start, end}
 JOBS_GROUP = "workers"  # the consumer group every replica reads with
+# Stream of chunks given up after too many deliveries: {job, start, end, deliveries, reason}.
+JOBS_DEAD_LETTER = f"{PREFIX}jobs:dead"
 
 
 def jobs_by_state(state: str) -> str:
@@ -54,6 +56,21 @@ def job_pairs(job_id: str) -> str:
 def job_results(job_id: str) -> str:
     """Hash index -> result JSON; written with HSETNX, so a redelivered chunk adds nothing."""
     return f"{PREFIX}job:{job_id}:results"
+
+
+def job_chunk_failures(job_id: str) -> str:
+    """Hash chunk start -> why its last delivery failed: the dead letter's reason."""
+    return f"{PREFIX}job:{job_id}:chunk_failures"
+
+
+def owner_jobs(owner_digest: str) -> str:
+    """Sorted set of one key's job ids, scored by creation time: GET /v1/jobs."""
+    return f"{PREFIX}owner:{owner_digest}:jobs"
+
+
+def owner_usage(owner_digest: str) -> str:
+    """Hash active_jobs, pairs_queued, bytes_stored: one key's quota use (active jobs)."""
+    return f"{PREFIX}owner:{owner_digest}:usage"
 
 
 def idempotency(scope_digest: str) -> str:

@@ -52,6 +52,7 @@ from cai_judge_client.types import (
     ConstitutionSpec,
     ConstitutionSummary,
     Job,
+    JobList,
     LabelResponse,
     LabelResult,
     Mode,
@@ -359,6 +360,12 @@ class CaiJudge(SyncAPIClient):
         response = self.request(RequestOptions("DELETE", f"/v1/jobs/{job_id}"))
         return Job.model_validate(response.json())
 
+    def list_jobs(self, *, cursor: int = 0, limit: int = 20) -> JobList:
+        """This key's jobs, newest first; pass `next_cursor` back for the next page."""
+        params = {"cursor": cursor, "limit": limit}
+        response = self.request(RequestOptions("GET", "/v1/jobs", params=params))
+        return JobList.model_validate(response.json())
+
     def wait_job(
         self,
         job_id: str,
@@ -655,6 +662,12 @@ class AsyncCaiJudge(AsyncAPIClient):
     async def cancel_job(self, job_id: str) -> Job:
         response = await self.request(RequestOptions("DELETE", f"/v1/jobs/{job_id}"))
         return Job.model_validate(response.json())
+
+    async def list_jobs(self, *, cursor: int = 0, limit: int = 20) -> JobList:
+        """`CaiJudge.list_jobs`, awaited."""
+        params = {"cursor": cursor, "limit": limit}
+        response = await self.request(RequestOptions("GET", "/v1/jobs", params=params))
+        return JobList.model_validate(response.json())
 
     async def wait_job(
         self,

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from cai_judge_client._exceptions import APIStatusError, RequestTooLargeError
 from cai_judge_client.types import (
+    TRANSIENT_ERROR_TYPES,
     ErrorDetail,
     Label,
     LabelResult,
@@ -148,7 +149,10 @@ def open_resumable(
 ) -> IO[str]:
     """Open `path` for appending after the pairs it already holds (consumed from `pairs`).
 
-    A half-written last line (a killed run) is cut off and its pair labeled again.
+    A half-written last line (a killed run) is cut off and its pair labeled again. So is
+    a line whose result is a transient error (the server's engine was unreachable), with
+    every line after it: the file stays one line per pair in input order, and the pairs
+    after it come back from the server's label cache.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
@@ -164,6 +168,8 @@ def open_resumable(
                         f"{path} line {line_no} is not a result ({error}); it is not an "
                         "output of label_dataset: use another output file"
                     ) from None
+                if isinstance(result, PairError) and result.error.type in TRANSIENT_ERROR_TYPES:
+                    break  # labeled again, from this pair on
                 try:
                     _, pair = next(pairs)
                 except StopIteration:

@@ -24,6 +24,7 @@ __all__ = [
     "ConstitutionSummary",
     "ErrorDetail",
     "Job",
+    "JobList",
     "JobState",
     "Label",
     "LabelCalibration",
@@ -45,8 +46,15 @@ __all__ = [
 
 Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
 Mode: TypeAlias = Literal["plain", "cot"]
-JobState: TypeAlias = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_JOB_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+JobState: TypeAlias = Literal[
+    "queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled"
+]
+TERMINAL_JOB_STATES: frozenset[str] = frozenset(
+    {"succeeded", "succeeded_with_errors", "failed", "cancelled"}
+)
+# Per-pair error types a later attempt may not meet (the judge's engine was unreachable):
+# `label_dataset` labels such a pair again when it resumes.
+TRANSIENT_ERROR_TYPES: frozenset[str] = frozenset({"engine_unavailable"})
 
 
 class _Model(BaseModel):
@@ -269,7 +277,8 @@ class ConstitutionList(_Model):
 
 class Job(_Model):
     """A batch job's status (`JobStatusBody` on the wire, from `GET /v1/jobs/{id}`).
-    It succeeds when done + failed == total."""
+    It ends when done + failed == total: `succeeded` with no failed pair, `failed` with
+    no labeled one, `succeeded_with_errors` between; or `cancelled`."""
 
     id: str
     state: JobState
@@ -285,3 +294,10 @@ class Job(_Model):
     @property
     def finished(self) -> bool:
         return self.state in TERMINAL_JOB_STATES
+
+
+class JobList(_Model):
+    """`GET /v1/jobs`: the caller's jobs, newest first; `next_cursor` None on the last page."""
+
+    jobs: list[Job]
+    next_cursor: int | None = None

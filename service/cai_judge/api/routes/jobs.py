@@ -15,8 +15,13 @@ from pydantic import ValidationError
 
 from cai_judge.api.deps import CallerDep, ServicesDep
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import JobQuery, JobRequest, JobStatusBody
-from cai_judge.services.jobs import MAX_LINE_BYTES, MAX_RESULTS_PER_READ, lines_of
+from cai_judge.api.protocol import JobListBody, JobQuery, JobRequest, JobStatusBody
+from cai_judge.services.jobs import (
+    MAX_JOBS_PER_LIST,
+    MAX_LINE_BYTES,
+    MAX_RESULTS_PER_READ,
+    lines_of,
+)
 
 router = APIRouter(tags=["jobs"])
 
@@ -69,7 +74,9 @@ async def create_job(
         except ValidationError as error:
             raise _invalid(error, "query") from None
         spec = query.to_spec()
-        lines = lines_of(request.stream(), MAX_LINE_BYTES)
+        # The body limit's middleware lets uploads through: this bounds them instead.
+        max_bytes = services.settings.jobs_max_upload_bytes
+        lines = lines_of(request.stream(), MAX_LINE_BYTES, max_bytes)
     else:
         try:
             body = JobRequest.model_validate_json(await request.body())
@@ -98,7 +105,26 @@ async def _pair_lines(body: JobRequest) -> AsyncIterator[bytes]:
     summary="A job's state, counts, rate and ETA",
 )
 async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobStatusBody:
-    return JobStatusBody.from_status(await services.jobs.status(job_id))
+    return JobStatusBody.from_status(await services.jobs.status(job_id, caller))
+
+
+@router.get(
+    "/v1/jobs",
+    response_model=JobListBody,
+    responses=ERROR_RESPONSES,
+    summary="The caller's jobs, newest first (finished ones until they expire)",
+)
+async def list_jobs(
+    services: ServicesDep,
+    caller: CallerDep,
+    cursor: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_JOBS_PER_LIST)] = 20,
+) -> JobListBody:
+    statuses, next_cursor = await services.jobs.list(caller, cursor, limit)
+    return JobListBody(
+        jobs=[JobStatusBody.from_status(s) for s in statuses],
+        next_cursor=next_cursor if len(statuses) == limit else None,
+    )
 
 
 @router.get(
@@ -108,7 +134,8 @@ async def get_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobS
         200: {"content": {NDJSON: {"schema": {"type": "string"}}}, "description": "JSONL"},
     },
     response_class=Response,
-    summary="Results in input order from `cursor`, the finished prefix only",
+    summary="Results in input order from `cursor`, the finished prefix only; a page stops "
+    "at `limit` lines or CAI_JUDGE_JOBS_MAX_PAGE_BYTES, whichever comes first",
 )
 async def get_job_results(
     job_id: str,
@@ -117,7 +144,7 @@ async def get_job_results(
     cursor: Annotated[int, Query(ge=0)] = 0,
     limit: Annotated[int, Query(ge=1, le=MAX_RESULTS_PER_READ)] = 1000,
 ) -> Response:
-    page = await services.jobs.results(job_id, cursor, limit)
+    page = await services.jobs.results(job_id, cursor, limit, caller)
     body = b"".join(line + b"\n" for line in page.lines)
     return Response(
         body,
@@ -133,4 +160,4 @@ async def get_job_results(
     summary="Cancel a job (a finished one keeps its state)",
 )
 async def cancel_job(job_id: str, services: ServicesDep, caller: CallerDep) -> JobStatusBody:
-    return JobStatusBody.from_status(await services.jobs.cancel(job_id))
+    return JobStatusBody.from_status(await services.jobs.cancel(job_id, caller))
