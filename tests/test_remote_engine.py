@@ -364,3 +364,83 @@ async def test_both_orders_of_a_pair_route_together(tiny_model_dir: Path):
     for unit in plan.units:
         assert unit.prefix_key[: len(unit.affinity_key)] == unit.affinity_key
         assert len(unit.affinity_key) < unit.prefix_length  # the orders differ after it
+
+
+# -- a fleet answering 5xx: transient, never a permanent per-pair engine_error -------------
+
+
+class _FailingFleetServer:
+    """A stand-in vLLM server on 127.0.0.1 that is healthy and verifiable (it tokenizes with
+    the judge's own tokenizer) but answers every completion with 503: what the remote
+    engine does with a 5xx after its retries is the logic under test, not vLLM's."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import threading
+
+        import uvicorn
+        from fastapi import FastAPI
+        from fastapi.responses import JSONResponse
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        app = FastAPI()
+        self.completions = 0
+
+        @app.get("/health")
+        def health() -> dict[str, str]:
+            return {}
+
+        @app.get("/v1/models")
+        def models() -> dict[str, object]:
+            return {"data": [{"id": str(model_dir), "root": str(model_dir), "max_model_len": 1024}]}
+
+        @app.post("/tokenize")
+        def tokenize(body: dict[str, object]) -> dict[str, object]:
+            ids = tokenizer.encode(str(body["prompt"]), add_special_tokens=False)
+            return {"tokens": ids}
+
+        @app.post("/v1/completions")
+        def completions() -> JSONResponse:
+            self.completions += 1
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+async def test_a_fleet_answering_5xx_is_transient_not_an_engine_error(tiny_model_dir: Path):
+    """A permanent `EngineError` here would become each pair's stored `engine_error` in a
+    job, never labeled again; `EngineUnavailable` makes /v1/labels answer 503 and a job
+    retry its chunk."""
+    server = _FailingFleetServer(tiny_model_dir)
+    try:
+        engine = await RemoteVllmEngine.start(
+            RemoteEngineConfig(
+                urls=(server.url,), model=str(tiny_model_dir), max_model_len=1024, retries=1
+            )
+        )
+        try:
+            judge = Judge(engine, ConstitutionRegistry.with_builtins())
+            try:
+                with pytest.raises(EngineUnavailable, match=r"after 1 retries.*503"):
+                    await asyncio.wait_for(
+                        judge.label(make_pairs(1), "harmless", LabelOptions(principles=1)), 30
+                    )
+            finally:
+                judge.close()
+        finally:
+            await engine.shutdown()
+    finally:
+        server.stop()
+    assert server.completions >= 2  # the first try and its retry

@@ -33,7 +33,9 @@ jittered backoff, each retry re-routed away from the server that failed it, whos
 moves with it. A server that fails a health check (`GET /health`, every
 `health_interval_s`) is skipped until a later check passes. With no healthy server,
 calls fail at once with `EngineUnavailable` (503 with Retry-After, readiness false),
-never a hang, and the process stays up: the fleet is not ours to restart.
+never a hang, and the process stays up: the fleet is not ours to restart. A unit whose
+tries all end in a 5xx or a timeout is `EngineUnavailable` too (transient: a job retries
+its chunk); only a 4xx, vLLM refusing the unit itself, is a permanent `EngineError`.
 """
 
 from __future__ import annotations
@@ -432,7 +434,10 @@ class RemoteVllmEngine:
         except _Retryable as error:
             if not self.router.healthy_servers:
                 raise EngineUnavailable(f"no vLLM server is reachable: {error}") from None
-            raise EngineError(
+            # A 5xx or a timeout on every try is the fleet's state now, not the unit's: it
+            # is transient (issue 19), so a job retries the chunk rather than storing a
+            # permanent `engine_error`, and /v1/labels tells the client to retry.
+            raise EngineUnavailable(
                 f"vLLM request failed after {self.config.retries} retries: {error}"
             ) from None
         raise AssertionError("unreachable: tenacity re-raises the last error")
