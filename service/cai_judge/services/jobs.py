@@ -7,8 +7,9 @@ job that cannot be persisted must not be acknowledged. Every replica (and every
 `cai-judge worker`) runs a `JobConsumer` on the shared stream; a dead one's chunks are
 reclaimed by the others (store/jobs.py).
 
-Each result line is exactly what /v1/labels returns for that pair, with `index` the
-pair's position in the job. Pairs that are not valid JSON or not valid pairs are reported
+Each result line is exactly what /v1/labels returns for that pair; an error line's `index`
+is the pair's position in the job (a label carries its `id`, and results are read back in
+job order). Pairs that are not valid JSON or not valid pairs are reported
 in their place, as /v1/labels does; they count as `failed`, the rest as `done`.
 """
 
