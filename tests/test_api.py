@@ -436,9 +436,7 @@ async def test_calibrated_cot_is_refused_up_front_not_500(client: Client, tmp_pa
         gold_sha256="0" * 64, gold_pairs=100, folds=5, seed=0, ece_raw=0.2,
         ece_cross_validated=0.1, brier_raw=0.26, brier_cross_validated=0.24,
     )  # fmt: skip
-    profile = CalibrationProfile.create(
-        key, CalibrationTerms(inverse_temperature=0.5), record, length_control=False
-    )
+    profile = CalibrationProfile.create(key, CalibrationTerms(inverse_temperature=0.5), record)
     (tmp_path / "harmless.json").write_text(profile.to_json())
     body = {"constitution": "harmless", "pairs": [PAIR], "principles": 1, "calibrated": True}
     async with client(calibration_dir=tmp_path) as http:
