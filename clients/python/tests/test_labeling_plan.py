@@ -16,6 +16,7 @@ from cai_judge_client._labeling_plan import (
     OPTION_DEFAULTS,
     DatasetRun,
     Halves,
+    LabelingOptions,
     after_refusal,
     answered,
     check_deadline,
@@ -58,6 +59,12 @@ def test_label_options_fills_every_default_in_wire_order() -> None:
         "aggregator": "mean_logodds", "per_principle": False, "calibrated": False,
         "mode": "plain", "cot_max_tokens": None,
     }  # fmt: skip
+
+
+def test_every_declared_option_has_one_default_and_only_constitution_is_required() -> None:
+    """The TypedDict (what type checkers see) and the defaults (what is sent) cannot drift."""
+    assert LabelingOptions.__required_keys__ == {"constitution"}
+    assert LabelingOptions.__optional_keys__ == set(OPTION_DEFAULTS)
 
 
 def test_label_options_refuses_a_misspelt_or_missing_option_by_name() -> None:

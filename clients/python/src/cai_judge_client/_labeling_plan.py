@@ -8,7 +8,8 @@ does the same with its shared `_base_client.py` helpers). The file and chunk mec
 they build on are in `_dataset.py`; the wire contract is docs/DESIGN.md §5.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: LabelingOptions must see `Required` at run time
+# (its `__required_keys__`), so the annotations here are evaluated.
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -181,7 +182,7 @@ class DatasetRun:
         summary: DatasetSummary | None = None,
         output: str | Path | None = None,
         keep: bool = False,
-    ) -> DatasetRun:
+    ) -> "DatasetRun":
         """Check the sizes and options; with `output`, open it after the pairs it already
         holds (consuming them from the input, checked one by one); with `keep` and no
         output, collect the results in `summary.results`."""
