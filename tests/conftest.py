@@ -15,7 +15,7 @@ import pytest_asyncio
 from hypothesis import settings as hypothesis_settings
 
 from cai_judge.engine.default_model import prepare_default_model
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.grpc.errors import domain_to_grpc
 from cai_judge.labeling.calibration import (
     CalibrationError,

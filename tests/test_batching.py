@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from cai_judge.engine.base import ScoreUnit, ScoreUnitsFailed, UnitScore
 from cai_judge.engine.batching import BatchingEngine
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from tests.support.blocking_engine import (
     BlockingEngine,
     everyone_leaves,

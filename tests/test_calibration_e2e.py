@@ -23,7 +23,7 @@ import pytest
 import pytest_asyncio
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.evaluation.calibration import (
     CalibrationMetrics,
     FitResult,

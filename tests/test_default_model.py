@@ -15,7 +15,7 @@ from cai_judge.engine.default_model import (
     prepare_default_model,
     verify_prepared_model,
 )
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import LabelOptions, Pair

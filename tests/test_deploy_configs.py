@@ -643,7 +643,7 @@ def test_model_prepare_honours_cai_judge_model(
 
 def test_enforce_eager_is_eager_on_cpu_and_a_setting():
     from cai_judge.engine.factory import engine_config
-    from cai_judge.engine.vllm_local import engine_arguments, resolve_enforce_eager
+    from cai_judge.engine.vllm_async import engine_arguments, resolve_enforce_eager
 
     # Unset, it follows the platform: this is vLLM's CPU build, which has no CUDA graphs
     # (on CUDA the same None resolves to graphs, for CoT labels and SL-CAI revisions).

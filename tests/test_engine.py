@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cai_judge.engine.base import GenerationParams, ScoreUnit, ScoreUnitsFailed, UnitScore
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry, parse_constitution
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError

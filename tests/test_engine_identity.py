@@ -17,7 +17,7 @@ import pytest
 from cai_judge.engine.base import ScoreUnit
 from cai_judge.engine.caching import model_identity, unit_digest
 from cai_judge.engine.identity import EngineIdentity, checkpoint_digest, dtype_name
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.container import Services
 from cai_judge.settings import Settings

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from cai_judge.engine.base import EngineError, GenerationParams, ScoreUnit, ScoreUnitsFailed
-from cai_judge.engine.vllm_inprocess import InProcessVllmEngine
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_offline import OfflineVllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import LabelOptions, Pair
@@ -37,8 +37,8 @@ PAIRS = [
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def inprocess_engine(tiny_model_dir: Path) -> AsyncIterator[InProcessVllmEngine]:
-    engine = await InProcessVllmEngine.start(
+async def inprocess_engine(tiny_model_dir: Path) -> AsyncIterator[OfflineVllmEngine]:
+    engine = await OfflineVllmEngine.start(
         VllmEngineConfig(model=str(tiny_model_dir), max_model_len=1024, cpu_kv_cache_gib=1)
     )
     yield engine
@@ -47,14 +47,14 @@ async def inprocess_engine(tiny_model_dir: Path) -> AsyncIterator[InProcessVllmE
 
 @pytest.fixture(scope="module")
 def inprocess_judge(
-    inprocess_engine: InProcessVllmEngine, registry: ConstitutionRegistry
+    inprocess_engine: OfflineVllmEngine, registry: ConstitutionRegistry
 ) -> Iterator[Judge]:
     judge = Judge(inprocess_engine, registry)
     yield judge
     judge.close()
 
 
-def _answers(engine: InProcessVllmEngine) -> tuple[int, int]:
+def _answers(engine: OfflineVllmEngine) -> tuple[int, int]:
     return (
         engine.tokenizer.convert_tokens_to_ids("A"),
         engine.tokenizer.convert_tokens_to_ids("B"),
@@ -82,7 +82,7 @@ async def test_labels_match_the_subprocess_engine(
     assert ours.usage.cached_prompt_tokens >= 3 * 2 * 3 * 32  # 3 followers x 2 orders x 3 pairs
 
 
-async def test_a_refused_unit_fails_alone(inprocess_engine: InProcessVllmEngine):
+async def test_a_refused_unit_fails_alone(inprocess_engine: OfflineVllmEngine):
     ids = tuple(inprocess_engine.tokenizer.encode("Consider the following conversation."))
     too_long = ids * (inprocess_engine.max_model_len // len(ids) + 1)
     answers = _answers(inprocess_engine)
@@ -100,7 +100,7 @@ async def test_a_refused_unit_fails_alone(inprocess_engine: InProcessVllmEngine)
 
 
 def _hold_engine_thread(
-    engine: InProcessVllmEngine,
+    engine: OfflineVllmEngine,
 ) -> tuple[threading.Event, threading.Event, asyncio.Future[Any]]:
     """Park the engine thread inside a call until released: what is queued behind the
     call then reaches the engine in a known order, with no step in between."""
@@ -113,7 +113,7 @@ def _hold_engine_thread(
     return entered, release, asyncio.ensure_future(engine._call(hold))
 
 
-async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: InProcessVllmEngine):
+async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: OfflineVllmEngine):
     answers = _answers(inprocess_engine)
     base = tuple(inprocess_engine.tokenizer.encode("A long prompt to keep the engine busy."))
     units = [ScoreUnit((i, *base * (900 // len(base))), answers, 0) for i in range(64)]
@@ -142,7 +142,7 @@ async def test_a_cancelled_caller_leaves_no_work_behind(inprocess_engine: InProc
     assert score.prompt_tokens == len(units[0].prompt_token_ids)
 
 
-async def test_seeded_generation_repeats(inprocess_engine: InProcessVllmEngine):
+async def test_seeded_generation_repeats(inprocess_engine: OfflineVllmEngine):
     params = GenerationParams(max_tokens=8, temperature=1.0, seed=7)
     first = await inprocess_engine.generate(["Once upon a time"] * 2, params)
     again = await inprocess_engine.generate(["Once upon a time"], params)
@@ -151,7 +151,7 @@ async def test_seeded_generation_repeats(inprocess_engine: InProcessVllmEngine):
 
 
 async def test_reports_the_same_identity_as_the_subprocess_engine(
-    inprocess_engine: InProcessVllmEngine, tiny_engine: VllmEngine
+    inprocess_engine: OfflineVllmEngine, tiny_engine: VllmEngine
 ):
     """Same checkpoint, same dtype: one cache serves both engines (engine/identity.py)."""
     assert inprocess_engine.identity == tiny_engine.identity
@@ -159,7 +159,7 @@ async def test_reports_the_same_identity_as_the_subprocess_engine(
 
 
 # Last but one in this module: it shuts the module's engine down.
-async def test_health_and_shutdown(inprocess_engine: InProcessVllmEngine):
+async def test_health_and_shutdown(inprocess_engine: OfflineVllmEngine):
     engine = inprocess_engine
     await asyncio.wait_for(engine.check_health(), timeout=10)
     answers = _answers(engine)
@@ -172,12 +172,12 @@ async def test_health_and_shutdown(inprocess_engine: InProcessVllmEngine):
 
 
 async def test_a_second_engine_starts_after_the_first_stopped(
-    inprocess_engine: InProcessVllmEngine, tiny_model_dir: Path
+    inprocess_engine: OfflineVllmEngine, tiny_model_dir: Path
 ):
     """`cai-judge compare --model-a X --model-b Y` runs one engine after the other in one
     process: vLLM's state from the first must not stop the second."""
     assert inprocess_engine._thread is None, "runs after test_health_and_shutdown"
-    engine = await InProcessVllmEngine.start(
+    engine = await OfflineVllmEngine.start(
         VllmEngineConfig(model=str(tiny_model_dir), max_model_len=512, cpu_kv_cache_gib=1)
     )
     try:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cai_judge.cli.main import app
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.evaluation.gold import GoldPair, read_gold
 from cai_judge.evaluation.protocols import PairScores, Protocol
 from cai_judge.evaluation.render import write_compare_report, write_eval_report

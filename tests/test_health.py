@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.engine.vllm_remote import RemoteVllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings

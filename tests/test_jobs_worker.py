@@ -18,7 +18,7 @@ import pytest
 
 from cai_judge.api.app import create_app
 from cai_judge.engine.base import EngineError
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from cai_judge.worker import WorkerError, run_worker

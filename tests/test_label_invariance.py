@@ -20,7 +20,7 @@ import pytest
 import pytest_asyncio
 
 from cai_judge.engine.base import ScoreUnit
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import ChatMessage, Label, LabelOptions, Pair

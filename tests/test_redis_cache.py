@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from cai_judge.api.app import create_app
 from cai_judge.engine.base import ScoreUnit, UnitScore
 from cai_judge.engine.caching import CachingEngine, unit_digest
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from cai_judge.store import keys

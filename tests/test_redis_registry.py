@@ -12,10 +12,11 @@ import httpx
 import pytest
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_local import VllmEngine
-from cai_judge.labeling.constitution import RedisConstitutionRegistry
+from cai_judge.engine.vllm_async import VllmEngine
+from cai_judge.labeling.constitution import SharedConstitutionRegistry
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
+from cai_judge.store.constitutions import RedisConstitutionStore
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.engine
@@ -31,7 +32,7 @@ async def replica(engine: VllmEngine, url: str) -> AsyncIterator[httpx.AsyncClie
         max_model_len=1024, redis_url=url, jobs_consumer=False,
         api_key_hashes=[hash_api_key(USER)], admin_key_hashes=[hash_api_key(ADMIN)],
     )  # fmt: skip
-    registry = RedisConstitutionRegistry.connect(url)
+    registry = SharedConstitutionRegistry.over(RedisConstitutionStore.connect(url))
     app = create_app(settings, engine=engine, registry=registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
@@ -83,8 +84,10 @@ def test_an_id_reserved_by_one_replica_is_refused_on_another(redis_url: str, tmp
     (folder / "house-rules.yaml").write_text(
         "id: house-rules\nprinciples:\n  - id: kind\n    question: Which is kinder?\n"
     )
-    with_folder = RedisConstitutionRegistry.connect(redis_url, [folder])
-    without = RedisConstitutionRegistry.connect(redis_url)
+    with_folder = SharedConstitutionRegistry.over(
+        RedisConstitutionStore.connect(redis_url), [folder]
+    )
+    without = SharedConstitutionRegistry.over(RedisConstitutionStore.connect(redis_url))
     assert without.is_reserved("house-rules")
     from cai_judge.labeling.constitution import ConstitutionIdReserved, ConstitutionSpec
 

@@ -26,7 +26,7 @@ from cai_judge.api.app import create_app
 from cai_judge.engine.base import EngineUnavailable, GenerationParams
 from cai_judge.engine.identity import EngineIdentity
 from cai_judge.engine.routing import NoServerAvailable, PrefixRouter, prefix_hash
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.engine.vllm_remote import FleetMismatch, RemoteEngineConfig, RemoteVllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge

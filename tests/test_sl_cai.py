@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cai_judge.engine.base import GenerationParams
-from cai_judge.engine.vllm_local import VllmEngine
+from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry, parse_constitution
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import PairError

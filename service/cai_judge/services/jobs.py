@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from redis.exceptions import RedisError
-
 from cai_judge.labeling.constitution import ConstitutionNotFound
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import Label, PairError
@@ -45,6 +43,7 @@ from cai_judge.services.labels import LabelCommand, LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller
 from cai_judge.settings import Settings
+from cai_judge.store.errors import StoreUnavailable
 from cai_judge.store.jobs import (
     FINAL_STATES,
     IdempotencyKeyReused,
@@ -141,15 +140,6 @@ class ResultPage:
     next_cursor: int
     state: str
     total: int
-
-
-def _unavailable(what: str, error: BaseException, retry_after_s: int) -> Unavailable:
-    return Unavailable(
-        f"batch jobs need Redis and it is unreachable ({what}: {type(error).__name__}); "
-        "nothing was stored: retry with the same Idempotency-Key",
-        type="store_unavailable",
-        retry_after_s=retry_after_s,
-    )
 
 
 async def lines_of(
@@ -268,7 +258,7 @@ class JobService:
         self.labels.check_rate(caller)
         # The same checks as /v1/labels, before a line is read or stored (DESIGN.md §5):
         # a job whose every chunk the labeler would refuse is refused here with 422.
-        constitution, _, _ = self.labels.check_options(spec.command())
+        constitution, _, _ = await asyncio.to_thread(self.labels.check_options, spec.command())
         options = {
             "principles": spec.principles,
             "seed": spec.seed,
@@ -286,11 +276,7 @@ class JobService:
             scope = hashlib.sha256(f"{caller.identity}\0{idempotency_key}".encode()).hexdigest()
         owner = owner_of(caller)
         quota = self.quota()
-        retry_after = settings.retry_after_s
-        try:
-            used = await store.usage(owner)
-        except RedisError as error:
-            raise _unavailable("reading the key's quota", error, retry_after) from None
+        used = await store.usage(owner)  # StoreUnavailable: 503, nothing stored
         if used["active_jobs"] + 1 > quota.active_jobs:
             raise self._over_quota("active_jobs", quota.active_jobs, used["active_jobs"])
         job_id = uuid.uuid4().hex
@@ -351,10 +337,7 @@ class JobService:
         except QuotaExceeded as over:  # other submissions of this key raced this one
             await self._discard_quietly(job_id)
             raise self._over_quota(over.field, over.limit, over.used) from None
-        except RedisError as error:
-            await self._discard_quietly(job_id)
-            raise _unavailable("storing the job", error, retry_after) from None
-        except BaseException:
+        except BaseException:  # StoreUnavailable included: 503, and nothing is kept
             await self._discard_quietly(job_id)
             raise
         if not created:
@@ -363,15 +346,12 @@ class JobService:
 
     async def _discard_quietly(self, job_id: str) -> None:
         if self.store is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(StoreUnavailable):
                 await self.store.discard(job_id)
 
     async def _record(self, job_id: str, caller: Caller) -> JobRecord:
         store = self._require_store()
-        try:
-            record = await store.get(job_id)
-        except RedisError as error:
-            raise _unavailable("reading the job", error, self.settings.retry_after_s) from None
+        record = await store.get(job_id)
         # Another key's job is answered as a job that does not exist: its id says nothing.
         if record is None or not (caller.is_admin or record.owner == owner_of(caller)):
             raise NotFound(f"unknown job {job_id!r} (or its results expired)", param="job_id")
@@ -387,10 +367,7 @@ class JobService:
             raise InvalidRequest(
                 f"limit must be 1 to {MAX_JOBS_PER_LIST}, got {limit}", param="limit"
             )
-        try:
-            records, next_cursor = await store.list_jobs(owner_of(caller), cursor, limit)
-        except RedisError as error:
-            raise _unavailable("listing jobs", error, self.settings.retry_after_s) from None
+        records, next_cursor = await store.list_jobs(owner_of(caller), cursor, limit)
         return [JobStatus.of(r) for r in records], next_cursor
 
     async def results(self, job_id: str, cursor: int, limit: int, caller: Caller) -> ResultPage:
@@ -405,24 +382,18 @@ class JobService:
                 f"limit must be 1 to {MAX_RESULTS_PER_READ}, got {limit}", param="limit"
             )
         assert self.store is not None
-        try:
-            lines = await self.store.results(
-                job_id,
-                cursor,
-                min(limit, record.total - cursor),
-                self.settings.jobs_max_page_bytes,
-            )
-        except RedisError as error:
-            raise _unavailable("reading results", error, self.settings.retry_after_s) from None
+        lines = await self.store.results(
+            job_id,
+            cursor,
+            min(limit, record.total - cursor),
+            self.settings.jobs_max_page_bytes,
+        )
         return ResultPage(lines, cursor + len(lines), record.state, record.total)
 
     async def cancel(self, job_id: str, caller: Caller) -> JobStatus:
         record = await self._record(job_id, caller)
         assert self.store is not None
-        try:
-            await self.store.cancel(job_id, record.owner)
-        except RedisError as error:
-            raise _unavailable("cancelling", error, self.settings.retry_after_s) from None
+        await self.store.cancel(job_id, record.owner)
         return await self.status(job_id, caller)
 
 
@@ -598,7 +569,7 @@ class JobConsumer:
                     ensure_group = False
                 await self.step()
                 errors = 0
-            except (RedisError, OSError) as error:
+            except StoreUnavailable as error:
                 # A restarted Redis may have lost the group: make it again first.
                 errors += 1
                 ensure_group = True
@@ -636,11 +607,11 @@ class JobConsumer:
                 return
             try:
                 await self._process(task)
-            except (RedisError, OSError, asyncio.CancelledError):
+            except (StoreUnavailable, asyncio.CancelledError):
                 raise
             except Exception as error:
                 # Kept for the dead letter, should this chunk never finish.
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(StoreUnavailable):
                     await self.store.note_chunk_failure(task, f"{type(error).__name__}: {error}")
                 raise
         finally:
@@ -652,7 +623,10 @@ class JobConsumer:
             await self.store.ack(task.message_id)  # cancelled or expired: nothing to do
             return
         try:
-            self.labeler.registry.resolve(f"{record.constitution_id}@{record.constitution_version}")
+            await asyncio.to_thread(
+                self.labeler.registry.resolve,
+                f"{record.constitution_id}@{record.constitution_version}",
+            )
         except ConstitutionNotFound:
             # Only when a run-time constitution vanished with its Redis data: say so.
             await self.store.finish(
@@ -743,8 +717,8 @@ class JobConsumer:
             await asyncio.sleep(interval)
             try:
                 await self.store.renew(self.name, task.message_id)
-            except (RedisError, OSError) as error:
-                logger.warning("could not renew the claim on a chunk: %r", error)
+            except StoreUnavailable as error:
+                logger.warning("could not renew the claim on a chunk: %s", error)
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -15,6 +15,7 @@ no profile fits is refused with 422 naming what differs, never labeled with a wr
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -204,7 +205,8 @@ class LabelService:
                 type="too_many_pairs",
                 param="pairs",
             )
-        spec, options, profile = self.check_options(command)
+        # In a thread: a registry shared through Redis blocks on the network.
+        spec, options, profile = await asyncio.to_thread(self.check_options, command)
         valid, invalid = validate_items(command.pairs, Pair, "pairs", "invalid_pair")
         plan = await self.judge.plan([pair for _, pair in valid], spec, options)
         if plan.prompt_tokens > settings.max_tokens_per_request:

@@ -13,6 +13,7 @@ heavier than a score unit, and `max_generation_tokens` bounds how much heavier.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,7 +112,7 @@ class RevisionService:
     async def _revise(self, command: RevisionCommand) -> RevisionOutcome:
         max_tokens = self._check_limits(command)
         try:
-            spec = self.registry.resolve(command.constitution)
+            spec = await asyncio.to_thread(self.registry.resolve, command.constitution)
         except ConstitutionNotFound as error:
             raise NotFound(str(error).strip("'\""), param="constitution") from None
         try:

@@ -1,4 +1,4 @@
-"""The default engine: vLLM's v1 AsyncLLM in this process (DESIGN.md §3, §4).
+"""The engine of `serve`: vLLM's v1 AsyncLLM, its core in a child process (DESIGN.md §3).
 
 Scoring is one prefill and no decoding: `max_tokens=1`, greedy, and `logprob_token_ids`
 returning full-vocabulary log-probs for exactly the two answer tokens. `prompt_logprobs`

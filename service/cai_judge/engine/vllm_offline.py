@@ -11,7 +11,7 @@ it builds it (the CPU worker binds the OpenMP threads of the thread that builds 
 those are the threads every later forward pass runs on), takes requests from a queue,
 steps, and hands each finished output back to the event loop that asked for it.
 
-The service keeps the subprocess core (`vllm_local.VllmEngine`): there, the engine's
+The service keeps the subprocess core (`vllm_async.VllmEngine`): there, the engine's
 Python scheduling would share a GIL with the HTTP event loop.
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from cai_judge.engine.base import EngineError
 from cai_judge.engine.identity import EngineIdentity
-from cai_judge.engine.vllm_local import (
+from cai_judge.engine.vllm_async import (
     VllmEngineConfig,
     VllmScorer,
     apply_cpu_environment,
@@ -195,7 +195,7 @@ class _EngineThread(threading.Thread):
                 _settle(command.reply, error=error)
 
 
-class InProcessVllmEngine(VllmScorer):
+class OfflineVllmEngine(VllmScorer):
     """Implements `cai_judge.engine.base.Engine` on vLLM's LLMEngine in this process."""
 
     def __init__(
@@ -209,7 +209,7 @@ class InProcessVllmEngine(VllmScorer):
         self._thread: _EngineThread | None = thread
 
     @classmethod
-    async def start(cls, config: VllmEngineConfig) -> InProcessVllmEngine:
+    async def start(cls, config: VllmEngineConfig) -> OfflineVllmEngine:
         apply_cpu_environment(config)
         from transformers import AutoTokenizer
 
