@@ -1,7 +1,7 @@
-"""The label cache (engine/caching.py) on the real tiny engine and a real redis-server:
-hits, misses, failing open on errors and timeouts, single flight, and usage over HTTP.
-Who-waits-for-what races run on a fake engine that blocks until released, over the
-embedded store and Redis (the counting is not the engine's logic)."""
+"""The label cache (engine/caching.py) on a real redis-server: hits, misses, failing open
+on errors and timeouts, single flight, and usage over HTTP. Caching is not the engine's
+logic, so it runs on the fake engine (tests/support/fake_engine.py); who-waits-for-what
+races on a fake that blocks until released, over the embedded store and Redis."""
 
 from __future__ import annotations
 
@@ -19,21 +19,25 @@ from redis.asyncio import Redis
 from cai_judge.api.app import create_app
 from cai_judge.engine.base import ScoreUnit, UnitScore
 from cai_judge.engine.caching import CachingEngine, unit_digest
-from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
 from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
 from cai_judge.store.memory import MemoryUnitCache
 from cai_judge.store.redis import RedisUnitCache
-from tests.support.blocking_engine import BlockingEngine, everyone_leaves, rejoin_after_zero
+from tests.support.fake_engine import (
+    FakeEngine,
+    blocking_engine,
+    everyone_leaves,
+    rejoin_after_zero,
+)
 from tests.support.redis_server import RedisServer, free_port
 
 
 class Spy:
-    """The real engine, recording which units reach it."""
+    """An engine, recording which units reach it."""
 
-    def __init__(self, engine: VllmEngine) -> None:
+    def __init__(self, engine: FakeEngine) -> None:
         self.engine = engine
         self.model_name = engine.model_name
         self.max_model_len = engine.max_model_len
@@ -49,12 +53,17 @@ class Spy:
         return sum(len(c) for c in self.calls)
 
 
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine(max_model_len=1024)
+
+
 class Counts(dict[str, int]):
     def __call__(self, result: str, units: int) -> None:
         self[result] = self.get(result, 0) + units
 
 
-def unit(engine: VllmEngine, text: str) -> ScoreUnit:
+def unit(engine: FakeEngine, text: str) -> ScoreUnit:
     ids = tuple(engine.tokenizer.encode(f"{text} The answer is: ("))
     return ScoreUnit(ids, (5, 7), prefix_length=0)
 
@@ -66,12 +75,11 @@ def caching(spy: Spy, redis: Redis, counts: Counts, timeout_s: float = 0.05) -> 
     )  # fmt: skip
 
 
-@pytest.mark.engine
-async def test_miss_then_hit_costs_no_engine_work(tiny_engine: VllmEngine, redis_url: str):
+async def test_miss_then_hit_costs_no_engine_work(fake_engine: FakeEngine, redis_url: str):
     redis = Redis.from_url(redis_url)
-    spy, counts = Spy(tiny_engine), Counts()
+    spy, counts = Spy(fake_engine), Counts()
     cache = caching(spy, redis, counts)
-    units = [unit(tiny_engine, f"cache test {i}") for i in range(3)]
+    units = [unit(fake_engine, f"cache test {i}") for i in range(3)]
 
     first = await cache.score(units)
     await cache.flush()
@@ -96,12 +104,11 @@ async def test_miss_then_hit_costs_no_engine_work(tiny_engine: VllmEngine, redis
     await redis.aclose()
 
 
-@pytest.mark.engine
-async def test_redis_down_falls_through_to_the_engine(tiny_engine: VllmEngine):
+async def test_redis_down_falls_through_to_the_engine(fake_engine: FakeEngine):
     redis = Redis(port=free_port(), socket_connect_timeout=0.2)  # nothing listens there
-    spy, counts = Spy(tiny_engine), Counts()
+    spy, counts = Spy(fake_engine), Counts()
     cache = caching(spy, redis, counts)
-    units = [unit(tiny_engine, "redis is down"), unit(tiny_engine, "still labeled")]
+    units = [unit(fake_engine, "redis is down"), unit(fake_engine, "still labeled")]
     scores = await cache.score(units)
     await cache.flush()
     assert len(scores) == 2 and spy.units_sent == 2
@@ -110,11 +117,10 @@ async def test_redis_down_falls_through_to_the_engine(tiny_engine: VllmEngine):
     await redis.aclose()
 
 
-@pytest.mark.engine
-async def test_slow_redis_times_out_within_the_budget(tiny_engine: VllmEngine, tmp_path: Path):
+async def test_slow_redis_times_out_within_the_budget(fake_engine: FakeEngine, tmp_path: Path):
     server = RedisServer(tmp_path).start()
     redis = Redis(port=server.port)
-    spy, counts = Spy(tiny_engine), Counts()
+    spy, counts = Spy(fake_engine), Counts()
     cache = caching(spy, redis, counts, timeout_s=0.05)
     await redis.ping()  # a pooled connection, so the stall hits the command, not the connect
     assert server.process is not None
@@ -122,10 +128,10 @@ async def test_slow_redis_times_out_within_the_budget(tiny_engine: VllmEngine, t
     try:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        lookup = await cache._lookup([unit_digest("x", unit(tiny_engine, "slow"))])
+        lookup = await cache._lookup([unit_digest("x", unit(fake_engine, "slow"))])
         assert loop.time() - started < 0.5
         assert lookup == {} and counts == {"error": 1}
-        scores = await cache.score([unit(tiny_engine, "slow redis")])
+        scores = await cache.score([unit(fake_engine, "slow redis")])
         assert len(scores) == 1 and spy.units_sent == 1
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
@@ -134,15 +140,14 @@ async def test_slow_redis_times_out_within_the_budget(tiny_engine: VllmEngine, t
         server.stop()
 
 
-@pytest.mark.engine
 async def test_concurrent_identical_units_are_computed_once(
-    tiny_engine: VllmEngine, redis_url: str
+    fake_engine: FakeEngine, redis_url: str
 ):
     redis = Redis.from_url(redis_url)
-    spy, counts = Spy(tiny_engine), Counts()
+    spy, counts = Spy(fake_engine), Counts()
     cache = caching(spy, redis, counts)
-    shared = unit(tiny_engine, "wanted by three requests at once")
-    own = [unit(tiny_engine, f"only request {i}") for i in range(3)]
+    shared = unit(fake_engine, "wanted by three requests at once")
+    own = [unit(fake_engine, f"only request {i}") for i in range(3)]
     results = await asyncio.gather(*(cache.score([shared, own[i]]) for i in range(3)))
     sent = [u for call in spy.calls for u in call]
     assert sent.count(shared) == 1
@@ -152,14 +157,13 @@ async def test_concurrent_identical_units_are_computed_once(
     await redis.aclose()
 
 
-@pytest.mark.engine
 async def test_a_cancelled_caller_does_not_cancel_the_others(
-    tiny_engine: VllmEngine, redis_url: str
+    fake_engine: FakeEngine, redis_url: str
 ):
     redis = Redis.from_url(redis_url)
-    spy, counts = Spy(tiny_engine), Counts()
+    spy, counts = Spy(fake_engine), Counts()
     cache = caching(spy, redis, counts)
-    shared = unit(tiny_engine, "one caller leaves, one stays " * 20)
+    shared = unit(fake_engine, "one caller leaves, one stays " * 20)
     leaver = asyncio.create_task(cache.score([shared]))
     stayer = asyncio.create_task(cache.score([shared]))
     await asyncio.sleep(0)
@@ -178,13 +182,12 @@ PAIR = {
 }
 
 
-@pytest.mark.engine
 async def test_usage_reports_cached_units_and_metrics_count_them(
-    tiny_engine: VllmEngine, redis_url: str
+    fake_engine: FakeEngine, redis_url: str
 ):
     app = create_app(
         Settings(max_model_len=1024, redis_url=redis_url, jobs_consumer=False),
-        engine=tiny_engine,
+        engine=fake_engine,
         registry=ConstitutionRegistry.with_builtins(),
     )
     async with app.router.lifespan_context(app):
@@ -216,7 +219,7 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[UnitCacheStore]
 async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_fill(store: UnitCacheStore):
     """Issue 19: C joined u2 after its waiters had dropped to zero and was not counted, so
     X leaving cancelled the fill under C (CancelledError, HTTP 500)."""
-    fake = BlockingEngine()
+    fake = blocking_engine()
     cache = CachingEngine(fake, store, "fake\0\0float32", ttl_s=60, timeout_s=1.0)
     [score] = await rejoin_after_zero(cache, fake)
     assert score == UnitScore(-12.0, -1.0, 3, 0)  # u2's own score, computed
@@ -228,7 +231,7 @@ async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_fill(store: U
 async def test_when_every_caller_leaves_the_fill_and_engine_call_are_cancelled(
     store: UnitCacheStore,
 ):
-    fake = BlockingEngine()
+    fake = blocking_engine()
     cache = CachingEngine(fake, store, "fake\0\0float32", ttl_s=60, timeout_s=1.0)
     await everyone_leaves(cache, fake)
     assert len(cache._flights) == 0
