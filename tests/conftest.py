@@ -18,6 +18,7 @@ from cai_judge.engine.default_model import prepare_default_model
 from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
+from tests.support.fake_engine import FakeEngine
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 from tests.support.tiny_model import build_tiny_model
 
@@ -45,6 +46,13 @@ def default_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def registry() -> ConstitutionRegistry:
     return ConstitutionRegistry.with_builtins()
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    """For logic that is not the engine's (batching, caching, admission, error mapping):
+    milliseconds, and a fresh one per test, so its call records are the test's own."""
+    return FakeEngine(max_model_len=1024)
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -1,4 +1,5 @@
-"""The HTTP routes and their errors, in process (httpx ASGI transport), on the tiny engine."""
+"""The HTTP routes and their errors, in process (httpx ASGI transport), on the fake engine:
+admission, limits and error mapping are not the engine's logic (tests/support/fake_engine.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import httpx
 import pytest
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.grpc.errors import domain_to_grpc
 from cai_judge.labeling.calibration import (
     CalibrationError,
@@ -28,8 +28,7 @@ from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 from cai_judge.labeling.templates import TemplateError
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
-
-pytestmark = pytest.mark.engine
+from tests.support.fake_engine import FakeEngine
 
 PAIR = {
     "id": "p1",
@@ -41,12 +40,12 @@ Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 
 
 @pytest.fixture
-def client(tiny_engine: VllmEngine) -> Client:
+def client(fake_engine: FakeEngine) -> Client:
     @asynccontextmanager
     async def make(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(
             Settings(max_model_len=1024, **settings),
-            engine=tiny_engine,
+            engine=fake_engine,
             registry=ConstitutionRegistry.with_builtins(),
         )
         async with app.router.lifespan_context(app):

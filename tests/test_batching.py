@@ -34,7 +34,7 @@ class Recorder:
 @pytest.fixture
 def fake_engine() -> FakeEngine:
     # Long enough per unit that a caller can leave while its batch still runs.
-    return FakeEngine(max_model_len=4096, unit_delay_s=0.005)
+    return FakeEngine(max_model_len=2048, unit_delay_s=0.005)
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -53,11 +53,6 @@ class Spy:
         return sum(len(c) for c in self.calls)
 
 
-@pytest.fixture
-def fake_engine() -> FakeEngine:
-    return FakeEngine(max_model_len=1024)
-
-
 class Counts(dict[str, int]):
     def __call__(self, result: str, units: int) -> None:
         self[result] = self.get(result, 0) + units

@@ -4,9 +4,9 @@ engine's: batching, caching, admission, error mapping (the handbook's rule; DESI
 Like vLLM's own serving tests, which hand-build `RequestOutput`s instead of running a model,
 it answers in microseconds with numbers a test can predict:
 
-- `ByteTokenizer`: one token per UTF-8 byte, three ChatML special tokens and a Jinja chat
-  template, so the Judge's planning (templates.py) runs unchanged and every answer letter
-  after the stem is exactly one token, as the planner requires;
+- `WordTokenizer`: a token per word or other character, three ChatML special tokens and a
+  Jinja chat template, so the Judge's planning (templates.py) runs unchanged and every
+  answer letter after the stem is exactly one token, as the planner requires;
 - `fake_logprobs`: a digest of the unit's prompt and answer ids, so a unit's score never
   depends on what shares its batch (the property the batching and caching tests rely on);
 - per-unit refusal of a prompt over `max_model_len`, the way vLLM fails one request alone,
@@ -43,8 +43,11 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_BYTE_OFFSET = len(SPECIAL_TOKENS)  # byte b is token b + 3
-_SPECIAL_SPLIT = re.compile("(" + "|".join(re.escape(s) for s in SPECIAL_TOKENS) + ")")
+_PIECES = re.compile(
+    "|".join(re.escape(s) for s in SPECIAL_TOKENS) + r"|[^\W\d_]+|.", re.DOTALL
+)
+_FIRST_ID = 16  # ids below are the special tokens (and room for more)
+_ID_SPACE = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -55,40 +58,48 @@ class _AddedToken:
     special: bool = True
 
 
-class ByteTokenizer:
-    """A deterministic byte-level tokenizer with the slice of the Hugging Face interface
-    the service uses (encode, decode, apply_chat_template, the special tokens)."""
+class WordTokenizer:
+    """A deterministic tokenizer with the slice of the Hugging Face interface the service
+    uses (encode, decode, apply_chat_template, the special tokens).
 
-    chat_template: str | None = CHAT_TEMPLATE
+    Pieces are the special tokens, runs of letters, and single other characters (a digit,
+    a space, a parenthesis), so "(" + "A" is the "(" token plus one more, as the planner
+    requires of answer letters. A piece's id is a digest of its text: the same in every
+    process, with no vocabulary to train or load.
+    """
+
     bos_token_id = 0
     eos_token_id = 2
     all_special_tokens = list(SPECIAL_TOKENS)
     added_tokens_decoder = {i: _AddedToken(s) for i, s in enumerate(SPECIAL_TOKENS)}
-    vocab_size = 256 + _BYTE_OFFSET
+    vocab_size = _FIRST_ID + _ID_SPACE
 
     def __init__(self, chat_template: str | None = CHAT_TEMPLATE) -> None:
         self.chat_template = chat_template
+        self._pieces: dict[int, str] = dict(enumerate(SPECIAL_TOKENS))
 
     def __len__(self) -> int:
         return self.vocab_size
 
+    def _piece_id(self, piece: str) -> int:
+        if piece in SPECIAL_TOKENS:
+            return SPECIAL_TOKENS.index(piece)
+        digest = hashlib.blake2b(piece.encode(), digest_size=8).digest()
+        token = _FIRST_ID + int.from_bytes(digest, "little") % _ID_SPACE
+        self._pieces[token] = piece
+        return token
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         ids = [self.bos_token_id] if add_special_tokens else []
-        for piece in _SPECIAL_SPLIT.split(text):
-            if piece in SPECIAL_TOKENS:
-                ids.append(SPECIAL_TOKENS.index(piece))
-            else:
-                ids.extend(b + _BYTE_OFFSET for b in piece.encode())
+        ids.extend(self._piece_id(p) for p in _PIECES.findall(text))
         return ids
 
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
-        out = bytearray()
-        for i in ids:
-            if i >= _BYTE_OFFSET:
-                out.append(i - _BYTE_OFFSET)
-            elif not skip_special_tokens:
-                out.extend(SPECIAL_TOKENS[i].encode())
-        return out.decode(errors="replace")
+        return "".join(
+            self._pieces.get(i, "\ufffd")
+            for i in ids
+            if not (skip_special_tokens and i < len(SPECIAL_TOKENS))
+        )
 
     def apply_chat_template(
         self,
@@ -145,7 +156,7 @@ class FakeEngine:
         self.unit_delay_s = unit_delay_s
         self.logprobs = logprobs
         self.block_size = block_size
-        self._tokenizer = ByteTokenizer(chat_template)
+        self._tokenizer = WordTokenizer(chat_template)
         self.release = asyncio.Event()
         if not blocking:
             self.release.set()
@@ -161,7 +172,7 @@ class FakeEngine:
         return EngineIdentity(model=self.model_name, revision="fake", dtype="float32")
 
     @property
-    def tokenizer(self) -> ByteTokenizer:
+    def tokenizer(self) -> WordTokenizer:
         return self._tokenizer
 
     async def score(self, units: Sequence[ScoreUnit]) -> list[UnitScore]:
