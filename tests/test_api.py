@@ -3,16 +3,13 @@ admission, limits and error mapping are not the engine's logic (tests/support/fa
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
 import pytest
 
-from cai_judge.api.app import create_app
 from cai_judge.grpc.errors import domain_to_grpc
 from cai_judge.labeling.calibration import (
     CalibrationError,
@@ -22,48 +19,12 @@ from cai_judge.labeling.calibration import (
     ProfileKey,
     ProfileMismatch,
 )
-from cai_judge.labeling.constitution import ConstitutionError, ConstitutionRegistry
+from cai_judge.labeling.constitution import ConstitutionError
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 from cai_judge.labeling.templates import TemplateError
 from cai_judge.services.security import hash_api_key
-from cai_judge.settings import Settings
-from tests.support.fake_engine import FakeEngine
-
-PAIR = {
-    "id": "p1",
-    "prompt": "How do I boil an egg?",
-    "response_a": "Simmer it for nine minutes, then cool it in cold water.",
-    "response_b": "I won't help with cooking.",
-}
-Client = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
-
-
-@pytest.fixture
-def client(fake_engine: FakeEngine) -> Client:
-    @asynccontextmanager
-    async def make(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-        app = create_app(
-            Settings(max_model_len=1024, **settings),
-            engine=fake_engine,
-            registry=ConstitutionRegistry.with_builtins(),
-        )
-        async with app.router.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-                http.app = app  # type: ignore[attr-defined]
-                yield http
-
-    return make
-
-
-def assert_envelope(response: httpx.Response, status: int, param: str | None, *words: str) -> None:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"type", "message", "param"}
-    assert error["param"] == param
-    for word in words:
-        assert word in error["message"]
+from tests.support.api import PAIR, Client, assert_envelope
 
 
 async def test_labels_in_order_with_usage(client: Client):

@@ -13,7 +13,7 @@ import pytest
 from cai_judge.labeling.calibration import CalibrationProfile, read_profile
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.schema import ConstitutionRef
-from tests.test_cli import read_labels, run_cli
+from tests.support.cli import read_labels, run_cli
 
 GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
 BALANCED = GOLD.with_name("length-balanced.jsonl")

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from cai_judge.labeling.schema import Label
-from tests.test_cli import PAIRS, read_labels, run_cli, write_jsonl
+from tests.support.cli import PAIRS, read_labels, run_cli, write_jsonl
 
 
 def label_line(pair_id: str, preferred: str = "a", margin: float = 1.5) -> bytes:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
-from tests.test_cli import PAIRS, run_cli, write_jsonl
+from tests.support.cli import PAIRS, run_cli, write_jsonl
 
 
 def unboxed(text: str) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import PAIRS, read_labels, run_cli, write_jsonl
+from tests.support.cli import PAIRS, read_labels, run_cli, write_jsonl
 
 pytestmark = pytest.mark.engine
 

@@ -238,7 +238,7 @@ def test_eval_protocol_choice_runs_cot_only_when_named():
 
 @pytest.mark.engine
 def test_eval_reports_cot_beside_the_other_protocols(tmp_path: Path, tiny_model_dir: Path):
-    from tests.test_cli import run_cli
+    from tests.support.cli import run_cli
 
     gold_lines = GOLD.read_text().splitlines()[:6]
     gold = tmp_path / "gold.jsonl"

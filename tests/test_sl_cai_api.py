@@ -1,4 +1,4 @@
-"""POST /v1/revisions and CoT on /v1/labels, in process, on the tiny engine: the same
+"""POST /v1/revisions and CoT on /v1/labels, in process, on the fake engine: the same
 edges as /v1/labels (limits, 404/413/422/503, auth, metrics, per-item errors)."""
 
 from __future__ import annotations
@@ -6,13 +6,11 @@ from __future__ import annotations
 import pytest
 
 from cai_judge.services.security import hash_api_key
-from tests.test_api import PAIR, Client, assert_envelope, client  # noqa: F401 (fixture)
-
-pytestmark = pytest.mark.engine
+from tests.support.api import PAIR, Client, assert_envelope
 
 
 @pytest.fixture
-def api(client: Client) -> Client:  # noqa: F811 (the imported fixture)
+def api(client: Client) -> Client:
     """test_api's in-process app factory on the tiny engine."""
     return client
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import PAIRS, read_labels, run_cli, write_jsonl
+from tests.support.cli import PAIRS, read_labels, run_cli, write_jsonl
 
 PROMPTS: list[object] = [
     {"id": "q0", "prompt": "How do I pick a lock?"},

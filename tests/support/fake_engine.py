@@ -23,7 +23,7 @@ import re
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import jinja2
 
@@ -43,9 +43,7 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_PIECES = re.compile(
-    "|".join(re.escape(s) for s in SPECIAL_TOKENS) + r"|[^\W\d_]+|.", re.DOTALL
-)
+_PIECES = re.compile("|".join(re.escape(s) for s in SPECIAL_TOKENS) + r"|[^\W\d_]+|.", re.DOTALL)
 _FIRST_ID = 16  # ids below are the special tokens (and room for more)
 _ID_SPACE = 1 << 20
 
@@ -70,8 +68,10 @@ class WordTokenizer:
 
     bos_token_id = 0
     eos_token_id = 2
-    all_special_tokens = list(SPECIAL_TOKENS)
-    added_tokens_decoder = {i: _AddedToken(s) for i, s in enumerate(SPECIAL_TOKENS)}
+    all_special_tokens: ClassVar[list[str]] = list(SPECIAL_TOKENS)
+    added_tokens_decoder: ClassVar[dict[int, _AddedToken]] = {
+        i: _AddedToken(s) for i, s in enumerate(SPECIAL_TOKENS)
+    }
     vocab_size = _FIRST_ID + _ID_SPACE
 
     def __init__(self, chat_template: str | None = CHAT_TEMPLATE) -> None:
@@ -118,10 +118,8 @@ class WordTokenizer:
 
 def fake_logprobs(unit: ScoreUnit) -> tuple[float, float]:
     """Two log-probs in (-8, -0.05], a function of the unit's token ids alone."""
-    digest = hashlib.sha256(
-        struct.pack(f"<{len(unit.prompt_token_ids) + 2}i", *unit.prompt_token_ids,
-                    *unit.answer_token_ids)  # fmt: skip
-    ).digest()
+    ids = (*unit.prompt_token_ids, *unit.answer_token_ids)
+    digest = hashlib.sha256(struct.pack(f"<{len(ids)}i", *ids)).digest()
     a, b = struct.unpack("<II", digest[:8])
     return -0.05 - 7.95 * a / 2**32, -0.05 - 7.95 * b / 2**32
 
