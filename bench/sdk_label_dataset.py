@@ -98,7 +98,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from tests.test_server import start_server, stop
+    from tests.support.service_process import start_server, stop
 
     work = Path(tempfile.mkdtemp(prefix="sdk-bench-"))
     model = work / "tiny-llama"

@@ -31,7 +31,8 @@ from tests.support.fake_engine import (
     everyone_leaves,
     rejoin_after_zero,
 )
-from tests.support.redis_server import RedisServer, free_port
+from tests.support.ports import free_port
+from tests.support.redis_server import RedisServer
 
 
 class Spy:

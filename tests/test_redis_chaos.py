@@ -22,7 +22,8 @@ import pytest
 
 from cai_judge.store import keys
 from tests.support.redis_server import RedisServer
-from tests.test_server import Server, start_server, stop
+from tests.support.service_process import ServiceProcess as Server
+from tests.support.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

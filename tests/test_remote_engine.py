@@ -32,7 +32,8 @@ from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import Label, LabelOptions, Pair
 from cai_judge.settings import Settings
-from tests.support.vllm_server import VllmServer, free_port, launch, wait_ready
+from tests.support.ports import free_port
+from tests.support.vllm_server import VllmServer, launch, wait_ready
 
 SERVERS = [f"http://10.0.0.{i}:8000" for i in range(1, 5)]
 

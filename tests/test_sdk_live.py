@@ -33,7 +33,8 @@ from pydantic import BaseModel
 import cai_judge_client as sdk
 from cai_judge_client import types as sdk_types
 from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.test_server import Server, start_server, stop
+from tests.support.service_process import ServiceProcess as Server
+from tests.support.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

@@ -8,15 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,84 +21,11 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from tests.support.api import pair
+from tests.support.service_process import ServiceProcess as Server
+from tests.support.service_process import start_server, stop
+
 pytestmark = pytest.mark.engine
-
-STARTUP_TIMEOUT_S = 240
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def rss(self) -> int:
-        parent = psutil.Process(self.process.pid)
-        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_server(model_dir: Path, log: Path, **settings: str) -> Server:
-    port = free_port()
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "CAI_JUDGE_MODEL": str(model_dir),
-        "CAI_JUDGE_MAX_MODEL_LEN": "1024",
-        "CAI_JUDGE_PORT": str(port),
-        **{f"CAI_JUDGE_{k.upper()}": v for k, v in settings.items()},
-    }
-    handle = log.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-        env=env, stdout=handle, stderr=subprocess.STDOUT,
-        start_new_session=True,  # a process group, so the engine's children go with it
-    )  # fmt: skip
-    server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)
-    raise RuntimeError(f"server not ready in {STARTUP_TIMEOUT_S} s: {log.read_text()[-3000:]}")
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGINT)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            server.process.wait(timeout=30)
-    # Whatever is left of the group (an engine core whose parent died) goes too.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGKILL)
-
-
-def pair(i: int, words: int = 8) -> dict[str, str]:
-    return {
-        "id": f"p{i}",
-        "prompt": f"Question number {i}: how should I answer?",
-        "response_a": f"Answer {i}: " + "carefully " * words,
-        "response_b": f"Reply {i}: " + "quickly " * words,
-    }
 
 
 @pytest.fixture(scope="module")
