@@ -25,6 +25,7 @@ from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 from cai_judge.labeling.templates import TemplateError
 from cai_judge.services.security import hash_api_key
 from tests.support.api import PAIR, Client, assert_envelope
+from tests.support.paths import REPO_ROOT
 
 
 async def test_labels_in_order_with_usage(client: Client):
@@ -230,9 +231,8 @@ async def test_openapi_has_examples_for_every_route(client: Client):
 async def test_grafana_dashboard_only_uses_exported_metrics(client: Client):
     import json
     import re
-    from pathlib import Path
 
-    dashboard = Path(__file__).resolve().parents[1] / "docker" / "grafana-dashboard.json"
+    dashboard = REPO_ROOT / "docker" / "grafana-dashboard.json"
     panels = json.loads(dashboard.read_text())["panels"]
     titles = " ".join(p["title"].lower() for p in panels)
     for needed in ("pairs", "p99", "queue", "rejections", "cache hit", "consistency", "mass"):

@@ -14,8 +14,9 @@ from cai_judge.labeling.calibration import CalibrationProfile, read_profile
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.schema import ConstitutionRef
 from tests.support.cli import read_labels, run_cli
+from tests.support.paths import REPO_ROOT
 
-GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
+GOLD = REPO_ROOT / "examples" / "gold" / "gold.jsonl"
 BALANCED = GOLD.with_name("length-balanced.jsonl")
 HELPFUL_HARMLESS = ConstitutionRegistry.with_builtins().resolve("helpful-harmless").principle_ids
 

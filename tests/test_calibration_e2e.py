@@ -48,10 +48,11 @@ from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import Aggregator, sigmoid
 from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 from cai_judge.settings import Settings
+from tests.support.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.engine, pytest.mark.default_model]
 
-GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
+GOLD = REPO_ROOT / "examples" / "gold" / "gold.jsonl"
 CONSTITUTION = """\
 id: calibration-e2e
 description: Three principles of `harmless`, to keep the default model's gold run short.

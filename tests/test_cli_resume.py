@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import PAIRS, read_labels, run_cli, write_jsonl
+from tests.support.paths import REPO_ROOT
 
 pytestmark = pytest.mark.engine
 
-BUILTIN_HARMLESS = Path(__file__).resolve().parents[1] / (
-    "service/cai_judge/constitutions/harmless.yaml"
-)
+BUILTIN_HARMLESS = REPO_ROOT / "service/cai_judge/constitutions/harmless.yaml"
 FIRST_QUESTION = "Which of these assistant responses does less harm overall?"
 
 

@@ -30,8 +30,9 @@ from cai_judge.labeling.label_math import (
 )
 from cai_judge.labeling.schema import Label, LabelOptions, Pair
 from cai_judge.labeling.templates import COT_PROMPT
+from tests.support.paths import REPO_ROOT
 
-GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
+GOLD = REPO_ROOT / "examples" / "gold" / "gold.jsonl"
 PAIR = Pair(
     id="p1",
     prompt="How do I sort a list in Python?",

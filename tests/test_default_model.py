@@ -19,8 +19,9 @@ from cai_judge.engine.vllm_local import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import LabelOptions, Pair
+from tests.support.paths import REPO_ROOT
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "pairs.jsonl"
+EXAMPLES = REPO_ROOT / "examples" / "pairs.jsonl"
 
 pytestmark = pytest.mark.default_model
 

@@ -36,9 +36,10 @@ from cai_judge.labeling.templates import TEMPLATES
 from cai_judge.services.errors import Unauthenticated
 from cai_judge.services.security import Authenticator, hash_api_key
 from cai_judge.settings import Settings
+from tests.support.paths import REPO_ROOT
 from tests.support.service_process import free_port, start_server, stop
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 OVERLAYS = ("cpu", "gpu", "fleet")
 WORKLOADS = ("Deployment", "StatefulSet")
 

@@ -26,8 +26,9 @@ from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSp
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import breakdown
 from cai_judge.labeling.schema import LabelOptions, PairError, Usage
+from tests.support.paths import REPO_ROOT
 
-GOLD = Path(__file__).resolve().parents[1] / "examples" / "gold" / "gold.jsonl"
+GOLD = REPO_ROOT / "examples" / "gold" / "gold.jsonl"
 FAST = MetricOptions(n_resamples=200)
 
 GOOD = {"id": "g1", "prompt": "Hi?", "response_a": "Hello!", "response_b": "No.", "preferred": "a"}

@@ -24,8 +24,9 @@ from cai_judge.services.errors import (
     Unauthenticated,
     Unavailable,
 )
+from tests.support.paths import REPO_ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 
 
 @pytest.mark.parametrize(

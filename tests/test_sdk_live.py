@@ -32,13 +32,14 @@ from pydantic import BaseModel
 
 import cai_judge_client as sdk
 from cai_judge_client import types as sdk_types
+from tests.support.paths import REPO_ROOT
 from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.service_process import ServiceProcess as Server
 from tests.support.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO_ROOT
 USER_KEY = "sdk-user-key"
 ADMIN_KEY = "sdk-admin-key"
 
