@@ -63,5 +63,5 @@ test-fast: setup
 # so a commit always gives the same result). A failure prints a reproduce blob.
 test-explore: setup
 	HYPOTHESIS_PROFILE=explore $(VENV)/bin/python -m pytest -ra \
-		tests/test_label_math.py tests/test_eval_protocols.py \
-		tests/test_server.py::test_schemathesis_finds_no_server_errors
+		tests/labeling/test_label_math.py tests/evaluation/test_eval_protocols.py \
+		tests/e2e/test_server.py::test_schemathesis_finds_no_server_errors

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sdk_label_dataset --pairs 10000
 
-Starts a real `cai-judge serve` on the tiny random model (tests/test_server.py's
+Starts a real `cai-judge serve` on the tiny random model (tests/support/service_process.py's
 `start_server`, loopback only), then, in a separate client process that imports only
 `cai_judge_client` (as a training job would), labels a lazily generated dataset with
 `CaiJudge.label_dataset(..., output=file)` at principles=1, twice side by side: a tenth of

@@ -1,5 +1,5 @@
 """The gRPC API against a real server: `cai-judge serve` (uvicorn and grpc.aio in one
-process) on the tiny model, on free loopback ports, as tests/test_server.py does for HTTP.
+process) on the tiny model, on free loopback ports, as tests/e2e/test_server.py does for HTTP.
 
 One module-scoped server (API keys on, so every test also exercises auth) serves every
 test; the drain test, the module's last, ends it with SIGTERM, which saves a second
