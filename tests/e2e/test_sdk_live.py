@@ -1,8 +1,8 @@
 """The SDK (clients/python) against a real cai-judge server on loopback, tiny model.
 
-One server per module (tests/support/service_process.py's `start_server`), with API
-keys configured so authentication is exercised too, and one real redis-server
-(tests/support/redis_server.py) behind it, so the batch-jobs calls (docs/DESIGN.md §5) run against the service's own jobs
+One server per module (tests/support's `start_server`), with API keys configured so
+authentication is exercised too, and one real redis-server (tests/support/redis_server.py)
+behind it, so the batch-jobs calls (docs/DESIGN.md §5) run against the service's own jobs
 API and consumer. Every call is tested through both clients: each test is parametrized
 over `sync` and `async`, through an adapter that awaits the async client or runs the sync
 one in a thread. The contract test compares the SDK's models with the server's
