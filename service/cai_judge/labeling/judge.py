@@ -124,7 +124,7 @@ class LabelPlan:
         rationale of `cot_max_tokens`, the answer stem (a few tokens, counted as 8).
         """
         if self.cot_prompts:
-            per_unit = self.options.cot_max_tokens + 8
+            per_unit = self.options.rationale_tokens + 8
             return sum(len(ids) + per_unit for ids, _ in self.cot_prompts)
         return sum(len(u.prompt_token_ids) for u in self.units)
 
@@ -280,7 +280,7 @@ class Judge:
         """CoT: generate every rationale (greedy), then fill `plan.units` from them."""
         renderer = self.renderer(plan.constitution.template)
         params = GenerationParams(
-            max_tokens=plan.options.cot_max_tokens,
+            max_tokens=plan.options.rationale_tokens,
             temperature=0.0,
             # The judge must not answer inside its rationale: the stem is appended after.
             stop=(renderer.template.answer_stem.rstrip(" ("),),
@@ -325,7 +325,7 @@ class Judge:
                 for pid in spec.principle_ids
             }
             # The rationale and the answer stem follow the tail in the scored unit.
-            extra = options.cot_max_tokens + len(renderer.cot_stem_ids)
+            extra = options.rationale_tokens + len(renderer.cot_stem_ids)
             renderer.cot_answer_tokens  # noqa: B018 (refuse an unusable stem before the engine)
         else:
             tails = {
@@ -443,7 +443,7 @@ class Judge:
                 "raw_margin": raw.margin,
                 "raw_p_a": raw.p_a,
                 "cot_max_probability": options.cot_max_probability,
-                "cot_max_tokens": options.cot_max_tokens,
+                "cot_max_tokens": options.rationale_tokens,
                 "rationales": [
                     Rationale(principle=pid, ab=rationales[ab], ba=rationales[ba])
                     for pid, (ab, ba) in zip(
