@@ -80,7 +80,30 @@ def test_options_are_checked_with_the_field_and_the_limit():
         command_from_proto(pb.LabelOptions(constitution="x" * 201), [])
     assert raised.value.param == "options.constitution"
     command = command_from_proto(pb.LabelOptions(constitution="harmless"), [])
-    assert command.principles == "all" and command.seed == 0
+    assert command.options.principles == "all" and command.options.seed == 0
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(pb.LabelOptions(constitution="harmless", cot_max_tokens=5000), [])
+    assert raised.value.param == "options.cot_max_tokens"
+    assert "1024" in raised.value.message
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(pb.LabelOptions(constitution="harmless", mode=7), [])
+    assert raised.value.param == "options.mode"
+
+
+def test_every_option_travels_into_the_one_options_object():
+    """gRPC builds the same LabelOptions as the HTTP API's wire model, field for field."""
+    from cai_judge.api.protocol import LabelingOptions
+
+    wire = pb.LabelOptions(
+        constitution="harmless", principles=3, seed=9, aggregator=pb.AGGREGATOR_MEAN_PROB,
+        per_principle=True, calibrated=True, mode=pb.MODE_COT, cot_max_tokens=40,
+    )  # fmt: skip
+    http = LabelingOptions(
+        constitution="harmless", principles=3, seed=9, aggregator="mean_prob",
+        per_principle=True, calibrated=True, mode="cot", cot_max_tokens=40,
+    )  # fmt: skip
+    assert command_from_proto(wire, []).options == http.to_options()
+    assert set(http.to_options().to_dict()) == set(LabelingOptions.model_fields)
 
 
 def test_pairs_reach_the_service_as_the_json_api_sends_them():
@@ -103,8 +126,8 @@ def test_calibration_travels_both_ways():
     )
 
     options = pb.LabelOptions(constitution="harmless", calibrated=True)
-    assert command_from_proto(options, []).calibrated
-    assert not command_from_proto(pb.LabelOptions(constitution="harmless"), []).calibrated
+    assert command_from_proto(options, []).options.calibrated
+    assert not command_from_proto(pb.LabelOptions(constitution="harmless"), []).options.calibrated
     label = Label(
         id="p", preferred="a", margin=0.3, p_a=0.574, position_bias=0.0, consistency=1.0,
         answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",

@@ -107,7 +107,9 @@ async def _calibrate(
     labeled = [p for r, p in zip(results, pairs, strict=True) if isinstance(r, Label)]
     counts: Sequence[int | None] = [None] * (2 * len(labeled))
     if profile.length_control:
-        counts = await judge.token_counts([t for p in labeled for t in (p.response_a, p.response_b)])
+        counts = await judge.token_counts(
+            [t for p in labeled for t in (p.response_a, p.response_b)]
+        )
     return calibrate_results(results, profile, counts)
 
 
@@ -163,4 +165,3 @@ def _reindex(
             result = result.model_copy(update={"index": index, "error": detail})
         out[index] = result
     return [r for r in out if r is not None]
-

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
+
 # The one options type lives in options.py; importable from here as it always was.
 from cai_judge.labeling.options import LabelOptions as LabelOptions
 from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
