@@ -21,9 +21,7 @@ def test_to_dict_round_trips_and_keeps_only_the_callers_choices():
     assert set(stored) == set(CALLER_FIELDS)
     assert stored["aggregator"] == "mean_prob"  # JSON values: a job hash stores them as text
     # The server's tuning is not the caller's: it is filled in again by whoever labels.
-    assert LabelOptions.from_dict(stored) == options.model_copy(
-        update={"low_mass_threshold": 0.5}
-    )
+    assert LabelOptions.from_dict(stored) == options.model_copy(update={"low_mass_threshold": 0.5})
 
 
 def test_from_dict_owns_the_defaults_of_records_older_than_an_option():
