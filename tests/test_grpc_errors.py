@@ -143,6 +143,37 @@ def test_calibration_travels_both_ways():
     )
 
 
+def test_a_cot_label_travels_with_its_raw_numbers_and_rationales():
+    from cai_judge.labeling.schema import (
+        ConstitutionRef,
+        Label,
+        PrincipleResult,
+        Rationale,
+        TemplateRef,
+    )
+
+    label = Label(
+        id="p", preferred="a", margin=0.3, p_a=0.574, position_bias=0.0, consistency=1.0,
+        answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",
+        aggregator="mean_logodds", constitution=ConstitutionRef(id="c", version="v"),
+        template=TemplateRef(id="t", version="v"), model="m", seed=0, mode="cot",
+        raw_margin=2.0, raw_p_a=0.88, cot_max_probability=0.6, cot_max_tokens=12,
+        rationales=[Rationale(principle="x", ab="because A", ba="because B")],
+        per_principle=[PrincipleResult(
+            principle="x", s_ab=0.1, s_ba=-0.1, margin=0.3, position_bias=0.0, agree=True,
+            answer_mass=0.9, raw_s_ab=1.0, raw_s_ba=-1.0, raw_margin=2.0,
+        )],
+    )  # fmt: skip
+    wire = label_to_proto(label)
+    assert wire.mode == pb.MODE_COT
+    assert (wire.raw_margin, wire.raw_p_a, wire.cot_max_tokens) == (2.0, 0.88, 12)
+    assert [(r.principle, r.ab, r.ba) for r in wire.rationales] == [("x", "because A", "because B")]
+    principle = wire.per_principle[0]
+    assert (principle.raw_s_ab, principle.raw_s_ba, principle.raw_margin) == (1.0, -1.0, 2.0)
+    plain = label_to_proto(label.model_copy(update={"mode": None, "raw_margin": None}))
+    assert plain.mode == pb.MODE_UNSPECIFIED and not plain.HasField("raw_margin")
+
+
 def test_the_stale_stub_check_fails_after_a_proto_edit(tmp_path: Path):
     """`make lint` runs scripts/protos.sh --check: current stubs pass, stale ones fail."""
     for part in ("scripts/protos.sh", "protos", "service/cai_judge/grpc/gen"):

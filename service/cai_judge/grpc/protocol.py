@@ -117,6 +117,9 @@ def label_to_proto(label: Label) -> pb.Label:
                 position_bias=p.position_bias,
                 agree=p.agree,
                 answer_mass=p.answer_mass,
+                raw_s_ab=p.raw_s_ab,
+                raw_s_ba=p.raw_s_ba,
+                raw_margin=p.raw_margin,
             )
             for p in label.per_principle or []
         ],
