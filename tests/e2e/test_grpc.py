@@ -220,6 +220,46 @@ def test_same_pairs_give_the_same_labels_over_http_and_grpc(server: GrpcServer):
     assert error.error.message == over_http[4]["error"]["message"]
 
 
+def test_cot_requests_carry_every_option_and_match_http(server: GrpcServer):
+    """gRPC carries mode and cot_max_tokens (it once had neither, so a CoT request could
+    only go over HTTP), and a CoT label comes back with its raw numbers and rationales."""
+    pairs = [pair(i, 6) for i in range(2)]
+    body = {"constitution": "harmless", "pairs": pairs, "principles": 1, "seed": 3,
+            "per_principle": True, "mode": "cot", "cot_max_tokens": 6}  # fmt: skip
+    over_http = httpx.post(
+        f"{server.http.url}/v1/labels", json=body, headers=auth_headers(), timeout=300
+    )
+    assert over_http.status_code == 200, over_http.text
+    request = pb.LabelRequest(
+        options=options(principles=1, seed=3, per_principle=True, mode=pb.MODE_COT,
+                        cot_max_tokens=6),
+        pairs=[to_proto(p) for p in pairs],
+    )  # fmt: skip
+    over_grpc = server.stub.Label(request, metadata=auth(), timeout=300).results
+    for expected, got in zip(over_http.json()["labels"], over_grpc, strict=True):
+        assert got.WhichOneof("result") == "label", got
+        label = got.label
+        assert label.mode == pb.MODE_COT and expected["mode"] == "cot"
+        assert label.cot_max_tokens == expected["cot_max_tokens"] == 6
+        assert label.template.version == expected["template"]["version"]
+        assert (label.raw_margin, label.raw_p_a) == (expected["raw_margin"], expected["raw_p_a"])
+        assert label.cot_max_probability == expected["cot_max_probability"]
+        assert [(r.principle, r.ab, r.ba) for r in label.rationales] == [
+            (r["principle"], r["ab"], r["ba"]) for r in expected["rationales"]
+        ]
+        assert label.per_principle[0].raw_margin == expected["per_principle"][0]["raw_margin"]
+    # A rationale budget over the service's limit, or over the protocol's, names the field.
+    for tokens, param, words in [(300, "cot_max_tokens", "256"),
+                                 (2000, "options.cot_max_tokens", "1024")]:  # fmt: skip
+        request = pb.LabelRequest(
+            options=options(mode=pb.MODE_COT, cot_max_tokens=tokens), pairs=[to_proto(pair(1))]
+        )
+        error = call_error(server.stub.Label, request, metadata=auth())
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert error_details(error)[0].metadata["param"] == param
+        assert words in error.details()
+
+
 def test_stream_answers_each_pair_once_tagged_while_the_stream_is_open(server: GrpcServer):
     pairs = [pair(100 + i, 10) for i in range(12)]
     pairs[5] = {**pairs[5], "response_a": ""}

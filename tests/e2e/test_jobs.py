@@ -319,6 +319,33 @@ async def test_result_writes_are_idempotent(redis_url: str):
     await store.redis.aclose()
 
 
+async def test_a_job_stored_before_the_cot_options_still_labels(client: Client, redis_url: str):
+    """A record written before `calibrated`, `mode` and `cot_max_tokens` existed (and with
+    no `constitution` in its options) loads through LabelOptions.from_dict's defaults."""
+    spec = ConstitutionRegistry.with_builtins().resolve("harmless")
+    old_options = {"principles": 2, "seed": 0, "aggregator": "mean_logodds", "per_principle": False}
+    async with client():
+        store = RedisJobStore(Redis.from_url(redis_url), ttl_s=60)
+        await store.append_lines("old-job", [json.dumps(pair(i)).encode() for i in range(3)])
+        now = time.time()
+        old = JobRecord(
+            "old-job", "queued", 3, 0, 0, now, now, None, spec.id, spec.version, old_options
+        )
+        await store.create(old, 4, None, "digest")
+        deadline = time.monotonic() + 180
+        while (job := await store.get("old-job")) is not None and job.state not in FINAL:
+            assert time.monotonic() < deadline, job
+            await asyncio.sleep(0.2)
+        assert job is not None and job.state == "succeeded", job
+        results = [json.loads(line) for line in await store.results("old-job", 0, 3)]
+        await store.redis.aclose()
+    assert [r["id"] for r in results] == ["p0", "p1", "p2"]
+    for label in results:
+        assert label["selection"] == 2 and len(label["principles"]) == 2
+        assert label["constitution"] == {"id": spec.id, "version": spec.version}
+        assert "mode" not in label and label.get("calibration") is None  # plain, uncalibrated
+
+
 async def test_a_dead_consumers_chunk_is_reclaimed(redis_url: str):
     store = RedisJobStore(Redis.from_url(redis_url), ttl_s=60)
     await store.ensure_group()

@@ -81,7 +81,30 @@ def test_options_are_checked_with_the_field_and_the_limit():
         command_from_proto(pb.LabelOptions(constitution="x" * 201), [])
     assert raised.value.param == "options.constitution"
     command = command_from_proto(pb.LabelOptions(constitution="harmless"), [])
-    assert command.principles == "all" and command.seed == 0
+    assert command.options.principles == "all" and command.options.seed == 0
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(pb.LabelOptions(constitution="harmless", cot_max_tokens=5000), [])
+    assert raised.value.param == "options.cot_max_tokens"
+    assert "1024" in raised.value.message
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(pb.LabelOptions(constitution="harmless", mode=7), [])
+    assert raised.value.param == "options.mode"
+
+
+def test_every_option_travels_into_the_one_options_object():
+    """gRPC builds the same LabelOptions as the HTTP API's wire model, field for field."""
+    from cai_judge.api.protocol import LabelingOptions
+
+    wire = pb.LabelOptions(
+        constitution="harmless", principles=3, seed=9, aggregator=pb.AGGREGATOR_MEAN_PROB,
+        per_principle=True, calibrated=True, mode=pb.MODE_COT, cot_max_tokens=40,
+    )  # fmt: skip
+    http = LabelingOptions(
+        constitution="harmless", principles=3, seed=9, aggregator="mean_prob",
+        per_principle=True, calibrated=True, mode="cot", cot_max_tokens=40,
+    )  # fmt: skip
+    assert command_from_proto(wire, []).options == http.to_options()
+    assert set(http.to_options().to_dict()) == set(LabelingOptions.model_fields)
 
 
 def test_pairs_reach_the_service_as_the_json_api_sends_them():
@@ -104,8 +127,8 @@ def test_calibration_travels_both_ways():
     )
 
     options = pb.LabelOptions(constitution="harmless", calibrated=True)
-    assert command_from_proto(options, []).calibrated
-    assert not command_from_proto(pb.LabelOptions(constitution="harmless"), []).calibrated
+    assert command_from_proto(options, []).options.calibrated
+    assert not command_from_proto(pb.LabelOptions(constitution="harmless"), []).options.calibrated
     label = Label(
         id="p", preferred="a", margin=0.3, p_a=0.574, position_bias=0.0, consistency=1.0,
         answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",
@@ -119,6 +142,37 @@ def test_calibration_travels_both_ways():
     assert not label_to_proto(label.model_copy(update={"calibration": None})).HasField(
         "calibration"
     )
+
+
+def test_a_cot_label_travels_with_its_raw_numbers_and_rationales():
+    from cai_judge.labeling.schema import (
+        ConstitutionRef,
+        Label,
+        PrincipleResult,
+        Rationale,
+        TemplateRef,
+    )
+
+    label = Label(
+        id="p", preferred="a", margin=0.3, p_a=0.574, position_bias=0.0, consistency=1.0,
+        answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",
+        aggregator="mean_logodds", constitution=ConstitutionRef(id="c", version="v"),
+        template=TemplateRef(id="t", version="v"), model="m", seed=0, mode="cot",
+        raw_margin=2.0, raw_p_a=0.88, cot_max_probability=0.6, cot_max_tokens=12,
+        rationales=[Rationale(principle="x", ab="because A", ba="because B")],
+        per_principle=[PrincipleResult(
+            principle="x", s_ab=0.1, s_ba=-0.1, margin=0.3, position_bias=0.0, agree=True,
+            answer_mass=0.9, raw_s_ab=1.0, raw_s_ba=-1.0, raw_margin=2.0,
+        )],
+    )  # fmt: skip
+    wire = label_to_proto(label)
+    assert wire.mode == pb.MODE_COT
+    assert (wire.raw_margin, wire.raw_p_a, wire.cot_max_tokens) == (2.0, 0.88, 12)
+    assert [(r.principle, r.ab, r.ba) for r in wire.rationales] == [("x", "because A", "because B")]
+    principle = wire.per_principle[0]
+    assert (principle.raw_s_ab, principle.raw_s_ba, principle.raw_margin) == (1.0, -1.0, 2.0)
+    plain = label_to_proto(label.model_copy(update={"mode": None, "raw_margin": None}))
+    assert plain.mode == pb.MODE_UNSPECIFIED and not plain.HasField("raw_margin")
 
 
 def test_the_stale_stub_check_fails_after_a_proto_edit(tmp_path: Path):

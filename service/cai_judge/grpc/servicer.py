@@ -153,7 +153,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
         services = self.services
         services.admission.ensure_open()
         services.labels.check_rate(caller)
-        await services.constitutions.get(command.constitution)  # NOT_FOUND before any pair
+        await services.constitutions.get(first.options.constitution)  # NOT_FOUND before any pair
         session = LabelStreamSession(
             services.labels, services.admission, caller, command, self.stream_limits
         )

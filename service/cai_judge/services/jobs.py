@@ -27,10 +27,10 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 from cai_judge.labeling.constitution import ConstitutionNotFound
-from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.schema import Label, PairError
 from cai_judge.services.errors import (
     InvalidRequest,
@@ -63,34 +63,6 @@ MAX_JOBS_PER_LIST = 100
 UPLOAD_BATCH_LINES = 1000
 # A line longer than this cannot be a valid pair (three texts of MAX_TEXT_CHARS and JSON).
 MAX_LINE_BYTES = 4 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """A job's options: the same as /v1/labels, minus the pairs."""
-
-    constitution: str
-    principles: int | Literal["all"] = "all"
-    seed: int = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = False
-    calibrated: bool = False
-    mode: Literal["plain", "cot"] = "plain"
-    cot_max_tokens: int | None = None
-
-    def command(self) -> LabelCommand:
-        """The options as a label command with no pairs: what `check_options` reads."""
-        return LabelCommand(
-            constitution=self.constitution,
-            pairs=(),
-            principles=self.principles,
-            seed=self.seed,
-            aggregator=self.aggregator,
-            per_principle=self.per_principle,
-            calibrated=self.calibrated,
-            mode=self.mode,
-            cot_max_tokens=self.cot_max_tokens,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,7 +211,7 @@ class JobService:
 
     async def submit(
         self,
-        spec: JobSpec,
+        options: LabelOptions,
         lines: AsyncIterable[bytes],
         caller: Caller,
         idempotency_key: str | None = None,
@@ -258,19 +230,9 @@ class JobService:
         self.labels.check_rate(caller)
         # The same checks as /v1/labels, before a line is read or stored (DESIGN.md §5):
         # a job whose every chunk the labeler would refuse is refused here with 422.
-        constitution, _, _ = await asyncio.to_thread(self.labels.check_options, spec.command())
-        options = {
-            "principles": spec.principles,
-            "seed": spec.seed,
-            "aggregator": spec.aggregator.value,
-            "per_principle": spec.per_principle,
-            "calibrated": spec.calibrated,
-            "mode": spec.mode,
-            "cot_max_tokens": spec.cot_max_tokens,
-        }
-        digest = hashlib.sha256(
-            json.dumps({"constitution": spec.constitution, **options}, sort_keys=True).encode()
-        )
+        constitution, _, _ = await asyncio.to_thread(self.labels.check_options, options)
+        stored = options.to_dict()
+        digest = hashlib.sha256(json.dumps(stored, sort_keys=True).encode())
         scope = None
         if idempotency_key is not None:
             scope = hashlib.sha256(f"{caller.identity}\0{idempotency_key}".encode()).hexdigest()
@@ -319,7 +281,7 @@ class JobService:
                 started_at=None,
                 constitution_id=constitution.id,
                 constitution_version=constitution.version,
-                options=options,
+                options=stored,
                 owner=owner,
                 input_bytes=size,
             )
@@ -436,20 +398,11 @@ class ChunkLabeler:
             raw_pairs.append(value)
             positions.append(index)
         if raw_pairs:
-            options = record.options
-            command = LabelCommand(
-                constitution=f"{record.constitution_id}@{record.constitution_version}",
-                pairs=raw_pairs,
-                principles=options["principles"],
-                seed=options["seed"],
-                aggregator=Aggregator(options["aggregator"]),
-                per_principle=options["per_principle"],
-                # Jobs stored before these options existed were plain and uncalibrated.
-                calibrated=options.get("calibrated", False),
-                mode=options.get("mode", "plain"),
-                cot_max_tokens=options.get("cot_max_tokens"),
-            )
-            outcome = await self.labels.label_admitted(command)
+            # The version the job was submitted against, whatever the latest is now; an
+            # old record's missing options take from_dict's defaults.
+            ref = f"{record.constitution_id}@{record.constitution_version}"
+            options = LabelOptions.from_dict({**record.options, "constitution": ref})
+            outcome = await self.labels.label_admitted(LabelCommand(options, raw_pairs))
             # The service numbers results within this chunk: back to the job's indices.
             for local, result in enumerate(outcome.results):
                 index = positions[local]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
+from cai_judge.labeling.pipeline import validate_items
 from cai_judge.labeling.schema import PairError
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited
-from cai_judge.services.labels import validate_items
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller, RateLimiter
 from cai_judge.settings import Settings
