@@ -17,6 +17,7 @@ import asyncio
 import functools
 import hashlib
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -56,6 +57,7 @@ from cai_judge.evaluation.calibration import (
     GoldInfo,
     LengthInfo,
     LengthOnlyReport,
+    LengthSample,
     build_report,
     calibration_samples,
     estimate_length_sensitivity,
@@ -79,6 +81,7 @@ if TYPE_CHECKING:
     from cai_judge.evaluation.gold import GoldPair
     from cai_judge.evaluation.runner import JudgeRun, PairsRun
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+    from cai_judge.labeling.options import LabelOptions
     from cai_judge.labeling.schema import Pair
     from cai_judge.settings import Settings
 
@@ -315,24 +318,8 @@ def calibrate_command(
         aggregator=aggregator,
         low_mass_threshold=settings.low_mass_threshold,
     )
-    if output.is_dir():
-        raise fail(f"{output} is a folder; -o names the profile file to write")
-    report_folder = report_dir or output.with_name(f"{output.stem}-report")
-    if report_folder.exists() and not report_folder.is_dir():
-        raise fail(f"{report_folder} exists and is not a folder; --report-dir names a folder")
-    gold: list[GoldPair] = []
-    if gold_path is not None:
-        gold = load_gold(gold_path)
-        if len(gold) < MIN_GOLD_PAIRS:
-            raise fail(
-                f"{gold_path} holds {len(gold)} pair(s); a calibration needs at least "
-                f"{MIN_GOLD_PAIRS} (a few hundred is better): with fewer, the fitted "
-                "temperature and the cross-validated numbers are mostly noise. Label more gold "
-                "pairs, or fit the length debiasing alone with --unlabeled."
-            )
-        groups = len({pair_group(g) for g in gold})
-        if folds > groups:
-            raise fail(f"--folds {folds} is more than the {groups} distinct pairs in {gold_path}")
+    report_folder = _report_folder(output, report_dir)
+    gold = _load_gold_set(gold_path, folds) if gold_path is not None else []
     pairs = _read_unlabeled(unlabeled) if unlabeled is not None else []
 
     run, pairs_run, counts, template = asyncio.run(
@@ -350,42 +337,128 @@ def calibrate_command(
         selection=options.principles,
     )
 
-    length: LengthInfo | None = None
-    length_record: LengthFitRecord | None = None
-    sensitivity: dict[str, float] | None = None
+    unlabeled_fit: _UnlabeledFit | None = None
     if pairs_run is not None and unlabeled is not None:
-        unlabeled_counts = {pid.removeprefix("unlabeled:"): n for pid, n in counts.items()
-                            if pid.startswith("unlabeled:")}  # fmt: skip
-        samples_u = length_samples(pairs_run, unlabeled_counts, options.aggregator,
-                                   options.principles)  # fmt: skip
-        if not samples_u:
-            raise fail(f"no pair of --unlabeled {unlabeled} was scored", ExitCode.SOME_PAIRS_FAILED)
-        try:
-            sensitivity = estimate_length_sensitivity(samples_u)
-        except ValueError as error:
-            raise fail(f"--unlabeled {unlabeled}: {error}") from None
-        unlabeled_sha256 = hashlib.sha256(unlabeled.read_bytes()).hexdigest()
-        length = length_info(
-            samples_u, sensitivity, source="unlabeled", path=str(unlabeled),
-            sha256=unlabeled_sha256, pairs=len(pairs), errors=pairs_run.errors,
-        )  # fmt: skip
-        length_record = LengthFitRecord(
-            source="unlabeled", path=unlabeled.name, sha256=unlabeled_sha256,
-            pairs=len(samples_u),
-        )  # fmt: skip
+        unlabeled_fit = _fit_length_on_unlabeled(pairs_run, counts, options, unlabeled, len(pairs))
         if run is None:
             profile = CalibrationProfile.create(
                 key,
-                CalibrationTerms(inverse_temperature=1.0, length_sensitivity=sensitivity),
+                CalibrationTerms(
+                    inverse_temperature=1.0, length_sensitivity=unlabeled_fit.sensitivity
+                ),
                 None,
-                length_record,
+                unlabeled_fit.record,
             )
-            _write_length_only(length_only_report(samples_u, profile, length), report_folder)
+            _write_length_only(
+                length_only_report(unlabeled_fit.samples, profile, unlabeled_fit.info),
+                report_folder,
+            )
             _write_profile(output, profile)
             if pairs_run.errors:
                 raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
             return
     assert run is not None and gold_path is not None
+    choices = _FitChoices(
+        length_control=length_control,
+        allow_reversal=allow_reversal,
+        folds=folds,
+        seed=seed,
+        bins=bins,
+        bootstrap=bootstrap,
+    )
+    fitted = _fit_on_gold(run, counts, gold, gold_path, key, options, unlabeled_fit, choices,
+                           report_folder)  # fmt: skip
+    if fitted is None:
+        raise fail(f"no profile written to {output} (see the warning above)", ExitCode.NO_PROFILE)
+    _write_profile(output, fitted)
+    if run.errors or (pairs_run is not None and pairs_run.errors):
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+def _report_folder(output: Path, report_dir: Path | None) -> Path:
+    if output.is_dir():
+        raise fail(f"{output} is a folder; -o names the profile file to write")
+    report_folder = report_dir or output.with_name(f"{output.stem}-report")
+    if report_folder.exists() and not report_folder.is_dir():
+        raise fail(f"{report_folder} exists and is not a folder; --report-dir names a folder")
+    return report_folder
+
+
+def _load_gold_set(gold_path: Path, folds: int) -> list[GoldPair]:
+    """The gold pairs, refused when too few to fit on or to cross-validate with `folds`."""
+    gold = load_gold(gold_path)
+    if len(gold) < MIN_GOLD_PAIRS:
+        raise fail(
+            f"{gold_path} holds {len(gold)} pair(s); a calibration needs at least "
+            f"{MIN_GOLD_PAIRS} (a few hundred is better): with fewer, the fitted "
+            "temperature and the cross-validated numbers are mostly noise. Label more gold "
+            "pairs, or fit the length debiasing alone with --unlabeled."
+        )
+    groups = len({pair_group(g) for g in gold})
+    if folds > groups:
+        raise fail(f"--folds {folds} is more than the {groups} distinct pairs in {gold_path}")
+    return gold
+
+
+@dataclass(frozen=True)
+class _UnlabeledFit:
+    """The length sensitivity β estimated on --unlabeled pairs, with what the report shows."""
+
+    sensitivity: dict[str, float]
+    samples: list[LengthSample]
+    info: LengthInfo
+    record: LengthFitRecord
+
+
+def _fit_length_on_unlabeled(
+    pairs_run: PairsRun,
+    counts: dict[str, tuple[int, int]],
+    options: LabelOptions,
+    unlabeled: Path,
+    pair_count: int,
+) -> _UnlabeledFit:
+    unlabeled_counts = {pid.removeprefix("unlabeled:"): n for pid, n in counts.items()
+                        if pid.startswith("unlabeled:")}  # fmt: skip
+    samples = length_samples(pairs_run, unlabeled_counts, options.aggregator, options.principles)
+    if not samples:
+        raise fail(f"no pair of --unlabeled {unlabeled} was scored", ExitCode.SOME_PAIRS_FAILED)
+    try:
+        sensitivity = estimate_length_sensitivity(samples)
+    except ValueError as error:
+        raise fail(f"--unlabeled {unlabeled}: {error}") from None
+    sha256 = hashlib.sha256(unlabeled.read_bytes()).hexdigest()
+    info = length_info(
+        samples, sensitivity, source="unlabeled", path=str(unlabeled),
+        sha256=sha256, pairs=pair_count, errors=pairs_run.errors,
+    )  # fmt: skip
+    record = LengthFitRecord(
+        source="unlabeled", path=unlabeled.name, sha256=sha256, pairs=len(samples)
+    )
+    return _UnlabeledFit(sensitivity=sensitivity, samples=samples, info=info, record=record)
+
+
+@dataclass(frozen=True)
+class _FitChoices:
+    length_control: bool
+    allow_reversal: bool
+    folds: int
+    seed: int
+    bins: int
+    bootstrap: int
+
+
+def _fit_on_gold(
+    run: JudgeRun,
+    counts: dict[str, tuple[int, int]],
+    gold: list[GoldPair],
+    gold_path: Path,
+    key: ProfileKey,
+    options: LabelOptions,
+    unlabeled_fit: _UnlabeledFit | None,
+    choices: _FitChoices,
+    report_folder: Path,
+) -> CalibrationProfile | None:
+    """Fit on the gold set, write and print the report; None when the fit refused a direction."""
     if len(run.scored) < MIN_GOLD_PAIRS:
         raise fail(
             f"only {len(run.scored)} of {len(gold)} gold pairs were scored (see above); a "
@@ -394,7 +467,8 @@ def calibrate_command(
         )
     samples = calibration_samples(run, counts, options.aggregator, options.principles)
     gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
-    debias = length_control or sensitivity is not None
+    length_record = unlabeled_fit.record if unlabeled_fit is not None else None
+    debias = choices.length_control or unlabeled_fit is not None
     if debias and length_record is None:
         length_record = LengthFitRecord(
             source="gold", path=gold_path.name, sha256=gold_sha256, pairs=len(samples)
@@ -409,8 +483,8 @@ def calibrate_command(
             FitRecord(
                 gold_sha256=gold_sha256,
                 gold_pairs=len(samples),
-                folds=folds,
-                seed=seed,
+                folds=choices.folds,
+                seed=choices.seed,
                 ece_raw=raw.ece,
                 ece_cross_validated=cross.ece,
                 brier_raw=raw.brier,
@@ -424,8 +498,8 @@ def calibrate_command(
             samples,
             FitSpec(
                 length_control=debias,
-                allow_reversal=allow_reversal,
-                fixed_sensitivity=sensitivity,
+                allow_reversal=choices.allow_reversal,
+                fixed_sensitivity=unlabeled_fit.sensitivity if unlabeled_fit else None,
             ),
             make_profile,
             GoldInfo(
@@ -435,11 +509,11 @@ def calibrate_command(
                 scored=len(run.scored),
                 errors=list(run.errors),
             ),
-            length=length,
-            folds=folds,
-            seed=seed,
-            n_bins=bins,
-            n_resamples=bootstrap,
+            length=unlabeled_fit.info if unlabeled_fit else None,
+            folds=choices.folds,
+            seed=choices.seed,
+            n_bins=choices.bins,
+            n_resamples=choices.bootstrap,
         )
     except ValueError as error:
         raise fail(f"{gold_path}: {error}") from None
@@ -451,11 +525,7 @@ def calibrate_command(
     console.print(f"wrote the report {json_path} and {html_path}")
     for warning in outcome.report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    if outcome.fit.direction_rejected:
-        raise fail(f"no profile written to {output} (see the warning above)", ExitCode.NO_PROFILE)
-    _write_profile(output, outcome.profile)
-    if run.errors or (pairs_run is not None and pairs_run.errors):
-        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+    return None if outcome.fit.direction_rejected else outcome.profile
 
 
 def _write_length_only(report: LengthOnlyReport, folder: Path) -> None:
