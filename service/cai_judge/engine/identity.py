@@ -2,7 +2,7 @@
 
 DESIGN.md §3 and §5: a label depends on the model, the template version, the constitution
 version, the principles and the pair; all but the model are in a unit's token ids, so the
-label cache keys on the unit's ids and on this identity. Issue 19: the key used the local
+label cache keys on the unit's ids and on this identity. The key once used the local
 `dtype` *setting* ("auto" by default), not the dtype the engine really ran in, so a bf16
 and an fp32 engine behind one name could share entries. Every engine now reports:
 

@@ -2,7 +2,7 @@
 
 DESIGN.md §3 and §5: identical score units across concurrent calls are computed once, by
 the batching decorator (engine/batching.py) and by the label cache (engine/caching.py).
-Both need the same bookkeeping, and getting it subtly wrong twice is how issue 19's race
+Both need the same bookkeeping, and getting it subtly wrong twice is how a race once
 happened: a caller that joined an entry whose waiters had dropped to zero was not counted
 by the batch, so the batch was cancelled under it when the others left.
 
@@ -75,7 +75,7 @@ class SingleFlight(Generic[K, V]):
             flight.refs += 1
             if flight.work is not None:
                 # Always counted, even when this flight's own count had dropped to zero
-                # while its work kept running for other flights: the race of issue 19.
+                # while its work kept running for other flights, or the work is cancelled under it.
                 flight.work.refs += 1
             flights.append(flight)
         return flights, new

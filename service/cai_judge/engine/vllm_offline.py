@@ -1,4 +1,4 @@
-"""vLLM's engine core in this process: the offline CLI's engine (issue 9, DESIGN.md §4).
+"""vLLM's engine core in this process: the offline CLI's engine (DESIGN.md §4).
 
 AsyncLLM always runs its engine core in a child process, and on the CPU that core runs
 its model worker in another: three processes that each import vLLM and torch one after

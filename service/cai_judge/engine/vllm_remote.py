@@ -435,7 +435,7 @@ class RemoteVllmEngine:
             if not self.router.healthy_servers:
                 raise EngineUnavailable(f"no vLLM server is reachable: {error}") from None
             # A 5xx or a timeout on every try is the fleet's state now, not the unit's: it
-            # is transient (issue 19), so a job retries the chunk rather than storing a
+            # is transient, so a job retries the chunk rather than storing a
             # permanent `engine_error`, and /v1/labels tells the client to retry.
             raise EngineUnavailable(
                 f"vLLM request failed after {self.config.retries} retries: {error}"

@@ -2,7 +2,7 @@
 
 A judge's raw `p_a = σ(margin)` (DESIGN.md §2) is rarely calibrated: a small instruct judge
 agreed with a reference on 96% of 24 pairs with an ECE of 0.38, its p_a huddling between
-0.4 and 0.6, and picked the longer response 84% of the time where people did 50% (issue 15).
+0.4 and 0.6, and picked the longer response 84% of the time where people did 50%.
 A Bradley–Terry reward model reads p_a as a soft label, so both errors reach it.
 
 A profile (schema 2), fitted by `cai-judge calibrate` (evaluation/calibration.py), maps the
@@ -17,7 +17,7 @@ label's raw margin to a calibrated log-odds
   the per-principle debiased margins `m_i − β_i·L`: debiasing before aggregation. This is
   AlpacaEval 2's length control: model the judge's dependence on the length difference,
   then predict with that difference set to zero. The debiased margin carries no term that
-  rewards length, so it cannot learn gold's length preference either (issue 22: schema 1
+  rewards length, so it cannot learn gold's length preference either (schema 1
   fitted λ·L against gold and *kept* it, which is length imitation; gold mildly preferring
   the longer response made the "controlled" labels prefer it more).
 - `w = 1/T`, the inverse temperature, fitted on gold after debiasing; 1 when the profile was

@@ -453,7 +453,8 @@ class JobConsumer:
     """Takes chunks off the shared stream and labels them, until cancelled.
 
     `jobs_concurrency` loops run under a supervisor: a loop that ends, for any reason, is
-    logged and started again (issue 19), and `cai_judge_job_consumer_loops` shows how many
+    logged and started again (a loop must never quietly die), and
+    `cai_judge_job_consumer_loops` shows how many
     are live. Redis errors never end a loop: it backs off (up to 2 s) and goes on; a chunk
     it could not finish stays pending and is reclaimed, by this consumer or another, once
     idle for `jobs_claim_idle_s`.

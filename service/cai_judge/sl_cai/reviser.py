@@ -12,7 +12,7 @@ of text the model could read as its own words. A constitution's `revision_exampl
 first as earlier turns of the same conversation (few-shot). Each round starts again from
 the prompt and the current response, so the context stays bounded whatever `rounds` is.
 
-No text can forge a turn (issue 19): special-token strings in every message are broken
+No text can forge a turn: special-token strings in every message are broken
 as the judge breaks them, and without a chat template (turns written as "Human:" and
 "Assistant:" text) every line of every message is quoted with "> " as the judge quotes:
 one function for both, in labeling/templates.py.
