@@ -4,10 +4,9 @@
     .venv/bin/python -m bench.soak --duration 90     # a quick check: every event scales
 
 Restarts, outages and bad jobs under load (a benchmark, not a test). It starts a real
-redis-server (append-only
-file, so jobs survive its restart: tests/support/redis_server.py) and two real `cai-judge
-serve` replicas on the default model sharing it (HTTP and gRPC, two API keys, each engine
-bound to its own core), then, for `--duration` seconds:
+redis-server (append-only file, so jobs survive its restart: tests/support/redis_server.py)
+and two real `cai-judge serve` replicas on the default model sharing it (HTTP and gRPC, two
+API keys, each engine bound to its own core), then, for `--duration` seconds:
 
 - `/v1/labels` at concurrency 8, small batches of distinct example pairs, alternating
   replicas; 503/429 retried after Retry-After and connection errors on the other replica,
