@@ -1,4 +1,4 @@
-"""gRPC vs HTTP on one server, in one run (issue 12's benchmark).
+"""gRPC vs HTTP on one server, in one run: what the gRPC wire saves.
 
     .venv/bin/python -m bench.grpc_vs_http --pairs 24 --principles 4
 

@@ -1,4 +1,4 @@
-"""Length control (issue 22) measured: P(picks longer) raw, debiased and gold on both gold sets.
+"""Length control measured: P(picks longer) raw, debiased and gold on both gold sets.
 
 The default model, the real CPU engine, four principles of `harmless` (to keep two gold
 sets under ~10 minutes of scoring on a shared 2-core CPU). Each gold set is scored once, every

@@ -1,4 +1,4 @@
-"""Redis benchmarks, side by side in one run (issue 10; figures in bench/results/redis_jobs.json).
+"""Redis benchmarks, side by side in one run (figures in bench/results/redis_jobs.json).
 
     .venv/bin/python -m bench.redis_jobs            # tiny random model: minutes on 2 cores
     .venv/bin/python -m bench.redis_jobs --model default

@@ -4,7 +4,7 @@
 
 On the service's engine, the same 16 `mix` pairs at K=16 (the padded template) three ways,
 3 reps, order rotated, prefix cache reset before each: `leader-first` (one unit of each
-prefix, then the rest once it is done: the schedule before issue 9), `at-once` (every unit
+prefix, then the rest once it is done: the schedule the engine once used), `at-once` (every unit
 together: the schedule now) and `naive-last` (bench/throughput.py's baseline). Writes
 bench/results/schedule.json.
 """

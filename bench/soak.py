@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.soak                   # 600 s of load, the default model
     .venv/bin/python -m bench.soak --duration 90     # a quick check: every event scales
 
-Issue 19's benchmark (a benchmark, not a test). It starts a real redis-server (append-only
-file, so jobs survive its restart: tests/support/redis_server.py) and two real `cai-judge
-serve` replicas on the default model sharing it (HTTP and gRPC, two API keys, each engine
-bound to its own core), then, for `--duration` seconds:
+Restarts, outages and bad jobs under load (a benchmark, not a test). It starts a real
+redis-server (append-only file, so jobs survive its restart: tests/support/redis_server.py)
+and two real `cai-judge serve` replicas on the default model sharing it (HTTP and gRPC, two
+API keys, each engine bound to its own core), then, for `--duration` seconds:
 
 - `/v1/labels` at concurrency 8, small batches of distinct example pairs, alternating
   replicas; 503/429 retried after Retry-After and connection errors on the other replica,
@@ -14,8 +14,8 @@ bound to its own core), then, for `--duration` seconds:
 - one gRPC LabelStream, fed a pair at a time (a window of unanswered pairs); a stream that
   ends in an error is reopened on the other replica with the pairs it had not answered;
 - one 5,000-pair job (NDJSON, `principles` small) and one job whose options the labeler
-  refuses (`calibrated: true` with no profiles loaded): answered 422 at submit once issue 19
-  is fixed; before, it is accepted and its chunk is redelivered forever;
+  refuses (`calibrated: true` with no profiles loaded): answered 422 at submit (a labeler
+  that accepted it would redeliver its chunk forever);
 - at 30 % of the duration Redis is stopped (SIGTERM, it flushes its AOF) and started again
   on the same port and directory; at 60 % replica B's process group gets SIGKILL (a pod
   killed). B is not restarted: what is under test is the survivor taking B's job chunks

@@ -7,7 +7,7 @@ Part 1, as a new user runs it: `cai-judge label one.jsonl -o out.jsonl` (one pai
 principle of `harmless`, the default model), timed from the command to the first label in
 the output file and to the process's exit, with the engine core in this process (the
 CLI's default) and in its own process (`CAI_JUDGE_ENGINE_CORE=subprocess`, AsyncLLM, as
-before issue 9), alternating. The log is searched for vLLM's forced kill at shutdown.
+the CLI once did), alternating. The log is searched for vLLM's forced kill at shutdown.
 
 Part 2, throughput: the same CLI labels the 24 example pairs at K=4 with each engine core,
 alternating; the CLI's own "labeled N pair(s) in S s" line (engine start excluded) gives

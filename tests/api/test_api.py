@@ -378,7 +378,7 @@ async def test_tokenizing_a_large_request_does_not_block_the_event_loop(client: 
 
 
 async def test_calibrated_cot_is_refused_up_front_not_500(client: Client, tmp_path: Path):
-    """Issue 19: a plain profile fits the request's key, so before the fix the CoT labels
+    """A plain profile fits the request's key, so without the up-front check the CoT labels
     were made and then `calibrate_label` raised ProfileMismatch (a ValueError): a 500."""
     async with client() as http:
         services = http.app.state.services  # type: ignore[attr-defined]

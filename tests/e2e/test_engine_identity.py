@@ -1,6 +1,6 @@
 """What an engine reports it is, and what the label cache keys on (engine/identity.py).
 
-Issue 19: the cache keyed on the `dtype` setting ("auto" by default), not the dtype the
+Why: the cache once keyed on the `dtype` setting ("auto" by default), not the dtype the
 engine ran in. The checkpoint digest runs on copies of the tiny model's files; the dtype
 is read back from the real tiny engine (vLLM's own model config).
 """

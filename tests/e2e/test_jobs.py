@@ -1,5 +1,5 @@
 """Batch jobs in process (httpx ASGI) on the tiny engine and a real redis-server: the wire
-contract of issue 10, idempotency, input order and cursors, cancel, fail-closed submission,
+contract (DESIGN.md §5), idempotency, input order and cursors, cancel, fail-closed submission,
 and the store's at-least-once rules (idempotent writes, XAUTOCLAIM takeover)."""
 
 from __future__ import annotations
@@ -366,7 +366,7 @@ async def test_a_dead_consumers_chunk_is_reclaimed(redis_url: str):
     await store.redis.aclose()
 
 
-# -- issue 19: nothing loops, limits, owners, pages, reclaim ---------------------------
+# -- nothing loops, limits, owners, pages, reclaim -----------------------------------
 
 
 async def no_job_keys(redis_url: str) -> None:
@@ -622,7 +622,7 @@ async def test_reclaim_follows_the_cursor_and_dead_consumers_are_removed(redis_u
 
 async def test_a_consumer_loop_that_ends_is_restarted(client: Client, monkeypatch):
     """A loop that ends (here by a stray CancelledError, as a shared batch cancelled under
-    it raised, issue 19) is started again, and the gauge shows the live loops."""
+    it once raised) is started again, and the gauge shows the live loops."""
     step = JobConsumer.step
     ended: list[str] = []
 

@@ -93,7 +93,7 @@ class DyingEngine:
 
 
 async def test_a_worker_whose_engine_died_stops_and_fails(tiny_engine: VllmEngine, redis_url: str):
-    """Issue 19: `cai-judge worker` ran no watchdog, so a dead engine kept taking chunks.
+    """`cai-judge worker` once ran no watchdog, so a dead engine kept taking chunks.
     Now the watchdog marks it dead (the consumer takes nothing) and the worker exits 1."""
     settings = Settings(max_model_len=1024, redis_url=redis_url, engine_health_interval_s=0.1)
     with pytest.raises(WorkerError, match="the engine died"):

@@ -31,7 +31,7 @@ JOB_SETTINGS = {
     "jobs_chunk_pairs": "4",
     # Short enough for a quick takeover, long enough that a live consumer's renewals (every
     # third of it) keep its chunk on a busy 2-core CI machine: a chunk stolen from a live
-    # consumer counts a delivery, and too many send it to the dead letter (issue 19).
+    # consumer counts a delivery, and too many send it to the dead letter.
     "jobs_claim_idle_s": "10",
     "rate_limit": "100000/minute",
 }

@@ -184,7 +184,7 @@ async def test_labels_equal_the_in_process_engine(
 async def test_a_fleet_serving_different_models_is_refused(
     remote: RemoteVllmEngine, servers: list[VllmServer], tiny_model_dir: Path, tmp_path: Path
 ):
-    """Issue 19: only tokenizers were compared, so servers serving different models (or
+    """Only tokenizers were once compared, so servers serving different models (or
     names, or contexts) under one fleet were mixed, and labels depended on routing."""
     # The module's fleet agrees; it reports what it serves (its dtype only in dev mode).
     assert remote.identity == EngineIdentity(str(tiny_model_dir), str(tiny_model_dir), "unreported")

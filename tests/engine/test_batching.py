@@ -137,8 +137,8 @@ async def test_a_failing_unit_fails_only_its_own_caller(
 
 
 async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_batch():
-    """Issue 19: C joined u2 after its waiters had dropped to zero and was not counted, so
-    X leaving cancelled the batch under C (CancelledError, HTTP 500)."""
+    """A race once: C joined u2 after its waiters had dropped to zero and was not counted,
+    so X leaving cancelled the batch under C (CancelledError, HTTP 500)."""
     fake = blocking_engine()
     engine = BatchingEngine(fake, window_s=0)
     [score] = await rejoin_after_zero(engine, fake)

@@ -213,8 +213,8 @@ async def store(request: pytest.FixtureRequest) -> AsyncIterator[UnitCacheStore]
 
 
 async def test_a_caller_joining_a_unit_nobody_waited_for_keeps_the_fill(store: UnitCacheStore):
-    """Issue 19: C joined u2 after its waiters had dropped to zero and was not counted, so
-    X leaving cancelled the fill under C (CancelledError, HTTP 500)."""
+    """A race once: C joined u2 after its waiters had dropped to zero and was not counted,
+    so X leaving cancelled the fill under C (CancelledError, HTTP 500)."""
     fake = blocking_engine()
     cache = CachingEngine(fake, store, "fake\0\0float32", ttl_s=60, timeout_s=1.0)
     [score] = await rejoin_after_zero(cache, fake)

@@ -344,7 +344,7 @@ def test_length_control_brings_prefers_longer_to_golds_own(tmp_path: Path):
 
 
 def test_length_control_does_not_imitate_golds_length_preference():
-    """Issue 22: gold mildly prefers the longer response and the judge's margin is mostly
+    """Gold mildly prefers the longer response and the judge's margin is mostly
     length. A length term fitted to gold and kept made the labels prefer the longer response
     *more* than raw; removing the judge's own β must not push past gold's preference."""
     rng = random.Random(11)

@@ -1,25 +1,13 @@
 """uvicorn with Kubernetes-style draining on SIGTERM (DESIGN.md §6).
 
-On the first SIGTERM the service stays up but turns unready (503 on /health/ready) and
-refuses new labeling work with 503. Admitted requests run on for up to `drain_timeout_s`.
-Whatever is still running then is cut: its engine work is aborted and it is answered 503
-with Retry-After (a shutdown is the server's choice, not the client's fault; the client
-retries elsewhere with the same idempotency key), never 500. Once those answers are out
-the server exits, and the lifespan shuts the engine down. A second signal exits at once.
+The first SIGTERM turns the service unready and refuses new work with 503; admitted
+requests run on for up to `drain_timeout_s`, then are cut with 503 and Retry-After (a
+shutdown is the server's choice, never a 500). A second signal exits at once. The gRPC
+server (`CAI_JUDGE_GRPC_PORT`) and an open metrics port (`CAI_JUDGE_METRICS_PORT`, for the
+scraper alone) run in this process and follow the same drain. Exit status 0 after a drain,
+1 when the engine died or a port could not be bound, so the orchestrator restarts the pod.
 
-With `CAI_JUDGE_GRPC_PORT` set, the gRPC server (grpc/server.py) runs in this process and
-event loop on the same Services, started once the lifespan has built them and stopped
-before it closes them. The drain covers it: gRPC health turns NOT_SERVING with readiness,
-new calls get UNAVAILABLE, and the server waits for open LabelStreams as for requests.
-
-With `CAI_JUDGE_METRICS_PORT` set, Prometheus metrics are also served on that port, open
-without a key (prometheus-client's own HTTP server, a thread reading the app's registry).
-Keys guard the API port, and Prometheus has none to send; the metrics port is for the
-scraper alone: Kubernetes opens it to the monitoring namespace only and keeps it off the
-public Service (k8s/base, docs/deploy.md).
-
-Exit status: 0 after a drain; 1 when the engine died (or hung), or the gRPC or metrics port
-could not be bound, so the orchestrator sees a failure and restarts the pod.
+The reasoning at length: docs/internals.md, section "api/server.py".
 """
 
 from __future__ import annotations

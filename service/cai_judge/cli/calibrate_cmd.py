@@ -5,7 +5,7 @@ and its cross-validation are then pure (evaluation/calibration.py). The profile 
 only when the fit is usable: a judge whose margin points away from gold gets a report that
 says so, and no profile.
 
-Length control (issue 22) is counterfactual: the judge's own length sensitivity β per
+Length control is counterfactual: the judge's own length sensitivity β per
 principle is estimated from its margins, without labels, and subtracted. `--length-control`
 estimates it on the gold set's pairs; `--unlabeled PAIRS.jsonl` estimates it on the user's own
 pairs, and with no gold set that is the whole fit (a profile with T = 1).

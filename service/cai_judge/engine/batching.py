@@ -1,21 +1,12 @@
 """Cross-request batching: concurrent calls share engine batches and identical units.
 
-Every `score` call (one HTTP request, say) puts its units into a shared pending list.
-A dispatcher takes whatever is pending after a short window and sends it to the engine
-as one batch, so the engine's prefix-group scheduling sees the units of all concurrent
-requests together. A unit already pending or running is not sent again: its callers
-wait on the same future (DESIGN.md §3: identical units across concurrent calls are
-computed once).
+A dispatcher sends whatever every caller has pending after a short window as one engine
+batch, so prefix-group scheduling sees all concurrent requests' units together, and a unit
+already pending or running is awaited, not sent again (DESIGN.md §3). A batch is cancelled
+only when every caller waiting on it has left (engine/single_flight.py counts them), and a
+failed unit costs only its own callers their labels (`ScoreUnitsFailed`).
 
-Cancellation is per caller: when every caller waiting on a batch has gone away (a client
-disconnected), the batch task is cancelled, which makes vLLM abort those requests. Who
-waits on what is counted by one single-flight helper (engine/single_flight.py), shared with
-the label cache, so a caller that joins a running batch is always counted.
-
-Failures are per unit where the engine can tell them apart (`ScoreUnitsFailed`): a batch
-mixes the units of many requests, and one request's bad unit must not cost its siblings
-their labels. A caller whose units all failed gets the engine's error; a caller with some
-failed units gets `ScoreUnitsFailed` with its own units' results.
+The reasoning at length: docs/internals.md, section "engine/batching.py".
 """
 
 from __future__ import annotations

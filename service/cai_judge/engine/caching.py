@@ -1,37 +1,13 @@
 """The label cache: an Engine decorator that answers repeated score units from a store.
 
 DESIGN.md §5: a repeated pair costs no engine work; the cache fails open; concurrent
-identical units are computed once.
+identical units are computed once. The key is sha256 of the engine's model identity
+(engine/identity.py) plus `model_revision`, the two answer token ids and the unit's prompt
+token ids, which already encode the template, constitution, principle, order and texts;
+engine settings are left out because labels do not depend on them (DESIGN.md §3). A lookup
+that errs or takes over 50 ms goes to the engine; writes happen in the background.
 
-What a cache entry is keyed on, and why that is enough. The issue lists model and
-revision, template version (with its padding rule), constitution version, principle,
-order and texts. All but the model are inputs to *rendering*: the Judge turns them into
-the unit's prompt token ids, and (DESIGN.md §3) nothing else reaches the model. So the key
-is sha256 of
-
-  - the model identity the engine reports (engine/identity.py): the model, a digest of
-    its checkpoint (or what a fleet serves) and the dtype it really runs in (a bf16 and
-    an fp32 run give different numbers; the `dtype` *setting* may say "auto"), plus
-    `model_revision` (set it when the weights behind one name change unseen);
-  - the two answer token ids that are scored;
-  - the unit's prompt token ids, which already encode the template version and its
-    padding, the principle's question (hence the constitution version's content), the
-    order and every text.
-
-Two units with the same key are the same forward pass; two that differ in any listed
-input differ in their token ids (or model identity), so they never share an entry.
-Engine settings (block size, prefix caching, batch shape) are deliberately not in the key:
-labels do not depend on them (DESIGN.md §3).
-
-Failing open: a lookup that raises or takes longer than the timeout (50 ms) counts every
-unit in it as `result="error"` and sends them to the engine. Writes happen after the
-callers have their scores, in the background; a failed write is only logged and counted.
-
-Single flight: a unit being looked up or computed for one caller is awaited by any other
-caller asking for it meanwhile, across requests; the fill is cancelled only when the last
-caller interested in any of its units has left. The counting is the single-flight helper
-shared with the batching decorator (engine/single_flight.py). It is per process: replicas
-each compute a unit at most once at a time, then share it through the store.
+The reasoning at length: docs/internals.md, section "engine/caching.py".
 """
 
 from __future__ import annotations

@@ -1,19 +1,12 @@
 """What an engine's numbers depend on besides a unit's tokens: its identity.
 
-DESIGN.md §3 and §5: a label depends on the model, the template version, the constitution
-version, the principles and the pair; all but the model are in a unit's token ids, so the
-label cache keys on the unit's ids and on this identity. Issue 19: the key used the local
-`dtype` *setting* ("auto" by default), not the dtype the engine really ran in, so a bf16
-and an fp32 engine behind one name could share entries. Every engine now reports:
+DESIGN.md §3 and §5: every input of a label but the model is in a unit's token ids, so the
+label cache keys on those ids and on this identity: the model's name, a revision (a digest
+of the checkpoint on disk, else what the engine reports) and the dtype the engine really
+runs in, read back from vLLM, never a setting such as "auto" (a bf16 and an fp32 engine
+behind one name must not share entries).
 
-  - `model`: the checkpoint directory's name, the hub ID, or the name a fleet serves;
-  - `revision`: a digest of the checkpoint where one is on disk (`checkpoint_digest`),
-    else what the engine reports (vLLM's `--revision`, a fleet's model root);
-  - `dtype`: the dtype the engine runs in, read back from vLLM's model config
-    ("float32", "bfloat16"), never a setting such as "auto".
-
-The operator's `CAI_JUDGE_MODEL_REVISION` is added to the cache key beside it
-(engine/caching.py), for a change no digest can see.
+The reasoning at length: docs/internals.md, section "engine/identity.py".
 """
 
 from __future__ import annotations

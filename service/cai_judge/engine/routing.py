@@ -1,49 +1,14 @@
 """Prefix-affinity routing over a fleet of vLLM servers (DESIGN.md §3, §4): pure, no I/O.
 
-Every score unit that shares a prefix must reach the server that already holds that
-prefix in its KV cache, or the fleet recomputes the long prefix on every server it
-touches. The key is the part a pair's two orders share (the template and the
-conversation, `ScoreUnit.affinity_key`), so both orders' K units, and other pairs on the
-same conversation, meet on one server. The router places a whole prefix group at once by
-**consistent hashing with bounded loads** (Mirrokni, Thorup and Zadimoghaddam,
-"Consistent Hashing with Bounded Loads", SODA 2018):
+Units sharing a prefix must reach the server that holds it in its KV cache. The Judge knows
+each prefix exactly (the template pads it to whole KV blocks), so a whole prefix group is
+placed by consistent hashing with bounded loads (Mirrokni, Thorup and Zadimoghaddam, SODA
+2018) on its exact tokens: nothing to guess, no radix tree or index to keep in step with the
+servers, the same choice on every pod, and one knob, `load_factor`, for cache vs load.
+Unhealthy servers are skipped.
 
-- each server owns `VIRTUAL_NODES` points on a hash ring; a group goes to the first
-  server clockwise from the hash of its prefix, so adding or removing a server moves only
-  the groups that hash to its arcs (about 1/n of them), and the rest keep their caches;
-- a server whose in-flight units would exceed `load_factor` × the mean (counting the new
-  group; never less than `min_bound`) is passed over for the next one on the ring, so one
-  hot conversation, or a skewed ring, cannot pile everything onto one server; with factor
-  c no server holds more than max(⌈c · mean⌉, min_bound), and a group moves only when its
-  owner is that far ahead;
-- a server marked unhealthy is skipped until it is marked healthy again.
-
-How this differs from the routers that inspired it, and why. They all route opaque
-requests and have to *guess* which part of a prompt is shared:
-
-- SGLang's router (`cache_aware`) keeps an approximate radix tree of the text it sent to
-  each worker, routes to the worker with the longest match if the match ratio is above
-  `cache_threshold`, and switches to shortest-queue whenever the load is imbalanced
-  (max − min above `balance_abs_threshold` and max above `balance_rel_threshold` × min);
-  the tree needs eviction to track what the workers really keep.
-- vLLM production-stack's `prefixaware` router hashes the request text in fixed
-  character chunks into a trie per endpoint and picks, at random, among the endpoints
-  with the longest chunk match; load does not enter the choice.
-- The Gateway API Inference Extension's prefix-cache scorer hashes the prompt in blocks,
-  keeps an LRU index of the block hashes it sent to each pod, and scores pods by the
-  share of leading blocks they probably hold; the scheduler weighs that score against
-  queue-depth and KV-utilisation scorers.
-
-cai-judge knows the shared prefix *exactly* before it routes: the template puts
-everything a (pair, order) shares first, pads it to whole KV blocks, and the Judge hands
-the engine each unit's `prefix_length`, and the length its pair's two orders share
-(`affinity_length`, DESIGN.md §3). So there is nothing to guess and
-no tree or index to keep in step with the servers' caches: the hash of the exact prefix
-tokens names the server, the same on every judge pod with the same server list (pods
-route alike without sharing state), and the prefix's followers are sent only after its
-leader, so they find it cached. What remains of the cache-vs-load trade-off is the one
-knob `load_factor`; a prefix that lands on a busy server moves to the next on the ring,
-deterministically, so its followers still meet it there.
+The comparison with SGLang's, vLLM production-stack's and the Gateway API Inference
+Extension's routers: docs/internals.md, section "engine/routing.py".
 """
 
 from __future__ import annotations

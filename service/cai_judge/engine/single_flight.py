@@ -1,22 +1,12 @@
 """Single flight: concurrent callers asking for the same key share one computation.
 
-DESIGN.md §3 and §5: identical score units across concurrent calls are computed once, by
-the batching decorator (engine/batching.py) and by the label cache (engine/caching.py).
-Both need the same bookkeeping, and getting it subtly wrong twice is how issue 19's race
-happened: a caller that joined an entry whose waiters had dropped to zero was not counted
-by the batch, so the batch was cancelled under it when the others left.
+DESIGN.md §3 and §5: identical score units across concurrent calls are computed once, by the
+batching decorator and by the label cache. Both need the same bookkeeping, and getting it
+subtly wrong twice caused a race (a caller joining an entry whose waiters had dropped to
+zero went uncounted, and the work was cancelled under it), so it lives here once: a `Work`
+counts every caller reference to its flights and is cancelled only when none is left.
 
-So the bookkeeping lives here, once:
-
-  - a `Flight` is one key's shared future, with the number of callers that want it;
-  - a `Work` is the task that resolves some flights (one engine batch, one cache fill).
-    Its count is the number of caller references to its flights: every join adds one,
-    every leave takes one, whatever state the flight is in. When it reaches zero nobody
-    wants anything it computes, so the task is cancelled (vLLM then aborts the requests)
-    and its unresolved flights are forgotten, so a later caller starts afresh rather than
-    joining work that is being torn down;
-  - a flight not yet bound to work (waiting for a batch window) that every caller left is
-    dropped, and its owner is told (`on_abandon`) so it is never sent.
+The reasoning at length: docs/internals.md, section "engine/single_flight.py".
 """
 
 from __future__ import annotations
@@ -75,7 +65,7 @@ class SingleFlight(Generic[K, V]):
             flight.refs += 1
             if flight.work is not None:
                 # Always counted, even when this flight's own count had dropped to zero
-                # while its work kept running for other flights: the race of issue 19.
+                # while its work kept running for other flights, or the work is cancelled under it.
                 flight.work.refs += 1
             flights.append(flight)
         return flights, new

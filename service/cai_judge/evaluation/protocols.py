@@ -1,19 +1,11 @@
 """Labeling protocols, derived from one judge run's per-principle numbers.
 
 Every protocol is a pure function of the per-principle (s_ab, s_ba) of DESIGN.md §2, so
-the engine runs once and the protocols differ only in how they read the same numbers:
-a comparison between them cannot be blurred by batch noise or a second engine run.
+the engine runs once and a comparison between protocols cannot be blurred by batch noise:
+`cai` (ours), `single-order` (TRL, AlpacaEval), `both-orders-tie` (FastChat's MT-bench
+rule), `single-principle`, and `cot`, which reads a separate CoT run (`SEPARATE_RUN`).
 
-- `cai`: ours. Both orders, every principle, mean of log-odds.
-- `single-order`: one order per pair, chosen by a seeded coin as TRL's pairwise judges
-  and AlpacaEval do. Keeps the principle ensemble, so only the order differs from `cai`.
-- `both-orders-tie`: FastChat's MT-bench rule. Each order gives its own verdict (from the
-  principle ensemble of that order); if they disagree the verdict is a tie with p_a = ½.
-- `single-principle`: only the constitution's first principle, both orders.
-- `cot`: the CoT judge (DESIGN.md §2): a greedy rationale per principle and order, then
-  the answer; probabilities clamped. It reads another judge run (in CoT mode), whose
-  per-principle numbers are the clamped ones, and aggregates them as `cai` does, so its
-  label is the served CoT label to the bit. `SEPARATE_RUN` lists such protocols.
+Each protocol's rule: docs/internals.md, section "evaluation/protocols.py".
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """One place maps the services' typed errors to gRPC status codes (DESIGN.md §6, §8).
 
 The HTTP half is `api/errors.py`; both map the same classes of `services/errors.py`, so a
-situation gets the same answer on either wire: 422 is INVALID_ARGUMENT, 404 NOT_FOUND,
-401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 409 ALREADY_EXISTS, 429 RESOURCE_EXHAUSTED and
-503 UNAVAILABLE.
+situation gets the same answer on either wire (422 is INVALID_ARGUMENT, 429
+RESOURCE_EXHAUSTED, 503 UNAVAILABLE, ...). Retry information travels as a
+`google.rpc.Status` with `ErrorInfo` and `RetryInfo` (what gRPC libraries already parse) and
+as a plain `retry-after` entry; metrics record the HTTP status the situation would get.
 
-Retry information goes two ways, both in the trailing metadata:
-
-- `grpc-status-details-bin`: a `google.rpc.Status` (gRPC's richer error model, AIP-193)
-  holding an `ErrorInfo` (reason = the HTTP envelope's `type`, e.g. `queue_full`, and
-  metadata `param`) and, for RESOURCE_EXHAUSTED and UNAVAILABLE, a `RetryInfo` with the
-  delay. This is what gRPC client libraries in every language already parse
-  (`grpc_status.rpc_status.from_call` in Python, `status.FromError` in Go), so a client
-  gets the machine-readable error kind and the delay without knowing our conventions.
-- `retry-after`: the same delay in whole seconds as a plain ASCII entry, mirroring HTTP's
-  `Retry-After`, for clients (and shell tools) that do not decode protobuf details.
-
-Metrics record a gRPC call under the HTTP status its situation gets over HTTP (`http_code`):
-the dashboards and alerts then read both protocols alike (5xx other than 503 is a server
-fault on either wire), and the `protocol` label tells them apart.
+The reasoning at length: docs/internals.md, section "grpc/errors.py".
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
 """The grpc.aio server beside uvicorn: same process, same event loop, same Services (DESIGN.md §8).
 
-`api/server.py` starts it once the app's lifespan has built the Services and stops it
-before the lifespan closes them. It serves the Judge service, the standard health
-service (`grpc.health.v1`) and server reflection.
+`api/server.py` starts it once the lifespan has built the Services and stops it before they
+close. It serves the Judge service, `grpc.health.v1` (following readiness exactly as
+`GET /health/ready` does) and reflection (behind the API key, as `/openapi.json` is). On
+SIGTERM health turns NOT_SERVING, new calls get UNAVAILABLE and open LabelStreams finish.
 
-Health follows readiness: `Check` asks `HealthService.readiness()` (engine answering,
-not draining, queue not full) each time, exactly as `GET /health/ready` does, and a
-poller keeps `Watch` streams current. Both the overall status ("") and the Judge service
-report it. On SIGTERM the status turns NOT_SERVING at once.
-
-Reflection sits behind the API key when keys are set, as `/openapi.json` does over HTTP;
-health is open, as `/health/*` is.
-
-Draining: new calls get UNAVAILABLE from the shared admission; open LabelStreams finish
-the pairs they have read and close (grpc/stream.py); the HTTP server's drain waits for
-`open_streams` as it waits for HTTP requests.
+The reasoning at length: docs/internals.md, section "grpc/server.py".
 """
 
 from __future__ import annotations

@@ -1,26 +1,13 @@
 """LabelStream's flow: pairs in, labels out as they finish, in bounded memory (DESIGN.md §3, §6).
 
-A client sending pairs one at a time must not pay one engine round trip per pair, so the
-stream feeds the label service in small groups: after a pair arrives, whatever else
-arrives within the batch window joins it, and each group is one `LabelService.label`
-call. Groups run concurrently, so the BatchingEngine merges them with each other and with
-every other caller's units, exactly as concurrent HTTP requests are merged.
+Pairs arriving within the batch window form one `LabelService.label` call, so one-at-a-time
+senders do not pay an engine round trip per pair, and groups run concurrently so the
+BatchingEngine merges them with every other caller's units. A window of `max_in_flight`
+pairs bounds memory: with no free slot nothing is read, and gRPC flow control stops the
+client. On a refusal, bad message or SIGTERM, admitted groups finish and the stream ends
+with that status; every answer names its pair, so a client resends exactly the rest.
 
-Memory is bounded by a window of `max_in_flight` pairs per stream: a pair holds a slot
-from the moment it is read until its answer has been handed to gRPC, and the next
-message is not read while no slot is free. gRPC's flow control then stops the client,
-so a stream of any length holds at most the window plus the transport's buffers.
-
-Ends, and what a client does about them:
-
-- the client half-closes: every pair read is answered, then the stream ends OK;
-- a group is refused (rate limit, queue full, cut by shutdown) or a message is invalid:
-  nothing more is read, the groups already admitted finish and their answers are sent,
-  then the stream ends with that error's status. Every answer names its pair, so the
-  client resends exactly the pairs that got none;
-- SIGTERM (draining): the same: in-flight pairs finish, then UNAVAILABLE with retry
-  information, unless the client had already sent everything and got every answer;
-- the client cancels: every group's engine work is cancelled, so vLLM aborts it.
+The reasoning at length: docs/internals.md, section "grpc/stream.py".
 """
 
 from __future__ import annotations

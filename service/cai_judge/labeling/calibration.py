@@ -1,59 +1,14 @@
 """Calibration profiles and applying one to a label: the serve-time half of calibration.
 
-A judge's raw `p_a = σ(margin)` (DESIGN.md §2) is rarely calibrated: a small instruct judge
-agreed with a reference on 96% of 24 pairs with an ECE of 0.38, its p_a huddling between
-0.4 and 0.6, and picked the longer response 84% of the time where people did 50% (issue 15).
-A Bradley–Terry reward model reads p_a as a soft label, so both errors reach it.
+A judge's raw `p_a = σ(margin)` (DESIGN.md §2) is rarely calibrated (a small instruct judge:
+ECE 0.38, and it picked the longer response 84% of the time where people did 50%). A profile
+(schema 2, fitted by evaluation/calibration.py) maps the margin to `z = w·(margin − β̄_S·L)`,
+L = log(tokens_a / tokens_b): β_i is the judge's own length sensitivity per principle,
+removed rather than imitated (schema 1's gold-fitted λ is refused), w an inverse
+temperature. A swap gives 1 − p_a to the bit. A profile names the model, template,
+constitution, aggregator and principle selection it was fitted for, and nothing else gets it.
 
-A profile (schema 2), fitted by `cai-judge calibrate` (evaluation/calibration.py), maps the
-label's raw margin to a calibrated log-odds
-
-    z = w·(margin − β̄_S·L),   L = log(tokens_a / tokens_b),   p_a = σ(z)
-
-- `β_i` (optional, `--length-control` or `--unlabeled`): the judge's *own* length
-  sensitivity under principle i, the slope of that principle's margin on L, estimated from
-  the judge's margins alone (no gold needed). `β̄_S` is its mean over the principles S the
-  label used, so `margin − β̄_S·L` is, for the mean-of-log-odds aggregator, exactly the mean of
-  the per-principle debiased margins `m_i − β_i·L`: debiasing before aggregation. This is
-  AlpacaEval 2's length control: model the judge's dependence on the length difference,
-  then predict with that difference set to zero. The debiased margin carries no term that
-  rewards length, so it cannot learn gold's length preference either (issue 22: schema 1
-  fitted λ·L against gold and *kept* it, which is length imitation; gold mildly preferring
-  the longer response made the "controlled" labels prefer it more).
-- `w = 1/T`, the inverse temperature, fitted on gold after debiasing; 1 when the profile was
-  fitted on unlabeled pairs only (`cai-judge calibrate --unlabeled`).
-
-Why a β per principle and not one for the ensemble: under `mean_logodds` with every
-principle the two are the same number (the least-squares slope is linear in the margin, so
-the ensemble's slope is the mean of the principles'); what the ensemble amplifies is not β but
-the share of the margin that β·L explains, since averaging principles that share a bias cancels
-their noise and keeps the bias. Per principle matters for a label that samples k principles:
-it gets the β of the principles it used. Measured with the default model and four principles of
-`harmless` (bench/length_control.py, README "Calibration"), the principles' β differ by up to
-2× (0.033 for `not-preachy` against 0.068 for `less-harmful` on the length-balanced set), but
-for labels of k = 2 principles the per-principle and the pooled β gave P(picks longer) within
-1.5 points of each other on both gold sets. It is kept per principle because it is exact
-(debiasing before aggregation), costs nothing, and lets a report show which principles are
-length detectors. Under `mean_prob` each β_i is the slope of that principle's own aggregate
-margin and subtracting β̄_S·L from the aggregate is an approximation (the aggregate is not
-linear in the principles' margins).
-
-No position term. The margin is already position-debiased (both orders, DESIGN.md §2), and
-`position_bias` is even under a swap, so it could only enter by scaling the odd margin.
-
-Antisymmetry holds to the bit: under a swap the margin and L negate exactly (L is a
-difference of logs), S and so β̄_S are unchanged (the selection is swap-invariant), and
-(−m) − β̄·(−L) == −(m − β̄·L) and w·(−d) == −(w·d) in IEEE arithmetic, whose rounding is
-symmetric in sign. With `sigmoid` from label_math, a pair and its swap get p_a and 1 − p_a
-exactly.
-
-A profile names the model, the template version, the constitution version, the aggregator
-and the principle selection it was fitted for, and is never applied to labels made with
-anything else: the margin's scale depends on every one of them. It records the pairs each
-part was fitted on (path, sha256 and count). Its hash (sha256 of its canonical JSON) is its
-identity; a label made with it names that hash and keeps its raw margin and p_a beside the
-calibrated ones. Schema 1 profiles (with the gold-fitted λ) are refused with an error that
-says to refit: their λ is the length imitation this schema removes.
+The reasoning at length: docs/internals.md, section "labeling/calibration.py".
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
 """Pairs → score units → engine → labels, in two steps: `plan`, then `run`.
 
-`plan` renders and tokenizes every (pair, principle, order) into unique score units,
-which is CPU work: it runs in one dedicated worker thread, so the event loop stays free,
-and a service can refuse a request on its real unit and token counts before any of it
-reaches the engine. One thread, because a Hugging Face fast tokenizer must not be used
-from two threads at once. `run` scores the units and builds the labels.
+`plan` renders and tokenizes in one dedicated thread (a fast tokenizer must not be used from
+two threads), so the loop stays free and a service can refuse on real token counts before
+the engine sees a unit. `run` sends a call's units together, deduplicated, which makes
+antisymmetry hold to the bit (DESIGN.md §2, §3); a failed unit costs only the pairs that
+touched it. CoT mode generates each (pair, order, principle) rationale first, then scores.
 
-All score units of one call go to the engine together, deduplicated: a pair and its
-swap, or two pairs with the same texts, share every unit, which is what makes
-antisymmetry hold to the bit within a call (DESIGN.md §2, §3). The tokens of a unit
-depend only on the pair, the constitution's principles and the template (prefix padding
-included), never on engine settings, so neither does a label (DESIGN.md §3).
-
-vLLM fails requests one by one; when only some units fail (`ScoreUnitsFailed`), the pairs
-that touched a failed unit get a `PairError` and every other pair its label.
-
-CoT mode (DESIGN.md §2) adds one step before scoring: `plan` renders one rationale prompt
-per unique (pair, order, principle), the order's padded prefix then the question and
-"Let's think step by step:", so the prompts of an order share their prefix in vLLM's
-cache; `run` generates every rationale greedily in one engine call, renders each score
-unit as that prompt + rationale + the answer stem (in the planning thread again), and
-scores them as usual. A pair and its swap share their rationale prompts, hence their
-rationales and units, so the clamped margin stays antisymmetric to the bit within a call.
+The reasoning at length: docs/internals.md, section "labeling/judge.py".
 """
 
 from __future__ import annotations

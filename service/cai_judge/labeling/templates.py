@@ -1,21 +1,12 @@
 """Judge prompt templates and their rendering into token ids (DESIGN.md §3).
 
-Layout: everything shared by a pair's principles goes first, the principle question
-last, so that vLLM's prefix cache computes each order's long prefix once and only the
-short principle tail per principle.
+What a pair's principles share goes first and the principle question last, so vLLM's prefix
+cache computes each order's prefix once. Untrusted text is quoted line by line with "> "
+(split at every break `str.splitlines` knows) and its special-token strings are broken up,
+so it cannot forge a marker, a turn or a control token. Prefix padding to KV-block multiples
+changes the tokens, so it is part of the template's version, never an engine setting.
 
-Untrusted text (the conversation and both responses) is quoted line by line with "> "
-so it cannot forge an option marker, a delimiter or the answer stem, and special-token
-strings inside it are broken up so the tokenizer cannot turn them into control tokens.
-Lines are split at every break `str.splitlines` knows (\r, \v, \f, \x1c-\x1e, U+0085,
-U+2028, U+2029 as well as \n): a model reads any of them as a new line, so splitting on
-"\n" alone would let a response start an unquoted line with "\r".
-
-Padding each shared prefix to a multiple of tokens (so that it ends on a KV-cache block
-boundary and followers find all of it cached) changes the tokens the model sees, so it
-is a rule of the template, part of its version, never an engine setting: a label depends
-only on the model, the template version, the constitution version, the selected
-principles and the pair (DESIGN.md §3).
+The reasoning at length: docs/internals.md, section "labeling/templates.py".
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ def from_domain(error: BaseException) -> ServiceError | None:
     The domain raises ValueError subclasses for requests it cannot serve (a calibration
     profile that does not apply, a constitution or template it cannot use); services map
     the ones they expect, and the transports map whatever slips past with this, so a
-    domain ValueError reaches a client as 422, never as 500 (issue 19).
+    domain ValueError reaches a client as 422, never as 500.
     """
     from cai_judge.labeling.calibration import CalibrationError, ProfileMismatch
     from cai_judge.labeling.constitution import ConstitutionError, ConstitutionIdReserved

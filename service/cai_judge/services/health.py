@@ -1,18 +1,12 @@
 """Readiness and the engine watchdog, shared by HTTP probes and gRPC health (DESIGN.md §6).
 
-A dead engine cannot recover in-process, and neither, in practice, can one that stops
-answering: `watch_engine` declares the engine dead after an error, or after
-`engine_health_timeouts` consecutive health checks without an answer within
-`engine_hang_timeout_s`, and calls `on_dead` (the server then exits so that Kubernetes
-restarts the pod). Readiness turns 503 at the first slow answer (`ready_timeout_s`), so
-traffic moves elsewhere at once, but a busy engine is not a dead one.
+A dead or hung engine cannot recover in process: `watch_engine` declares it dead after an
+error or `engine_health_timeouts` slow checks and calls `on_dead` (the server exits, the pod
+restarts); readiness turns 503 at the first slow answer, but busy is not dead. The open
+`/health/ready` is cheap (one probe per `ready_cache_s`) and names no internal address; a
+full queue keeps the pod ready, so clients get 503 with Retry-After, not connection errors.
 
-`/health/ready` is open (kubelets send no key), so its answer is cheap and says little:
-the engine probe (for a remote fleet, a round over every server) runs at most once per
-`ready_cache_s`, shared by every caller in between, and the open answer names the engine's
-state, never the fleet's internal addresses or errors (those go to the log). A full queue
-keeps the pod ready: a client that reaches it gets 503 with Retry-After, where an unready
-pod would leave the Service with no endpoints and clients with connection errors.
+The reasoning at length: docs/internals.md, section "services/health.py".
 """
 
 from __future__ import annotations

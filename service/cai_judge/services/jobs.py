@@ -1,16 +1,12 @@
 """Batch jobs as use cases: submit, status, results, cancel, and the consumer that labels.
 
 DESIGN.md §5: jobs are durable and at least once, with idempotent writes. A submission
-streams its pairs into Redis as they arrive (never the whole job in memory), then creates
-the job and queues its chunks in one transaction; Redis unreachable means 503, since a
-job that cannot be persisted must not be acknowledged. Every replica (and every
-`cai-judge worker`) runs a `JobConsumer` on the shared stream; a dead one's chunks are
-reclaimed by the others (store/jobs.py).
+streams its pairs into Redis (never the whole job in memory), then creates the job and
+queues its chunks in one transaction; a job that cannot be persisted gets 503. Every replica
+and `cai-judge worker` runs a `JobConsumer`; a dead one's chunks are reclaimed by the
+others. A result line is what /v1/labels returns for that pair, in job order.
 
-Each result line is exactly what /v1/labels returns for that pair; an error line's `index`
-is the pair's position in the job (a label carries its `id`, and results are read back in
-job order). Pairs that are not valid JSON or not valid pairs are reported
-in their place, as /v1/labels does; they count as `failed`, the rest as `done`.
+The reasoning at length: docs/internals.md, section "services/jobs.py".
 """
 
 from __future__ import annotations
@@ -453,7 +449,8 @@ class JobConsumer:
     """Takes chunks off the shared stream and labels them, until cancelled.
 
     `jobs_concurrency` loops run under a supervisor: a loop that ends, for any reason, is
-    logged and started again (issue 19), and `cai_judge_job_consumer_loops` shows how many
+    logged and started again (a loop must never quietly die), and
+    `cai_judge_job_consumer_loops` shows how many
     are live. Redis errors never end a loop: it backs off (up to 2 s) and goes on; a chunk
     it could not finish stays pending and is reclaimed, by this consumer or another, once
     idle for `jobs_claim_idle_s`.

@@ -1,18 +1,12 @@
 """Labeling pairs, as a use case every transport calls (DESIGN.md §2, §6).
 
-The order of the checks is the order of their cost, so a request is refused as early as
-it can be: draining and rate limits before anything is read; the pair count and the
-constitution before any text is tokenized; the token budget and the queue bound after
-rendering (done off the event loop by the Judge) but before the engine sees a unit.
-
-The labeling itself (validate, plan, run, calibrate, re-index) is the pipeline's
+Checks run in the order of their cost, so a request is refused as early as it can be:
+draining and rate limits, then the pair count and constitution, then the token budget and
+queue bound after rendering but before the engine. The labeling itself is the pipeline's
 (labeling/pipeline.py), shared with the CLI; this adds admission and the request limits.
-A batch with bad pairs labels the good ones and reports each bad one in its place.
+`calibrated: true` picks the profile before any text is tokenized, or refuses with 422.
 
-`calibrated: true` maps each label through the calibration profile fitted for exactly this
-model, template version, constitution version, aggregator and principle selection
-(labeling/calibration.py); the profile is chosen before any text is tokenized, and a request
-no profile fits is refused with 422 naming what differs, never labeled with a wrong one.
+The reasoning at length: docs/internals.md, section "services/labels.py".
 """
 
 from __future__ import annotations

@@ -1,27 +1,12 @@
 """Critique and revision over `Engine.generate`, batched across prompts (CAI §3).
 
-Per prompt: take the given initial response or generate one; then `rounds` times sample
-a principle that has a critique and a revision request, generate a critique of the
-current response, then a revision. Each step is one `engine.generate` call for every
-prompt still in the batch, so vLLM batches the prompts' decoding together.
+Each round samples a principle, generates a critique, then a revision, one `generate` call
+for every prompt still in the batch. Roles stay apart: the tokenizer's chat template gets
+alternating turns, special-token strings are broken and plain-text turns quoted, as the
+judge does (labeling/templates.py), so no text can forge a turn. Principle sampling is
+seeded by the prompt, constitution version, request seed and round, so chains reproduce.
 
-Rendering keeps the roles apart: the conversation goes through the tokenizer's chat
-template as alternating turns (the user's prompt, the assistant's response, the critique
-request as a user turn, the critique as the assistant's, and so on), never as one blob
-of text the model could read as its own words. A constitution's `revision_examples` come
-first as earlier turns of the same conversation (few-shot). Each round starts again from
-the prompt and the current response, so the context stays bounded whatever `rounds` is.
-
-No text can forge a turn (issue 19): special-token strings in every message are broken
-as the judge breaks them, and without a chat template (turns written as "Human:" and
-"Assistant:" text) every line of every message is quoted with "> " as the judge quotes:
-one function for both, in labeling/templates.py.
-
-Rendering and tokenizing run in the Judge's planning thread (the one thread that may use
-the tokenizer); the engine gets token ids. Principle sampling is seeded by sha256 of the
-prompt, the constitution version, the request seed and the round, and the seed is
-recorded in the chain; sampling itself is seeded per request with the request seed, so
-temperature > 0 reproduces too, whatever the batch (vLLM per-request generators).
+The reasoning at length: docs/internals.md, section "sl_cai/reviser.py".
 """
 
 from __future__ import annotations

@@ -1,28 +1,12 @@
 """Batch jobs in Redis: the input lines, the work stream, the results (DESIGN.md §5).
 
-Layout (names in keys.py):
+Input lines in a list, one `jobs:tasks` stream entry per chunk (XREADGROUP; XAUTOCLAIM takes
+over a dead consumer's), results in a hash written with HSETNX by a script that also counts,
+so a chunk delivered twice counts each index once. Chunks past `jobs_max_deliveries` go to
+`jobs:dead`. A job is created in one MULTI with its per-key usage after all its input is
+stored, and ends `succeeded`, `succeeded_with_errors`, `failed` or `cancelled`.
 
-- `job:{id}` hash: state, counters, options, timestamps (epoch seconds).
-- `job:{id}:pairs` list: the raw input lines, one per pair, appended in chunks while the
-  upload streams in, so no process ever holds a whole job.
-- `jobs:tasks` stream, group `workers`: one entry per chunk `{job, start, end}`. Every
-  replica reads it with XREADGROUP; an entry a dead consumer read but never acknowledged
-  is taken over with XAUTOCLAIM once it has been idle for `claim_idle_s`. A live
-  consumer renews its claim (XCLAIM ... JUSTID) while it labels, so a slow chunk is not
-  stolen from a live one.
-- `job:{id}:results` hash index -> result line, written with HSETNX inside one script
-  that also counts: delivery is at least once, and a chunk delivered twice writes and
-  counts each index once.
-
-- `jobs:dead` stream: chunks given up after `jobs_max_deliveries` deliveries, with why.
-- `owner:{digest}:jobs` sorted set (GET /v1/jobs) and `owner:{digest}:usage` hash (the
-  key's active jobs, queued pairs and stored input bytes: its quota, DESIGN.md §5). Usage
-  is added in the MULTI that creates a job and released in the script that ends it.
-
-A job is created in one MULTI (hash, stream entries, idempotency key, usage) after its
-input is fully stored, so a job that exists always has all its input and all its work
-queued. A job ends `succeeded` (no pair failed), `failed` (no pair labeled) or
-`succeeded_with_errors`; or `cancelled`, or `failed` with a reason when it cannot run.
+The key layout and the rules at length: docs/internals.md, section "store/jobs.py".
 """
 
 from __future__ import annotations
