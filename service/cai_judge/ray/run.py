@@ -29,6 +29,10 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 
+# -1: without end (Ray's spelling).
+MAX_RESTARTS = -1
+
+
 class _Sink(Protocol):
     def write(self, labels: list[str]) -> None: ...
 
@@ -223,12 +227,20 @@ def label_with_ray(
 
     summary = RayLabelSummary()
     started = time.perf_counter()
-    labeled = read_pairs_dataset(source).map_batches(
+    # One map task per batch: Ray Data would otherwise hand an actor a whole read block of
+    # small rows in one task, so labels would reach the driver (and the file) all at once
+    # at the end, and a dead actor would have its whole block redone.
+    pairs = read_pairs_dataset(source).repartition(target_num_rows_per_block=batch_size)
+    labeled = pairs.map_batches(
         LabelStage,
         fn_constructor_kwargs={"config": config},
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
+        # Ray Data's defaults, stated because one label per pair depends on them: a dead
+        # actor is restarted and the batches it held are retried, without end.
+        max_restarts=MAX_RESTARTS,
+        max_task_retries=-1,
         **resources,
     )
     row = 0
