@@ -135,6 +135,24 @@ def _actor_processes() -> list[psutil.Process]:
     return found
 
 
+def test_actor_engine_gets_the_clis_cpu_threads(local_ray: None):
+    # Ray starts a num_cpus=1 actor with OMP_NUM_THREADS=1; the CLI's engine runs one
+    # thread per core of CAI_JUDGE_CPU_THREADS_BIND (`all`: every core this process may use).
+    from cai_judge.ray.stage import bind_cpu_threads
+    from cai_judge.settings import Settings
+
+    @ray.remote(num_cpus=1)
+    def threads(bind: str) -> tuple[int, int]:
+        import torch
+
+        bind_cpu_threads(Settings(cpu_threads_bind=bind))
+        return torch.get_num_threads(), len(os.sched_getaffinity(0))
+
+    count, cores = ray.get(threads.remote("all"))
+    assert count == cores
+    assert ray.get(threads.remote("0"))[0] == 1
+
+
 @pytest.mark.engine
 def test_killed_actor_is_restarted_and_every_pair_labeled_once(
     tmp_path: Path, tiny_model_dir: Path, local_ray: None

@@ -102,6 +102,29 @@ def parse_rows(batch: pa.Table) -> list[Pair | str | None]:
     return [_parse_record(row) for row in batch.to_pylist()]
 
 
+def bind_cpu_threads(settings: Settings) -> int:
+    """Give this actor's torch the threads `CAI_JUDGE_CPU_THREADS_BIND` names, as the CLI's
+    engine has them; the count set, or 0 where nothing was changed (CUDA).
+
+    Ray starts an actor of `num_cpus=1` with OMP_NUM_THREADS=1, so on the CPU build its
+    engine would run one thread where `cai-judge label` runs one per bound core (DESIGN.md
+    §4: every engine in a comparison gets the same binding). Set before the engine starts:
+    vLLM's CPU worker refuses `torch.set_num_threads` once it has bound its threads.
+    """
+    import torch
+
+    from cai_judge.engine.vllm_local import resolve_threads_bind
+
+    if torch.cuda.is_available():
+        return 0
+    count = 0
+    for part in resolve_threads_bind(settings.cpu_threads_bind).split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    torch.set_num_threads(count)
+    return count
+
+
 class LabelStage:
     """The callable class given to `map_batches`: Ray builds one per actor, hence one engine
     per actor (per GPU on a GPU cluster)."""
@@ -112,6 +135,7 @@ class LabelStage:
         from cai_judge.labeling.judge import Judge
 
         self._config = config
+        bind_cpu_threads(config.settings)
         self._loop = asyncio.new_event_loop()
         self._engine = self._loop.run_until_complete(start_engine(config.settings, serving=False))
         registry = ConstitutionRegistry()
