@@ -1,8 +1,9 @@
 """The Ray Data stage: one actor per engine, each labeling batches of pairs (issue 23).
 
-An actor owns the offline engine (the CLI's in-process vLLM core, DESIGN.md §4) and the same
-Judge as `cai-judge label`: no cache, the Judge's prefix-group scheduling, and `label_pairs`,
-the one function that turns a batch of pairs into labels. Ray Data calls the actor
+An actor owns the offline engine (`engine.vllm_offline`, the CLI's, DESIGN.md §4) and the same
+Judge as `cai-judge label`: no cache, the Judge's prefix-group scheduling, and the one labeling
+pipeline (`labeling.pipeline.label_pairs`: plan, run, calibrate, re-index, DESIGN.md §8), the
+same call `cai-judge label` makes per batch, so the labels are the CLI's. Ray Data calls the actor
 synchronously, one batch at a time, so the actor keeps one event loop of its own and runs each
 batch to completion on it (the engine's replies are delivered to the loop that asked).
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from cai_judge.labeling.pipeline import label_pairs
 from cai_judge.labeling.schema import Label, Pair, PairError
 from cai_judge.labeling.validation import describe_validation_error
 
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
 
     from cai_judge.labeling.calibration import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionSpec
-    from cai_judge.labeling.judge import Judge, LabelBatch
     from cai_judge.labeling.schema import LabelOptions
     from cai_judge.settings import Settings
 
@@ -54,26 +55,6 @@ class StageConfig:
     # The version the driver derived from the tokenizer (and checked the profile against);
     # None when it was not derived. The running Judge must render the same one.
     template_version: str | None = None
-
-
-async def label_pairs(
-    judge: Judge,
-    spec: ConstitutionSpec,
-    options: LabelOptions,
-    pairs: list[Pair],
-    profile: CalibrationProfile | None,
-) -> LabelBatch:
-    """Label one batch of pairs with (engine, options), exactly as `cai-judge label` does.
-
-    Interim (until issue 20's one pipeline lands): the CLI's own per-batch code path, the
-    Judge then its calibration step, so the two can never differ.
-    """
-    from cai_judge.cli.label_cmd import _calibrated
-
-    batch = await judge.label(pairs, spec.ref, options)
-    if profile is not None:
-        batch.results = await _calibrated(judge, profile, pairs, batch.results)
-    return batch
 
 
 def _parse_text(line: str) -> Pair | str | None:
@@ -113,7 +94,7 @@ def bind_cpu_threads(settings: Settings) -> int:
     """
     import torch
 
-    from cai_judge.engine.vllm_local import resolve_threads_bind
+    from cai_judge.engine.vllm_async import resolve_threads_bind
 
     if torch.cuda.is_available():
         return 0
@@ -158,7 +139,7 @@ class LabelStage:
         if pairs:
             config = self._config
             labeled = self._loop.run_until_complete(
-                label_pairs(self._judge, config.spec, config.options, pairs, config.profile)
+                label_pairs(self._judge, config.spec, config.options, pairs, profile=config.profile)
             )
             results, usage = labeled.results, labeled.usage
         answers = iter(results)

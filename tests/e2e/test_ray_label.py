@@ -6,23 +6,18 @@ Ray and an engine in an actor still takes a minute or two on a busy machine.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
-from cai_judge.labeling.schema import Label
+from tests.support.cli import run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 ray = pytest.importorskip("ray", reason="the `ray` extra: pip install 'cai-judge[ray]'")
 
 PAIRS = [
@@ -31,53 +26,6 @@ PAIRS = [
 ]
 # A pair and its swap: the same units, so antisymmetry holds to the bit within a batch.
 PAIRS.append({**PAIRS[0], "id": "p0-swapped", "response_a": "No.", "response_b": "Answer 0."})
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "CAI_JUDGE_MAX_MODEL_LEN": "1024"}
-    return subprocess.run(
-        [sys.executable, "-m", "cai_judge.cli.main", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
-
-
-def test_parquet_schema_holds_every_label_field():
-    # A field added to Label and not to the Parquet schema would vanish from --ray's Parquet.
-    from cai_judge.ray.run import _parquet_schema
-
-    assert _parquet_schema().names == list(Label.model_fields)
-
-
-def _rayjob_validator() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "validate_rayjob", ROOT / "scripts" / "validate_rayjob.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_rayjob_is_valid_against_kuberays_crd_and_the_projects_needs(tmp_path: Path):
-    validator = _rayjob_validator()
-    shipped = ROOT / "k8s" / "ray" / "rayjob.yaml"
-    assert validator.check(shipped) == []
-
-    text = shipped.read_text()
-    edits = {
-        # A typo the API server would prune silently: the worker group would lose its params.
-        ("rayStartParams: {}", "rayStartParam: {}"): "'rayStartParam' was unexpected",
-        ("replicas: 8\n", "replicas: eight\n"): "'eight' is not of type 'integer'",
-        ('rayVersion: "2.60.0"', 'rayVersion: "2.50.0"'): "rayVersion is '2.50.0'",
-        ('nvidia.com/gpu: "1"\n                securityContext', 'nvidia.com/gpu: "2"\n'
-         "                securityContext"): "nvidia.com/gpu must be 1",
-    }  # fmt: skip
-    for (old, new), expected in edits.items():
-        assert old in text, old
-        broken = tmp_path / "rayjob.yaml"
-        broken.write_text(text.replace(old, new, 1))
-        problems = validator.check(broken)
-        assert any(expected in p for p in problems), (expected, problems)
 
 
 @pytest.mark.engine
