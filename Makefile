@@ -49,6 +49,8 @@ lint: setup
 		promtool check rules build/k8s/$$overlay-rules.yaml; \
 	done
 	promtool check rules docker/compose/alerts.yml
+	@# The RayJob against KubeRay's CRD schema (kubernetes-validate takes no CRD).
+	$(VENV)/bin/python scripts/validate_rayjob.py k8s/ray/rayjob.yaml
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra

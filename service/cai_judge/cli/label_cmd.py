@@ -81,6 +81,20 @@ CalibrationOption = Annotated[
     ),
 ]
 
+RayOption = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Label on a Ray cluster, one engine per actor (RAY_ADDRESS, else a local Ray); "
+        "INPUT may be JSON Lines or Parquet, OUTPUT .jsonl or .parquet. Needs "
+        "`pip install 'cai-judge[ray]'`.",
+    ),
+]
+RayActorsOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="--ray: engines (actors); default one per GPU, else one."),
+]
+
 
 def register(app: typer.Typer) -> None:
     app.command("label")(label_command)
@@ -247,11 +261,13 @@ def label_command(
     cot_max_tokens: Annotated[
         int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
     ] = 128,
+    ray: RayOption = False,
+    ray_actors: RayActorsOption = None,
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
     Resuming needs the model, constitution, template, principles, seed, aggregator and
-    calibration profile it had.
+    calibration profile it had. With --ray, labels on a Ray cluster instead (no resuming).
     """
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
@@ -267,6 +283,9 @@ def label_command(
         cot_max_probability=settings.cot_max_probability,
     )
     profile = _load_profile(calibration, settings, spec, options) if calibration else None
+    if ray:
+        _label_on_ray(input_path, output, settings, spec, options, profile, batch_size, ray_actors)
+        return
 
     pairs_file = _read_pairs(input_path)
     if pairs_file.duplicate_ids:
@@ -355,6 +374,54 @@ async def _label_file(
         f"{usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
     )
     return failed
+
+
+# -- label --ray -----------------------------------------------------------------------
+
+
+def _label_on_ray(
+    input_path: Path,
+    output: Path,
+    settings: Settings,
+    spec: ConstitutionSpec,
+    options: LabelOptions,
+    profile: CalibrationProfile | None,
+    batch_size: int,
+    actors: int | None,
+) -> None:
+    """`label --ray`: the same options and checks, the labeling on Ray (cai_judge.ray)."""
+    try:
+        from cai_judge.ray.run import label_with_ray
+        from cai_judge.ray.stage import StageConfig
+    except ImportError as error:
+        raise fail(f"--ray needs Ray Data: pip install 'cai-judge[ray]' ({error})") from None
+    if output.exists() and output.stat().st_size > 0:
+        raise fail(
+            f"{output} already holds labels and --ray does not resume a file: write to "
+            "another output file (-o), or resume it without --ray"
+        )
+    # Derived before any actor starts, as a resumed plain run derives it: a profile for
+    # another template is refused here, not once per actor.
+    template_version = _template_version(settings, spec, options.mode == "cot")
+    if profile is not None:
+        _check_profile(profile, settings, spec, options, template_version)
+    config = StageConfig(settings, spec, options, profile, template_version)
+    summary = label_with_ray(
+        str(input_path), str(output), config, batch_size=batch_size, actors=actors
+    )
+    for row, reason in summary.problems:
+        console.print(f"[yellow]{input_path}:{row}[/yellow]: {reason}", highlight=False)
+    usage, elapsed = summary.usage, summary.elapsed_s
+    cached = usage.cached_prompt_tokens / usage.prompt_tokens if usage.prompt_tokens else 0.0
+    first = f"{summary.first_label_s:.1f}" if summary.first_label_s is not None else "-"
+    console.print(
+        f"labeled {usage.pairs} pair(s) in {elapsed:.1f} s ({usage.pairs / elapsed:.2f} pairs/s, "
+        f"engine start included; first label after {first} s): {usage.score_units} score "
+        f"units, {usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
+    )
+    if summary.problems:
+        console.print(f"[red]{len(summary.problems)} pair(s) not labeled[/red] (see above)")
+        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
 
 
 # -- export ----------------------------------------------------------------------------

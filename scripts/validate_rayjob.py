@@ -1,0 +1,135 @@
+"""Check k8s/ray/ manifests: each RayJob against KubeRay's own CRD schema, strictly, and the
+rest with kubernetes-validate (`make lint`; issue 23, docs/deploy.md "Ray").
+
+kubernetes-validate knows only Kubernetes' built-in kinds and takes no CRD, so a RayJob is
+checked here against the `openAPIV3Schema` of KubeRay's CRD, vendored in
+k8s/ray/schema/rayjob-ray.io-v1.json: extracted from kuberay v1.7.0,
+ray-operator/config/crd/bases/ray.io_rayjobs.yaml (sha256 01a5cf3b…49121f5), version v1.
+Strict as `kubernetes-validate --strict`: an object schema that lists its properties and does
+not preserve unknown fields refuses any other (the API server would silently prune a typo,
+such as `rayStartParam`, and the job would run without it). CEL rules
+(`x-kubernetes-validations`) are the API server's and are not run here.
+
+Then what this project needs of its RayJob, which the schema cannot say: the Ray version of
+the `ray` extra, the GPU image, a GPU per worker and `cai-judge label ... --ray`.
+
+    python scripts/validate_rayjob.py k8s/ray/rayjob.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = ROOT / "k8s" / "ray" / "schema" / "rayjob-ray.io-v1.json"
+GPU_IMAGE = "ghcr.io/cai-judge/cai-judge:0.1.0-gpu"
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown properties refused wherever the CRD lists them."""
+    if isinstance(schema, dict):
+        out = {k: strict(v) for k, v in schema.items()}
+        if (
+            "properties" in out
+            and "additionalProperties" not in out
+            and not out.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def ray_extra_version() -> str:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    match = re.fullmatch(r"ray\[data\]==(\S+)", extras["ray"][0])
+    if match is None:
+        raise ValueError("pyproject.toml: the `ray` extra must pin ray[data]==X")
+    return match.group(1)
+
+
+def project_problems(job: dict[str, Any]) -> list[str]:
+    """What cai-judge needs of a RayJob beyond the CRD's schema."""
+    problems = []
+    spec = job["spec"]
+    cluster = spec["rayClusterSpec"]
+    if cluster.get("rayVersion") != ray_extra_version():
+        problems.append(
+            f"spec.rayClusterSpec.rayVersion is {cluster.get('rayVersion')!r}, the image's "
+            f"ray (the `ray` extra) is {ray_extra_version()!r}"
+        )
+    if "--ray" not in spec.get("entrypoint", "").split() or "label" not in spec["entrypoint"]:
+        problems.append("spec.entrypoint must run `cai-judge label IN -o OUT --ray`")
+    groups = [("headGroupSpec", cluster["headGroupSpec"])] + [
+        (f"workerGroupSpecs[{i}]", g) for i, g in enumerate(cluster.get("workerGroupSpecs", []))
+    ]
+    for where, group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            if container.get("image") != GPU_IMAGE:
+                problems.append(
+                    f"{where} container {container['name']}: image {container.get('image')!r}, "
+                    f"not docker/Dockerfile.gpu's {GPU_IMAGE}"
+                )
+    workers = cluster.get("workerGroupSpecs", [])
+    if not workers:
+        problems.append("spec.rayClusterSpec.workerGroupSpecs: no GPU worker group")
+    for i, group in enumerate(workers):
+        for container in group["template"]["spec"]["containers"]:
+            limits = container.get("resources", {}).get("limits", {})
+            if str(limits.get("nvidia.com/gpu")) != "1":
+                problems.append(
+                    f"workerGroupSpecs[{i}] container {container['name']}: "
+                    "resources.limits nvidia.com/gpu must be 1 (one engine per GPU)"
+                )
+    return problems
+
+
+def check(path: Path) -> list[str]:
+    validator = jsonschema.Draft4Validator(strict(json.loads(SCHEMA.read_text())))
+    problems = []
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    for index, document in enumerate(documents):
+        name = f"{path}[{index}] {document.get('kind')}/{document.get('metadata', {}).get('name')}"
+        if document.get("kind") == "RayJob":
+            if document.get("apiVersion") != "ray.io/v1":
+                problems.append(f"{name}: apiVersion must be ray.io/v1")
+                continue
+            for error in sorted(validator.iter_errors(document), key=lambda e: list(e.path)):
+                at = ".".join(str(p) for p in error.absolute_path) or "(document)"
+                problems.append(f"{name}: {at}: {error.message}")
+            if not problems:
+                problems += [f"{name}: {p}" for p in project_problems(document)]
+        else:
+            try:
+                kubernetes_validate.validate(document, "1.37.0", strict=True)
+            except kubernetes_validate.ValidationError as error:
+                problems.append(f"{name}: {error.message}")
+    return problems
+
+
+def main(paths: list[str]) -> int:
+    failed = False
+    for raw in paths:
+        problems = check(Path(raw))
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed = failed or bool(problems)
+        if not problems:
+            print(f"{raw}: valid")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

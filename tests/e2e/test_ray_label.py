@@ -1,0 +1,161 @@
+"""`cai-judge label --ray` (issue 23): a real local Ray, the real vLLM CPU engine, the tiny model.
+
+The machine has 2 shared cores, so each test runs one actor on a handful of pairs; starting
+Ray and an engine in an actor still takes a minute or two on a busy machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.support.cli import run_cli
+
+ray = pytest.importorskip("ray", reason="the `ray` extra: pip install 'cai-judge[ray]'")
+
+PAIRS = [
+    {"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": "No."}
+    for i in range(6)
+]
+# A pair and its swap: the same units, so antisymmetry holds to the bit within a batch.
+PAIRS.append({**PAIRS[0], "id": "p0-swapped", "response_a": "No.", "response_b": "Answer 0."})
+
+
+@pytest.mark.engine
+def test_ray_labels_equal_the_cli_labels(tmp_path: Path, tiny_model_dir: Path):
+    pairs = tmp_path / "pairs.jsonl"
+    rows: list[object] = [*PAIRS[:3], {"id": "bad", "prompt": "x", "response_a": ""}, *PAIRS[3:]]
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n{not json\n")
+    common = ["--model", str(tiny_model_dir), "--principles", "2", "--seed", "7",
+              "--batch-size", "3"]  # fmt: skip
+    plain = run_cli("label", str(pairs), "-o", str(tmp_path / "cli.jsonl"), *common, cwd=tmp_path)
+    assert plain.returncode == 1, plain.stderr[-2000:]
+    on_ray = run_cli(
+        "label", str(pairs), "-o", str(tmp_path / "ray.jsonl"), "--ray", *common, cwd=tmp_path
+    )
+    # Bad lines: reported with their line numbers, as the CLI reports them, and exit 1.
+    assert on_ray.returncode == 1, on_ray.stderr[-3000:]
+    assert f"{pairs}:4" in on_ray.stderr and "response_b: Field required" in on_ray.stderr
+    assert f"{pairs}:10" in on_ray.stderr and "not valid JSON" in on_ray.stderr
+    assert "labeled 7 pair(s)" in on_ray.stderr and "2 pair(s) not labeled" in on_ray.stderr
+
+    expected = [json.loads(line) for line in (tmp_path / "cli.jsonl").read_text().splitlines()]
+    got = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
+    assert [g["id"] for g in got] == [p["id"] for p in PAIRS]  # input order
+    numbers = ("margin", "p_a", "position_bias", "consistency", "answer_mass")
+    for want, have in zip(expected, got, strict=True):
+        for name in numbers:
+            assert have[name] == pytest.approx(want[name], abs=1e-4), (want["id"], name)
+        # Provenance, principles chosen and flags are the CLI's exactly.
+        assert {k: v for k, v in have.items() if k not in numbers} == {
+            k: v for k, v in want.items() if k not in numbers
+        }
+    assert got[-1]["margin"] == -got[0]["margin"]
+
+
+@pytest.fixture
+def local_ray() -> Iterator[None]:
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _actor_processes() -> list[psutil.Process]:
+    """This test's Ray Data map actors (Ray names their processes ray::MapWorker...)."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            # A killed actor lingers as a zombie until its raylet reaps it.
+            alive = process.status() != psutil.STATUS_ZOMBIE
+            if alive and "MapWorker" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_actor_engine_gets_the_clis_cpu_threads(local_ray: None):
+    # Ray starts a num_cpus=1 actor with OMP_NUM_THREADS=1; the CLI's engine runs one
+    # thread per core of CAI_JUDGE_CPU_THREADS_BIND (`all`: every core this process may use).
+    from cai_judge.ray.stage import bind_cpu_threads
+    from cai_judge.settings import Settings
+
+    @ray.remote(num_cpus=1)
+    def threads(bind: str) -> tuple[int, int]:
+        import torch
+
+        bind_cpu_threads(Settings(cpu_threads_bind=bind))
+        return torch.get_num_threads(), len(os.sched_getaffinity(0))
+
+    count, cores = ray.get(threads.remote("all"))
+    assert count == cores
+    assert ray.get(threads.remote("0"))[0] == 1
+
+
+@pytest.mark.engine
+def test_killed_actor_is_restarted_and_every_pair_labeled_once(
+    tmp_path: Path, tiny_model_dir: Path, local_ray: None
+):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from cai_judge.labeling.constitution import ConstitutionRegistry
+    from cai_judge.labeling.schema import LabelOptions
+    from cai_judge.ray.run import RayLabelSummary, label_with_ray
+    from cai_judge.ray.stage import StageConfig
+    from cai_judge.settings import Settings
+
+    pairs = [
+        {"id": f"k{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.",
+         "response_b": f"No {i}."}
+        for i in range(16)
+    ]  # fmt: skip
+    source = tmp_path / "pairs.parquet"
+    pq.write_table(pa.Table.from_pylist(pairs), source)
+    settings = Settings(model=str(tiny_model_dir), max_model_len=1024, cpu_kv_cache_gib=1)
+    spec = ConstitutionRegistry.with_builtins().resolve("harmless")
+    config = StageConfig(settings, spec, LabelOptions(principles="all"), None)
+
+    killed: list[int] = []
+    later: set[int] = set()
+    batches_at_kill: list[int] = []
+
+    def on_batch(summary: RayLabelSummary) -> None:
+        actors = {p.pid for p in _actor_processes()}
+        if not killed:
+            # Killed once it has labeled a pair, with pairs still to label.
+            assert len(actors) == 1, actors
+            victim = actors.pop()
+            os.kill(victim, signal.SIGKILL)
+            killed.append(victim)
+            batches_at_kill.append(summary.labeled)
+        else:
+            later.update(actors)
+
+    output = tmp_path / "labels.parquet"
+    finished: list[RayLabelSummary] = []
+    runner = threading.Thread(
+        target=lambda: finished.append(
+            label_with_ray(str(source), str(output), config, batch_size=1, on_batch=on_batch)
+        )
+    )
+    runner.start()
+    runner.join(timeout=540)
+    assert not runner.is_alive(), "labeling did not finish in 9 minutes"
+    assert killed and batches_at_kill[0] < len(pairs)
+    # Ray restarted the actor: another process labeled the rest.
+    assert later - set(killed), later
+
+    table = pq.read_table(output)
+    assert table.column("id").to_pylist() == [p["id"] for p in pairs]
+    assert finished[0].labeled == len(pairs) and not finished[0].problems
+    assert set(table.column("selection").to_pylist()) == {"all"}
