@@ -649,7 +649,11 @@ def check_refused(soak: Soak) -> dict[str, Any]:
     out["outcome"] = (
         f"accepted (202); at the end {state['state']}, done {state['done']}, failed "
         f"{state['failed']}, its chunk delivered {deliveries} times"
-        + (" and still pending: it loops (issue 19)" if loops else "")
+        + (
+            " and still pending: a chunk no consumer can finish, redelivered forever"
+            if loops
+            else ""
+        )
     )
     return out
 

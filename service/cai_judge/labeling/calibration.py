@@ -211,7 +211,7 @@ class CalibrationProfile(BaseModel):
             raise ValueError(
                 "this is a schema 1 profile, whose length term (λ, fitted to gold and kept) "
                 "imitated gold's length preference; schema 2 removes the judge's own length "
-                "bias instead (issue 22). Refit it with `cai-judge calibrate`"
+                "bias instead. Refit it with `cai-judge calibrate`"
             )
         return data
 
