@@ -14,6 +14,7 @@ in clients/python/tests with respx.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import math
@@ -104,16 +105,20 @@ class Judge:
         self.kind = kind
         self.client = client
 
+    def _call(self, method: str) -> Any:
+        """`"label"`, or a resource's call as `"labels.create"`."""
+        return functools.reduce(getattr, method.split("."), self.client)
+
     async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        call = getattr(self.client, method)
+        call = self._call(method)
         if self.kind == "async":
             return await call(*args, **kwargs)
         return await asyncio.to_thread(call, *args, **kwargs)
 
     async def collect(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         if self.kind == "async":
-            return [item async for item in getattr(self.client, method)(*args, **kwargs)]
-        return await asyncio.to_thread(lambda: list(getattr(self.client, method)(*args, **kwargs)))
+            return [item async for item in self._call(method)(*args, **kwargs)]
+        return await asyncio.to_thread(lambda: list(self._call(method)(*args, **kwargs)))
 
 
 @pytest_asyncio.fixture(params=["sync", "async"], loop_scope="session")
@@ -138,6 +143,20 @@ async def test_label_returns_one_result_per_pair_in_order(judge: Judge) -> None:
     assert isinstance(error, sdk.PairError)
     assert error.index == 1 and error.error.param == "pairs.1.response_b"
     assert answer.usage.pairs == 2 and answer.usage.score_units == 8
+
+
+async def test_resource_calls_answer_as_the_first_release_names(judge: Judge) -> None:
+    pairs = [pair(1), bad_pair(2)]
+    by_resource = await judge("labels.create", pairs, constitution="harmless", principles=1)
+    by_name = await judge("label", pairs, constitution="harmless", principles=1)
+    assert as_lines(by_resource.labels) == as_lines(by_name.labels)
+    assert [r.id for r in by_resource.labels] == ["p1", "p2"]
+    found = await judge("constitutions.retrieve", "harmless")
+    assert found == await judge("get_constitution", "harmless")
+    listed = await judge("constitutions.list")
+    assert any(c.id == "harmless" for c in listed)
+    jobs = await judge("jobs.list", limit=5)
+    assert isinstance(jobs, sdk.JobList)
 
 
 async def test_errors_are_typed_and_carry_the_request_id_and_body(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 from typing import Any
 
@@ -19,16 +20,20 @@ class Judge:
         self.kind = kind
         self.client = client
 
+    def _call(self, method: str) -> Any:
+        """`"label"`, or a resource's call as `"labels.create"`."""
+        return functools.reduce(getattr, method.split("."), self.client)
+
     async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        call = getattr(self.client, method)
+        call = self._call(method)
         if self.kind == "async":
             return await call(*args, **kwargs)
         return await asyncio.to_thread(call, *args, **kwargs)
 
     async def collect(self, method: str, *args: Any, **kwargs: Any) -> list[Any]:
         if self.kind == "async":
-            return [item async for item in getattr(self.client, method)(*args, **kwargs)]
-        return await asyncio.to_thread(lambda: list(getattr(self.client, method)(*args, **kwargs)))
+            return [item async for item in self._call(method)(*args, **kwargs)]
+        return await asyncio.to_thread(lambda: list(self._call(method)(*args, **kwargs)))
 
     def with_options(self, **kwargs: Any) -> Judge:
         return Judge(self.kind, self.client.with_options(**kwargs))

@@ -2,7 +2,7 @@
 
     from cai_judge_client import CaiJudge
     with CaiJudge() as judge:          # CAI_JUDGE_BASE_URL, CAI_JUDGE_API_KEY
-        judge.label_dataset(pairs, constitution="harmless", output="labels.jsonl")
+        judge.labels.create_dataset(pairs, constitution="harmless", output="labels.jsonl")
 
 It depends on httpx, pydantic and tenacity only, never on the service package, torch or
 vLLM (docs/DESIGN.md §8), so it installs in any training environment.
@@ -28,6 +28,7 @@ from cai_judge_client._exceptions import (
     ServiceUnavailableError,
     UnprocessableEntityError,
 )
+from cai_judge_client._labeling_plan import LabelingOptions
 from cai_judge_client._version import __version__
 from cai_judge_client.export import ExportSummary, reward_rows, to_reward_dataset
 from cai_judge_client.rewards import groupwise_reward, make_sync
@@ -69,6 +70,7 @@ __all__ = [
     "Label",
     "LabelResponse",
     "LabelResult",
+    "LabelingOptions",
     "NotFoundError",
     "Pair",
     "PairError",
