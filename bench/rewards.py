@@ -187,6 +187,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "rewards.json"))
     args = parser.parse_args()
     size, k = args.group, args.principles
+    # A `timeout` around the run sends SIGTERM: stop the server and keep what was measured.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(124))
 
     from cai_judge.engine.default_model import prepare_default_model
     from cai_judge.settings import Settings
@@ -202,6 +204,12 @@ def main() -> None:
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     results: dict[str, Any] = {"prompts": args.prompts, "group": size, "principles": k}
+
+    def save() -> None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        with open(args.out, "w", encoding="utf-8") as sink:
+            json.dump(results, sink, indent=2)
+
     try:
         for _ in range(1200):
             if server.poll() is not None:
@@ -227,6 +235,7 @@ def main() -> None:
             }
             print(name, row, flush=True)
             results[name] = row
+            save()
             return answer
 
         rr_groups = make_groups(args.prompts, size, "rr")
@@ -275,9 +284,7 @@ def main() -> None:
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=120)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "w", encoding="utf-8") as sink:
-            json.dump(results, sink, indent=2)
+        save()
 
 
 if __name__ == "__main__":
