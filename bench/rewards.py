@@ -185,6 +185,10 @@ def main() -> None:
     parser.add_argument("--latency-groups", type=int, default=32)
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=str(RESULTS / "rewards.json"))
+    parser.add_argument(
+        "--parts", nargs="+", default=["schedules", "sdk", "latency"],
+        choices=["schedules", "sdk", "latency"], help="what to measure (a shorter run)",
+    )  # fmt: skip
     args = parser.parse_args()
     size, k = args.group, args.principles
     # A `timeout` around the run sends SIGTERM: stop the server and keep what was measured.
@@ -238,42 +242,54 @@ def main() -> None:
             save()
             return answer
 
-        rr_groups = make_groups(args.prompts, size, "rr")
-        rr = measure("round_robin", {"groups": _wire(rr_groups)})
-        rr_rewards = flat(rr)
-        floor = trie_floor_of(rr_groups, k, model_dir)
-        results["round_robin"]["trie_floor_tokens"] = floor
-        results["round_robin"]["uncached_over_floor"] = round(
-            results["round_robin"]["uncached_tokens"] / floor, 3
-        )
-        print("trie floor", floor, results["round_robin"]["uncached_over_floor"], flush=True)
-        rr_uncached = results["round_robin"]["uncached_tokens"]
-        for m in range(1, size - 1):
-            if size * m % 2:
-                continue
-            name = f"opponents_{m}"
-            measure(name, {"groups": _wire(make_groups(args.prompts, size, name)), "opponents": m})
-            same, _ = call(url, {**options, "groups": _wire(rr_groups), "opponents": m})
-            bt, _ = call(url, {**options, "groups": _wire(rr_groups), "opponents": m,
-                               "scoring": "bradley_terry"})  # fmt: skip
-            results[name]["spearman_vs_round_robin"] = round(spearman(flat(same), rr_rewards), 3)
-            results[name]["spearman_bt_vs_round_robin"] = round(spearman(flat(bt), rr_rewards), 3)
-            results[name]["uncached_share_of_round_robin"] = round(
-                results[name]["uncached_tokens"] / rr_uncached, 3
+        if "schedules" in args.parts:
+            rr_groups = make_groups(args.prompts, size, "rr")
+            rr = measure("round_robin", {"groups": _wire(rr_groups)})
+            rr_rewards = flat(rr)
+            floor = trie_floor_of(rr_groups, k, model_dir)
+            results["round_robin"]["trie_floor_tokens"] = floor
+            results["round_robin"]["uncached_over_floor"] = round(
+                results["round_robin"]["uncached_tokens"] / floor, 3
             )
-            print(name, results[name], flush=True)
-        reference = measure("reference", {"items": _items(make_groups(args.prompts, size, "ref"))})
-        same_ref, _ = call(url, {**options, "items": _items(rr_groups)})
-        results["reference"]["spearman_vs_round_robin"] = round(
-            spearman([r["reward"] for r in same_ref["results"]], rr_rewards), 3
-        )
-        del reference
-        sdk_groups = make_groups(args.prompts, size, "sdk")
-        sdk_seconds = asyncio.run(groupwise_seconds(url, sdk_groups, k))
-        _, ours = call(url, {**options, "groups": _wire(make_groups(args.prompts, size, "ours"))})
-        results["v1_rewards_vs_sdk_groupwise"] = round(sdk_seconds / ours, 3)
-        print("vs groupwise_reward", results["v1_rewards_vs_sdk_groupwise"], flush=True)
-        for concurrency in args.concurrency:
+            print("trie floor", floor, results["round_robin"]["uncached_over_floor"], flush=True)
+            rr_uncached = results["round_robin"]["uncached_tokens"]
+            for m in range(1, size - 1):
+                if size * m % 2:
+                    continue
+                name = f"opponents_{m}"
+                measure(
+                    name, {"groups": _wire(make_groups(args.prompts, size, name)), "opponents": m}
+                )
+                same, _ = call(url, {**options, "groups": _wire(rr_groups), "opponents": m})
+                bt, _ = call(url, {**options, "groups": _wire(rr_groups), "opponents": m,
+                                   "scoring": "bradley_terry"})  # fmt: skip
+                results[name]["spearman_vs_round_robin"] = round(
+                    spearman(flat(same), rr_rewards), 3
+                )
+                results[name]["spearman_bt_vs_round_robin"] = round(
+                    spearman(flat(bt), rr_rewards), 3
+                )
+                results[name]["uncached_share_of_round_robin"] = round(
+                    results[name]["uncached_tokens"] / rr_uncached, 3
+                )
+                print(name, results[name], flush=True)
+            reference = measure(
+                "reference", {"items": _items(make_groups(args.prompts, size, "ref"))}
+            )
+            same_ref, _ = call(url, {**options, "items": _items(rr_groups)})
+            results["reference"]["spearman_vs_round_robin"] = round(
+                spearman([r["reward"] for r in same_ref["results"]], rr_rewards), 3
+            )
+            del reference
+        if "sdk" in args.parts:
+            sdk_groups = make_groups(args.prompts, size, "sdk")
+            sdk_seconds = asyncio.run(groupwise_seconds(url, sdk_groups, k))
+            _, ours = call(
+                url, {**options, "groups": _wire(make_groups(args.prompts, size, "ours"))}
+            )
+            results["v1_rewards_vs_sdk_groupwise"] = round(sdk_seconds / ours, 3)
+            print("vs groupwise_reward", results["v1_rewards_vs_sdk_groupwise"], flush=True)
+        for concurrency in args.concurrency if "latency" in args.parts else []:
             groups = make_groups(args.latency_groups, size, f"lat{concurrency}")
             seen = asyncio.run(latencies(url, groups, k, concurrency))
             results[f"latency_c{concurrency}"] = {
