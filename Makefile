@@ -1,6 +1,6 @@
 # The two fresh-machine commands of README.md: `make example` and `make test`.
 # Both install what they need first (scripts/setup.sh, idempotent).
-.PHONY: setup example example-offline example-redis test lint test-explore protos
+.PHONY: setup example example-offline example-redis test test-fast lint test-explore protos
 SHELL := /bin/bash
 VENV := .venv
 K8S_OVERLAYS := cpu gpu fleet
@@ -53,9 +53,15 @@ lint: setup
 test: lint
 	$(VENV)/bin/python -m pytest -ra
 
+# Everything but the tests that need the real engine or real servers (tests/e2e/ and the
+# tests marked `engine`: tests/conftest.py): the logic, on the fake engine, in about a
+# minute. No linters; `make test` stays the whole suite.
+test-fast: setup
+	$(VENV)/bin/python -m pytest -ra -m "not engine"
+
 # Property and fuzz tests with fresh random seeds (the test command runs them derandomized,
 # so a commit always gives the same result). A failure prints a reproduce blob.
 test-explore: setup
 	HYPOTHESIS_PROFILE=explore $(VENV)/bin/python -m pytest -ra \
-		tests/test_label_math.py tests/test_eval_protocols.py \
-		tests/test_server.py::test_schemathesis_finds_no_server_errors
+		tests/labeling/test_label_math.py tests/evaluation/test_eval_protocols.py \
+		tests/e2e/test_server.py::test_schemathesis_finds_no_server_errors

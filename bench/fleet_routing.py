@@ -31,7 +31,7 @@ import httpx
 from tests.support.vllm_server import VllmServer, launch, wait_ready
 
 from bench.common import RESULTS, make_pairs
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
 from cai_judge.engine.vllm_remote import RemoteEngineConfig, RemoteVllmEngine, Routing
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge

@@ -22,12 +22,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -35,16 +31,12 @@ from typing import Any
 
 import grpc
 import httpx
+from tests.support.ports import free_port
+from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss, make_pairs, tree_rss
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def to_proto(raw: dict[str, Any]) -> pb.Pair:
@@ -121,31 +113,13 @@ class Sides:
             return time.perf_counter() - started
 
 
-def start(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str, str]:
-    http_port, grpc_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CAI_JUDGE_PORT": str(http_port),
-        "CAI_JUDGE_GRPC_PORT": str(grpc_port),
-        "CAI_JUDGE_RATE_LIMIT": "1000000/minute",
-    }
+def start(args: argparse.Namespace) -> tuple[ServiceProcess, str, str]:
+    grpc_port = free_port()
+    env = {"CAI_JUDGE_GRPC_PORT": str(grpc_port), "CAI_JUDGE_RATE_LIMIT": "1000000/minute"}
     if args.model:
         env["CAI_JUDGE_MODEL"] = args.model
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{http_port}"
-    for _ in range(600):
-        if server.poll() is not None:
-            raise RuntimeError("the server exited during start-up")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                return server, url, f"127.0.0.1:{grpc_port}"
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the server did not become ready in 300 s")
+    server = ServiceProcess(env=env).start(timeout_s=300)
+    return server, server.url, f"127.0.0.1:{grpc_port}"
 
 
 def main() -> None:
@@ -190,8 +164,7 @@ def main() -> None:
                         rate = args.pairs / elapsed
                         print(f"round {round_} {key:>11}: {rate:.3f} pairs/s", flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
+        server.stop(signal.SIGTERM, wait_s=120)
 
     def rate(key: str) -> float:
         return args.pairs * len(times[key]) / sum(times[key])

@@ -17,25 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss, make_pairs, tree_rss
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def http_rate(url: str, pairs: list[dict[str, Any]], concurrency: int, k: int) -> float:
@@ -74,23 +65,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure_http(args: argparse.Namespace) -> dict[str, Any]:
-    port = free_port()
-    env = {**os.environ, "CAI_JUDGE_PORT": str(port), "CAI_JUDGE_RATE_LIMIT": "1000000/minute"}
+    env = {"CAI_JUDGE_RATE_LIMIT": "1000000/minute"}
     if args.model:
         env["CAI_JUDGE_MODEL"] = args.model
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server = ServiceProcess(env=env).start(timeout_s=300)
+    url = server.url
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
         idle_rss = tree_rss(server.pid)
         warmup = make_pairs(8, offset=7000)
         asyncio.run(http_rate(url, warmup, 8, args.principles))
@@ -109,8 +89,7 @@ def measure_http(args: argparse.Namespace) -> dict[str, Any]:
         results["loaded_peak_rss_gib"] = round(memory.peak / 2**30, 2)
         return results
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
+        server.stop(signal.SIGTERM, wait_s=120)
 
 
 async def measure_engine(args: argparse.Namespace) -> float:

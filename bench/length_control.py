@@ -85,7 +85,7 @@ def registry(folder: Path) -> ConstitutionRegistry:
 
 async def score() -> None:
     from cai_judge.engine.default_model import prepare_default_model
-    from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig
+    from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
     from cai_judge.evaluation.runner import response_token_counts, score_gold
     from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings

@@ -18,13 +18,9 @@ Starts its own redis-server and services on free loopback ports; bounded in coun
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,19 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
+from tests.support.ports import free_port
+from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss
 
 MIB = 2**20
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def short_pair(i: int, tag: str) -> dict[str, str]:
@@ -57,58 +46,15 @@ def short_pair(i: int, tag: str) -> dict[str, str]:
     }
 
 
-class Service:
-    def __init__(self, model: str, redis_url: str, log: Path, extra: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            "VLLM_CPU_KVCACHE_SPACE": "1",
-            "CAI_JUDGE_MODEL": model,
-            "CAI_JUDGE_MAX_MODEL_LEN": "1024",
-            "CAI_JUDGE_PORT": str(self.port),
-            "CAI_JUDGE_REDIS_URL": redis_url,
-            "CAI_JUDGE_RATE_LIMIT": "1000000/minute",
-            "CAI_JUDGE_CPU_KV_CACHE_GIB": "1",
-            **extra,
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"service exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("service not ready in 300 s")
-
-    def metric(self, name: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(name) and not line.startswith("#")
-        )
-
-    def rss(self) -> int:
-        return int(psutil.Process(self.process.pid).memory_info().rss)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+def start_service(model: str, redis_url: str, log: Path, extra: dict[str, str]) -> ServiceProcess:
+    """One `cai-judge serve` on Redis, ready; `extra` adds raw environment variables."""
+    settings = {"model": model, "max_model_len": "1024", "redis_url": redis_url,
+                "rate_limit": "1000000/minute", "cpu_kv_cache_gib": "1"}  # fmt: skip
+    env = {"VLLM_CPU_KVCACHE_SPACE": "1", **extra}
+    return ServiceProcess(settings=settings, env=env, log=log).start(timeout_s=300)
 
 
-def label_twice(service: Service, pairs: int, principles: int) -> dict[str, Any]:
+def label_twice(service: ServiceProcess, pairs: int, principles: int) -> dict[str, Any]:
     body = [short_pair(i, "cache") for i in range(pairs)]
     passes = []
     with httpx.Client(base_url=service.url, timeout=600) as http:
@@ -148,15 +94,15 @@ def ndjson_lines(count: int) -> Iterator[bytes]:
         yield b"".join(batch)
 
 
-def upload(service: Service, count: int) -> dict[str, Any]:
-    before = service.rss()
+def upload(service: ServiceProcess, count: int) -> dict[str, Any]:
+    before = service.rss(children=False)
     started = time.perf_counter()
     peak = {"rss": before}
     stop = threading.Event()
 
     def poll() -> None:  # the service process alone: the engine's do not see the upload
         while not stop.is_set():
-            peak["rss"] = max(peak["rss"], service.rss())
+            peak["rss"] = max(peak["rss"], service.rss(children=False))
             time.sleep(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -174,7 +120,7 @@ def upload(service: Service, count: int) -> dict[str, Any]:
     response.raise_for_status()
     job = response.json()
     httpx.delete(f"{service.url}/v1/jobs/{job['id']}", timeout=30)
-    after = service.rss()
+    after = service.rss(children=False)
     return {
         "pairs": count,
         "accepted_total": job["total"],
@@ -188,7 +134,7 @@ def upload(service: Service, count: int) -> dict[str, Any]:
     }
 
 
-def run_job(services: list[Service], count: int, tag: str) -> dict[str, Any]:
+def run_job(services: list[ServiceProcess], count: int, tag: str) -> dict[str, Any]:
     front = services[0]
     done_before = [s.metric("cai_judge_job_pairs_total") for s in services]
     pairs = [short_pair(i, tag) for i in range(count)]
@@ -260,11 +206,11 @@ def main() -> None:
         stdout=(work / "redis.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    services: list[Service] = []
+    services: list[ServiceProcess] = []
     report: dict[str, Any] = {"model": args.model, "machine": "shared 2-core CPU"}
     try:
         services.append(
-            Service(model, redis_url, work / "a.log", {"CAI_JUDGE_JOBS_CHUNK_PAIRS": "32"})
+            start_service(model, redis_url, work / "a.log", {"CAI_JUDGE_JOBS_CHUNK_PAIRS": "32"})
         )
         report["cache"] = label_twice(services[0], args.cache_pairs, principles=2)
         print(json.dumps(report["cache"]), flush=True)
@@ -273,7 +219,7 @@ def main() -> None:
         report["job_one_replica"] = run_job(services, args.job_pairs, "one")
         print(json.dumps(report["job_one_replica"]), flush=True)
         services.append(
-            Service(model, redis_url, work / "b.log", {"CAI_JUDGE_JOBS_CHUNK_PAIRS": "32"})
+            start_service(model, redis_url, work / "b.log", {"CAI_JUDGE_JOBS_CHUNK_PAIRS": "32"})
         )
         report["job_two_replicas"] = run_job(services, args.job_pairs, "two")
         print(json.dumps(report["job_two_replicas"]), flush=True)

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sdk_label_dataset --pairs 10000
 
-Starts a real `cai-judge serve` on the tiny random model (tests/test_server.py's
+Starts a real `cai-judge serve` on the tiny random model (tests/support/service_process.py's
 `start_server`, loopback only), then, in a separate client process that imports only
 `cai_judge_client` (as a training job would), labels a lazily generated dataset with
 `CaiJudge.label_dataset(..., output=file)` at principles=1, twice side by side: a tenth of
@@ -98,7 +98,7 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from tests.test_server import start_server, stop
+    from tests.support.service_process import start_server, stop
 
     work = Path(tempfile.mkdtemp(prefix="sdk-bench-"))
     model = work / "tiny-llama"

@@ -58,11 +58,13 @@ import grpc
 import httpx
 import psutil
 import redis
+from tests.support.ports import free_port
 from tests.support.redis_server import RedisServer
+from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, ROOT, make_pairs, tree_rss
 from bench.grpc_vs_http import to_proto
-from bench.redis_jobs import Service, free_port
+from bench.redis_jobs import start_service
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.services.security import hash_api_key
@@ -96,7 +98,7 @@ class Clock:
 @dataclass
 class Replica:
     name: str
-    service: Service
+    service: ServiceProcess
     grpc_port: int
     log: Path
     down_until: float = 0.0  # client side: skip it after a connection error
@@ -984,7 +986,7 @@ def stack(
                 "CAI_JUDGE_CPU_THREADS_BIND": core if (os.cpu_count() or 1) >= 2 else "all",
             }
             log = work / f"{name.replace(' ', '-')}.log"
-            service = Service(args.model, redis_server.url, log, extra)
+            service = start_service(args.model, redis_server.url, log, extra)
             return Replica(name, service, ports[index], log)
 
         with ThreadPoolExecutor(2) as pool:

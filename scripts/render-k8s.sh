@@ -3,7 +3,7 @@
 # writes OUT/NAME.yaml for each overlay. It renders a copy of k8s/ in which the API-key
 # files, kept out of git (k8s/components/api-keys), are filled with a digest that matches
 # no key where they are absent, so CI renders without anyone's keys. `make lint` and
-# tests/test_deploy_configs.py use it.
+# tests/deploy/test_deploy_configs.py use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The venv's kubectl (kustomize v5, the dev extra) before any older one on the machine.

@@ -9,7 +9,6 @@ every write) for the tests that stop Redis and expect its data back. `stop()` an
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,13 +17,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.support.ports import free_port
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class RedisServer:

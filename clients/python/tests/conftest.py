@@ -4,7 +4,7 @@ These tests need only the SDK, pytest, pytest-asyncio and respx (`pip install -e
 'clients/python[test]'`). respx fakes the HTTP layer here, and only for what a live server
 cannot produce on demand: retry counts, Retry-After, idempotency keys across retries,
 timeouts, a job slower than `wait_job`'s timeout. The calls themselves
-are tested against a real server in tests/test_sdk_live.py.
+are tested against a real server in tests/e2e/test_sdk_live.py.
 """
 
 from __future__ import annotations

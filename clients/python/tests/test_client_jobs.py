@@ -2,7 +2,7 @@
 for both clients: what a live server cannot produce on demand, a lost answer followed by a
 retry (the whole body again, with the same Idempotency-Key) and a job slower than
 `wait_job`'s timeout. Everything else about jobs runs against a real server and a real
-redis-server in tests/test_sdk_live.py.
+redis-server in tests/e2e/test_sdk_live.py.
 """
 
 from __future__ import annotations

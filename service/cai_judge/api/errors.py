@@ -29,7 +29,10 @@ from cai_judge.services.errors import (
     Unauthenticated,
     Unavailable,
     from_domain,
+    from_store,
 )
+from cai_judge.settings import Settings
+from cai_judge.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +58,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Request body over the limit",
         422: "Invalid request: the message names the field and the limit",
         429: "Rate limit; retry after `Retry-After` seconds",
-        503: "Queue full, draining, or cut by shutdown; retry after `Retry-After` seconds",
+        503: "Queue full, draining, cut by shutdown, or Redis unreachable; retry after "
+        "`Retry-After` seconds",
     }.items()
 }
 
@@ -102,6 +106,17 @@ def register_exception_handlers(app: FastAPI) -> None:
             logger.exception("unhandled error on %s", request.url.path, exc_info=error)
             return error_response(500, "internal_error", "internal error; see the server log")
         return await _service_error(request, mapped)
+
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(request: Request, error: StoreUnavailable) -> JSONResponse:
+        logger.warning("%s %s: %s", request.method, request.url.path, error)
+        services = getattr(request.app.state, "services", None)
+        retry_after = (
+            services.settings.retry_after_s
+            if services is not None
+            else Settings.model_fields["retry_after_s"].default
+        )
+        return await _service_error(request, from_store(error, retry_after))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,14 +12,24 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai_judge.constants import MAX_COT_TOKENS, MAX_GENERATION_TOKENS, MAX_PRINCIPLES, MAX_SEED
+from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
 from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.options import (
+    CALLER_FIELDS,
+    ConstitutionRefText,
+    CotMaxTokens,
+    LabelOptions,
+    Mode,
+    Principles,
+    Seed,
+)
+from cai_judge.labeling.pipeline import LabelOutcome
 from cai_judge.labeling.schema import ConstitutionRef, ErrorDetail, Label, Pair, PairError, Usage
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
 from cai_judge.services.health import Readiness
-from cai_judge.services.jobs import JobSpec, JobStatus
-from cai_judge.services.labels import LabelCommand, LabelOutcome
+from cai_judge.services.jobs import JobStatus
+from cai_judge.services.labels import LabelCommand
 from cai_judge.services.revisions import RevisionCommand, RevisionOutcome
 from cai_judge.sl_cai.schema import (
     MAX_ROUNDS,
@@ -55,15 +65,20 @@ class ErrorEnvelope(BaseModel):
 
 
 class LabelingOptions(BaseModel):
-    """How every pair of a request is labeled: the options /v1/labels and /v1/jobs share."""
+    """How every pair of a request is labeled: the options /v1/labels and /v1/jobs share.
+
+    The wire's view of the domain's one `LabelOptions` (labeling/options.py), kept as its
+    own model for the OpenAPI descriptions and because the server's tuning fields are not
+    the caller's to set; the bounds are the domain's own aliases, and `to_options` is the
+    one way in."""
 
     model_config = ConfigDict(extra="forbid")
 
-    constitution: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+    constitution: ConstitutionRefText = Field(
         description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits)."
     )
-    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = "all"
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    principles: Principles = "all"
+    seed: Seed = 0
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
     calibrated: bool = Field(
@@ -72,23 +87,20 @@ class LabelingOptions(BaseModel):
         "this model, template, constitution version, aggregator and principles; the label's "
         "`calibration` names the profile and keeps the raw numbers. 422 when none fits.",
     )
-    mode: Literal["plain", "cot"] = Field(
+    mode: Mode = Field(
         default="plain",
         description="`cot`: a greedy rationale per principle and order before the answer; "
         "probabilities clamped, raw numbers and rationales returned (slower).",
     )
-    cot_max_tokens: Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)] | None = Field(
+    cot_max_tokens: CotMaxTokens | None = Field(
         default=None,
         description="CoT: rationale tokens per principle and order (default 128, at most "
         "the service's CAI_JUDGE_MAX_COT_TOKENS).",
     )
 
-    def options(self) -> dict[str, Any]:
-        """The option fields alone, as the service's LabelCommand and JobSpec take them."""
-        return {name: getattr(self, name) for name in LabelingOptions.model_fields}
-
-    def to_spec(self) -> JobSpec:
-        return JobSpec(**self.options())
+    def to_options(self) -> LabelOptions:
+        """The domain's options object: the one thing every wire builds."""
+        return LabelOptions.from_dict(self.model_dump(include=set(CALLER_FIELDS)))
 
 
 class LabelRequest(LabelingOptions):
@@ -116,7 +128,7 @@ class LabelRequest(LabelingOptions):
     )
 
     def to_command(self) -> LabelCommand:
-        return LabelCommand(pairs=self.pairs, **self.options())
+        return LabelCommand(self.to_options(), self.pairs)
 
 
 class LabelResponse(BaseModel):

@@ -51,7 +51,6 @@ from cai_judge.labeling.calibration import (
     CalibrationError,
     CalibrationProfile,
     ProfileKey,
-    calibrate_label,
     label_key,
     read_profile,
     response_token_count,
@@ -62,14 +61,12 @@ from cai_judge.labeling.schema import (
     Label,
     LabelOptions,
     Pair,
-    PairError,
     TemplateRef,
     Usage,
 )
 
 if TYPE_CHECKING:
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
-    from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings
 
 CalibrationOption = Annotated[
@@ -225,21 +222,6 @@ def _check_profile(
         ) from None
 
 
-async def _calibrated(
-    judge: Judge, profile: CalibrationProfile, pairs: list[Pair], results: list[Label | PairError]
-) -> list[Label | PairError]:
-    """`results[i]` answers `pairs[i]` (Judge.label keeps input order); errors pass through."""
-    counts: list[int | None] = [None] * (2 * len(pairs))
-    if profile.length_control:
-        counts = list(
-            await judge.token_counts([t for p in pairs for t in (p.response_a, p.response_b)])
-        )
-    return [
-        calibrate_label(r, profile, counts[2 * i], counts[2 * i + 1]) if isinstance(r, Label) else r
-        for i, r in enumerate(results)
-    ]
-
-
 # -- label -----------------------------------------------------------------------------
 
 
@@ -333,6 +315,8 @@ async def _label_file(
     if not todo:
         console.print("nothing to label")
         return 0
+    from cai_judge.labeling.pipeline import label_pairs
+
     failed = 0
     usage = Usage()
     async with engine_session(settings, registry) as judge:
@@ -352,9 +336,7 @@ async def _label_file(
             task = bar.add_task("label", total=len(todo))
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start : start + batch_size]
-                batch = await judge.label(chunk, spec.ref, options)
-                if profile is not None:
-                    batch.results = await _calibrated(judge, profile, chunk, batch.results)
+                batch = await label_pairs(judge, spec, options, chunk, profile=profile)
                 for result in batch.results:
                     if isinstance(result, Label):
                         sink.write(result.model_dump_json(exclude_none=True) + "\n")
@@ -405,6 +387,7 @@ def export_command(
     exit status is 1 when any line was bad or any label has no pair.
     """
     from cai_judge.labeling.export import COLUMN_CONVENTIONS, preference_row
+    from cai_judge.labeling.pipeline import calibrate_results
 
     pairs = {p.id: p for p in _read_pairs(pairs_path).pairs}
     labels_file = read_labels(labels_path)
@@ -424,7 +407,9 @@ def export_command(
             if profile is not None:
                 tokens_a = count_tokens(pair.response_a) if count_tokens else None
                 tokens_b = count_tokens(pair.response_b) if count_tokens else None
-                label = calibrate_label(label, profile, tokens_a, tokens_b)
+                (result,) = calibrate_results([label], profile, [tokens_a, tokens_b])
+                assert isinstance(result, Label)  # a label in, a label out
+                label = result
             row = preference_row(pair, label)
             if row is not None and label.calibration is not None:
                 row["calibration"] = label.calibration.profile

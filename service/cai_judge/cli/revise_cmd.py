@@ -342,7 +342,9 @@ async def _score(
     ]
     if not pairs:
         return {}
-    batch = await judge.label(pairs, spec.ref, options)
+    from cai_judge.labeling.pipeline import label_pairs
+
+    batch = await label_pairs(judge, spec, options, pairs)
     return {label.id: _score_row(label) for label in batch.labels}
 
 

@@ -10,7 +10,7 @@ from cai_judge.engine.default_model import (
     default_model_dir,
     verify_prepared_model,
 )
-from cai_judge.engine.vllm_local import VllmEngine, VllmEngineConfig, VllmScorer
+from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig, VllmScorer
 from cai_judge.settings import DEFAULT_MODEL, Settings
 
 if TYPE_CHECKING:
@@ -85,9 +85,9 @@ async def start_engine(settings: Settings, *, serving: bool) -> Engine:
     else:
         local: VllmScorer
         if runs_core_in_process(settings, serving=serving):
-            from cai_judge.engine.vllm_inprocess import InProcessVllmEngine
+            from cai_judge.engine.vllm_offline import OfflineVllmEngine
 
-            local = await InProcessVllmEngine.start(engine_config(settings))
+            local = await OfflineVllmEngine.start(engine_config(settings))
         else:
             local = await VllmEngine.start(engine_config(settings))
         try:

@@ -481,7 +481,7 @@ class RemoteVllmEngine:
         except NoServerAvailable as error:
             return [EngineUnavailable(str(error))] * len(units)
         try:
-            # As in process (vllm_local.py): the leader computes the prefix, the followers
+            # As in process (vllm_async.py): the leader computes the prefix, the followers
             # find it cached, on the same server.
             try:
                 leader: UnitScore | BaseException = await self._score_one(units[0], placements[0])

@@ -14,6 +14,7 @@ from cai_judge.evaluation.protocols import PairScores
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY
+from cai_judge.labeling.pipeline import label_pairs
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
 
 
@@ -80,7 +81,7 @@ async def _score_pairs(
     usage = Usage()
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start : start + batch_size]
-        batch = await judge.label(list(chunk), constitution, options)
+        batch = await label_pairs(judge, constitution, options, chunk)
         usage.add(batch.usage)
         for result in batch.results:
             if isinstance(result, Label):

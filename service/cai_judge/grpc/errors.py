@@ -39,7 +39,9 @@ from cai_judge.services.errors import (
     Unauthenticated,
     Unavailable,
     from_domain,
+    from_store,
 )
+from cai_judge.store.errors import StoreUnavailable
 
 ERROR_DOMAIN = "cai-judge"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -124,8 +126,11 @@ def to_grpc(error: ServiceError) -> GrpcError:
     return GrpcError(code, error.message, tuple(metadata))
 
 
-def domain_to_grpc(error: BaseException) -> GrpcError | None:
-    """A domain ValueError as the same status HTTP gives it (422: INVALID_ARGUMENT), never
-    INTERNAL; None for anything else (a bug, answered INTERNAL and logged)."""
+def domain_to_grpc(error: BaseException, retry_after_s: int = 2) -> GrpcError | None:
+    """A domain ValueError as the same status HTTP gives it (422: INVALID_ARGUMENT), and a
+    store that cannot be reached as UNAVAILABLE (503), never INTERNAL; None for anything
+    else (a bug, answered INTERNAL and logged)."""
+    if isinstance(error, StoreUnavailable):
+        return to_grpc(from_store(error, retry_after_s))
     mapped = from_domain(error)
     return None if mapped is None else to_grpc(mapped)

@@ -2,32 +2,36 @@
 
 Pairs are handed to the service as plain mappings, exactly as the HTTP API hands over a
 JSON object, so one validator (the domain's `Pair` model) judges both wires and a bad
-pair gets the same per-item error, naming the same field, on either. Options are checked
-by the domain's `LabelOptions` model for the same reason.
+pair gets the same per-item error, naming the same field, on either. Options become the
+domain's one `LabelOptions` object, which checks them, for the same reason.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.pipeline import LabelOutcome
 from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
 from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.constitutions import ConstitutionSummary
 from cai_judge.services.errors import InvalidRequest
-from cai_judge.services.labels import LabelCommand, LabelOutcome
-
-MAX_CONSTITUTION_REF_CHARS = 200  # as the HTTP API's LabelRequest.constitution
+from cai_judge.services.labels import LabelCommand
 
 AGGREGATOR_FROM_PROTO = {
     pb.AGGREGATOR_UNSPECIFIED: Aggregator.MEAN_LOGODDS,
     pb.AGGREGATOR_MEAN_LOGODDS: Aggregator.MEAN_LOGODDS,
     pb.AGGREGATOR_MEAN_PROB: Aggregator.MEAN_PROB,
+}
+MODE_FROM_PROTO: dict[int, Literal["plain", "cot"]] = {
+    pb.MODE_UNSPECIFIED: "plain",
+    pb.MODE_PLAIN: "plain",
+    pb.MODE_COT: "cot",
 }
 AGGREGATOR_TO_PROTO = {
     Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
@@ -51,42 +55,38 @@ def pair_from_proto(pair: pb.Pair) -> dict[str, Any]:
 
 
 def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> LabelCommand:
-    """A LabelCommand, or InvalidRequest naming the option and its limit."""
+    """A LabelCommand, or InvalidRequest naming the option and its limit.
+
+    gRPC carries every option of the domain's LabelOptions (proto3 zero means its default),
+    and the domain model checks each bound, so the two wires refuse the same values."""
     if not options.constitution:
         raise InvalidRequest(
             "options.constitution is required: `id` or `id@version`",
             param="options.constitution",
         )
-    if len(options.constitution) > MAX_CONSTITUTION_REF_CHARS:
-        raise InvalidRequest(
-            f"options.constitution has {len(options.constitution)} characters, over the "
-            f"limit of {MAX_CONSTITUTION_REF_CHARS}",
-            param="options.constitution",
-        )
-    if options.aggregator not in AGGREGATOR_FROM_PROTO:
-        raise InvalidRequest(
-            f"options.aggregator {options.aggregator} is not an Aggregator value",
-            param="options.aggregator",
-        )
+    for name, value, known in (
+        ("aggregator", options.aggregator, AGGREGATOR_FROM_PROTO),
+        ("mode", options.mode, MODE_FROM_PROTO),
+    ):
+        if value not in known:
+            raise InvalidRequest(
+                f"options.{name} {value} is not one of {sorted(known)}", param=f"options.{name}"
+            )
     try:
         checked = LabelOptions(
+            constitution=options.constitution,
             principles=options.principles or "all",
             seed=options.seed,
             aggregator=AGGREGATOR_FROM_PROTO[options.aggregator],
             per_principle=options.per_principle,
+            calibrated=options.calibrated,
+            mode=MODE_FROM_PROTO[options.mode],
+            cot_max_tokens=options.cot_max_tokens or None,
         )
     except ValidationError as error:
         message, param = describe_errors(error.errors(), prefix=("options",))
         raise InvalidRequest(message, param=param) from None
-    return LabelCommand(
-        constitution=options.constitution,
-        pairs=[pair_from_proto(p) for p in pairs],
-        principles=checked.principles,
-        seed=checked.seed,
-        aggregator=checked.aggregator,
-        per_principle=checked.per_principle,
-        calibrated=options.calibrated,
-    )
+    return LabelCommand(checked, [pair_from_proto(p) for p in pairs])
 
 
 def label_to_proto(label: Label) -> pb.Label:
@@ -117,6 +117,9 @@ def label_to_proto(label: Label) -> pb.Label:
                 position_bias=p.position_bias,
                 agree=p.agree,
                 answer_mass=p.answer_mass,
+                raw_s_ab=p.raw_s_ab,
+                raw_s_ba=p.raw_s_ba,
+                raw_margin=p.raw_margin,
             )
             for p in label.per_principle or []
         ],
@@ -127,6 +130,14 @@ def label_to_proto(label: Label) -> pb.Label:
             raw_margin=label.calibration.raw_margin,
             raw_p_a=label.calibration.raw_p_a,
         ),
+        mode=pb.MODE_COT if label.mode == "cot" else pb.MODE_UNSPECIFIED,
+        raw_margin=label.raw_margin,
+        raw_p_a=label.raw_p_a,
+        cot_max_probability=label.cot_max_probability,
+        cot_max_tokens=label.cot_max_tokens,
+        rationales=[
+            pb.Rationale(principle=r.principle, ab=r.ab, ba=r.ba) for r in label.rationales or []
+        ],
     )
 
 

@@ -93,7 +93,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
     ) -> pb.ListConstitutionsResponse:
         async def work() -> pb.ListConstitutionsResponse:
             self._caller(context)
-            return constitution_list(self.services.constitutions.list())
+            return constitution_list(await self.services.constitutions.list())
 
         return await self._unary("ListConstitutions", context, work)
 
@@ -102,7 +102,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
     ) -> pb.Constitution:
         async def work() -> pb.Constitution:
             self._caller(context)
-            return constitution_to_proto(self.services.constitutions.get(request.ref))
+            return constitution_to_proto(await self.services.constitutions.get(request.ref))
 
         return await self._unary("GetConstitution", context, work)
 
@@ -127,7 +127,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            domain = domain_to_grpc(error)
+            domain = domain_to_grpc(error, self.services.settings.retry_after_s)
             code = grpc.StatusCode.INTERNAL if domain is None else domain.code
             await self._abort_unexpected(context, "LabelStream", domain)
         finally:
@@ -153,7 +153,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
         services = self.services
         services.admission.ensure_open()
         services.labels.check_rate(caller)
-        services.constitutions.get(command.constitution)  # NOT_FOUND before any pair
+        await services.constitutions.get(first.options.constitution)  # NOT_FOUND before any pair
         session = LabelStreamSession(
             services.labels, services.admission, caller, command, self.stream_limits
         )
@@ -181,7 +181,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
         except grpc.aio.AbortError:
             raise
         except Exception as error:
-            domain = domain_to_grpc(error)
+            domain = domain_to_grpc(error, self.services.settings.retry_after_s)
             code = grpc.StatusCode.INTERNAL if domain is None else domain.code
             await self._abort_unexpected(context, method, domain)
         finally:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, Protocol
 
 import yaml
 from pydantic import (
@@ -28,7 +28,7 @@ from pydantic import (
 
 from cai_judge.labeling.templates import TEMPLATES
 from cai_judge.labeling.validation import describe_validation_error
-from cai_judge.store import keys
+from cai_judge.store.errors import StoreUnavailable
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
@@ -277,87 +277,64 @@ class ConstitutionRegistry:
             return versions[matches[0]]
 
 
-class ConstitutionStoreUnavailable(RuntimeError):
-    """The shared registry (Redis) cannot be reached to store a new version."""
+class ConstitutionStore(Protocol):
+    """What the shared registry needs from a store (store/constitutions.py): raw versions
+    by id. Every method may raise StoreUnavailable."""
+
+    def add(
+        self, constitution_id: str, version: str, canonical_json: str, *, reserve: bool
+    ) -> Literal["added", "exists", "reserved"]: ...
+
+    def is_reserved(self, constitution_id: str) -> bool: ...
+
+    def ids(self) -> set[str]: ...
+
+    def versions(self, constitution_id: str) -> list[str]: ...
+
+    def latest(self, constitution_id: str) -> str | None: ...
+
+    def get(self, constitution_id: str, version: str) -> str | None: ...
+
+    def close(self) -> None: ...
 
 
-# Adds one version atomically: refuses a reserved id, never overwrites a stored version,
-# and appends it to the id's ordered version list only the first time it is stored.
-_ADD_SCRIPT = """
-if ARGV[4] == '0' and redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return -1 end
-if ARGV[4] == '1' then redis.call('SADD', KEYS[1], ARGV[1]) end
-local added = redis.call('HSETNX', KEYS[2], ARGV[2], ARGV[3])
-if added == 1 then redis.call('RPUSH', KEYS[3], ARGV[2]) end
-redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[5], ARGV[1])
-return added
-"""
-
-
-class RedisConstitutionRegistry(ConstitutionRegistry):
-    """The registry shared by every replica through Redis (DESIGN.md §5).
+class SharedConstitutionRegistry(ConstitutionRegistry):
+    """The registry shared by every replica through a store (Redis; DESIGN.md §5).
 
     Reserved ids (built-ins, the operator's folder) come from files that every replica
-    loads, so they are served from memory and never wait on Redis: labels against them
-    keep flowing while Redis is down. Ids added at run time live in Redis, and every
+    loads, so they are served from memory and never wait on the store: labels against them
+    keep flowing while Redis is down. Ids added at run time live in the store, and every
     replica sees a new version on its next request. Stored versions never change, so
     each is parsed once and memoized; only "which version is latest" is read per request.
-
-    The registry's interface is synchronous (the Judge, the CLI and both transports call
-    it), so this uses redis-py's blocking client with sub-second timeouts: one round trip
-    per unpinned request for a run-time id. When Redis is down, reads fall back to the
-    versions this replica has seen, and adds fail with ConstitutionStoreUnavailable (503).
+    When the store is down, reads fall back to the versions this replica has seen, and
+    adds raise StoreUnavailable (503).
     """
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, store: ConstitutionStore) -> None:
         super().__init__()
-        self._redis = client
-        self._add_script = client.register_script(_ADD_SCRIPT)
-        self._local_reserved: set[str] = set()
+        self.store = store
 
     @classmethod
-    def connect(cls, url: str, extra_dirs: Iterable[Path] = ()) -> RedisConstitutionRegistry:
-        import redis
-
-        client = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
-        registry = cls(client)
+    def over(
+        cls, store: ConstitutionStore, extra_dirs: Iterable[Path] = ()
+    ) -> SharedConstitutionRegistry:
+        """The registry on `store`, with the built-ins and `extra_dirs` loaded (reserved)."""
+        registry = cls(store)
         registry.load_files(constitution_paths(extra_dirs))
         return registry
 
     def close(self) -> None:
-        self._redis.close()
+        self.store.close()
 
-    def _call_redis(self, what: str, call: Any) -> Any:
-        from redis.exceptions import RedisError
-
-        try:
-            return call()
-        except RedisError as error:
-            raise ConstitutionStoreUnavailable(
-                f"the constitution registry (Redis) is unreachable while {what}: {error}; "
-                "retry, or check CAI_JUDGE_REDIS_URL"
-            ) from None
-
-    def _store(self, spec: ConstitutionSpec, reserve: bool) -> int:
-        return int(
-            self._add_script(
-                keys=[
-                    keys.CONSTITUTION_RESERVED,
-                    keys.constitution_versions(spec.id),
-                    keys.constitution_order(spec.id),
-                    keys.CONSTITUTION_LATEST,
-                    keys.CONSTITUTION_IDS,
-                ],
-                args=[spec.id, spec.version, spec.canonical_json(), "1" if reserve else "0"],
-            )
-        )
+    def _store(self, spec: ConstitutionSpec, reserve: bool) -> str:
+        return self.store.add(spec.id, spec.version, spec.canonical_json(), reserve=reserve)
 
     def is_reserved(self, constitution_id: str) -> bool:
         if super().is_reserved(constitution_id):
             return True
         try:
-            return bool(self._redis.sismember(keys.CONSTITUTION_RESERVED, constitution_id))
-        except Exception:
+            return self.store.is_reserved(constitution_id)
+        except StoreUnavailable:
             return False
 
     def add(self, spec: ConstitutionSpec, *, reserve: bool = False) -> ConstitutionSpec:
@@ -365,13 +342,12 @@ class RedisConstitutionRegistry(ConstitutionRegistry):
             stored = super().add(spec, reserve=True)
             try:  # so other replicas refuse run-time versions of this id as well
                 self._store(spec, reserve=True)
-            except Exception as error:
+            except StoreUnavailable as error:
                 logger.warning("could not publish reserved constitution %s: %r", spec.id, error)
             return stored
         if super().is_reserved(spec.id):
             return super().add(spec)  # raises ConstitutionIdReserved
-        outcome = self._call_redis(f"adding {spec.id!r}", lambda: self._store(spec, False))
-        if outcome == -1:
+        if self._store(spec, False) == "reserved":  # StoreUnavailable: nothing was added
             raise ConstitutionIdReserved(
                 f"constitution id {spec.id!r} is reserved: another replica loads it at "
                 "start-up, so it cannot get versions at run time; choose another id"
@@ -381,9 +357,9 @@ class RedisConstitutionRegistry(ConstitutionRegistry):
     def ids(self) -> list[str]:
         local = set(super().ids())
         try:
-            shared = {m.decode() for m in self._redis.smembers(keys.CONSTITUTION_IDS)}
-        except Exception as error:
-            logger.warning("constitution ids from memory only, Redis failed: %r", error)
+            shared = self.store.ids()
+        except StoreUnavailable as error:
+            logger.warning("constitution ids from memory only: %s", error)
             shared = set()
         return sorted(local | shared)
 
@@ -393,7 +369,7 @@ class RedisConstitutionRegistry(ConstitutionRegistry):
             known = self._versions.get(constitution_id, {}).get(version)
         if known is not None:
             return known
-        raw = self._redis.hget(keys.constitution_versions(constitution_id), version)
+        raw = self.store.get(constitution_id, version)
         if raw is None:
             return None
         spec = parse_constitution(json.loads(raw), f"redis {constitution_id}@{version[:12]}")
@@ -403,17 +379,15 @@ class RedisConstitutionRegistry(ConstitutionRegistry):
         return spec
 
     def _sync(self, constitution_id: str) -> None:
-        """Bring this id's versions and latest pointer up to date from Redis."""
-        order = [
-            v.decode() for v in self._redis.lrange(keys.constitution_order(constitution_id), 0, -1)
-        ]
-        latest = self._redis.hget(keys.CONSTITUTION_LATEST, constitution_id)
+        """Bring this id's versions and latest pointer up to date from the store."""
+        order = self.store.versions(constitution_id)
+        latest = self.store.latest(constitution_id)
         for version in order:
             self._fetch(constitution_id, version)
         if latest is not None:
             with self._lock:
-                if latest.decode() in self._versions.get(constitution_id, {}):
-                    self._latest[constitution_id] = latest.decode()
+                if latest in self._versions.get(constitution_id, {}):
+                    self._latest[constitution_id] = latest
 
     def versions(self, constitution_id: str) -> list[str]:
         if not super().is_reserved(constitution_id):
@@ -429,7 +403,5 @@ class RedisConstitutionRegistry(ConstitutionRegistry):
     def _sync_quietly(self, constitution_id: str) -> None:
         try:
             self._sync(constitution_id)
-        except Exception as error:  # serve what this replica has seen
-            logger.warning(
-                "constitution %r from memory only, Redis failed: %r", constitution_id, error
-            )
+        except StoreUnavailable as error:  # serve what this replica has seen
+            logger.warning("constitution %r from memory only: %s", constitution_id, error)

@@ -30,7 +30,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from cai_judge.engine.base import (
     Engine,
@@ -124,7 +124,7 @@ class LabelPlan:
         rationale of `cot_max_tokens`, the answer stem (a few tokens, counted as 8).
         """
         if self.cot_prompts:
-            per_unit = self.options.cot_max_tokens + 8
+            per_unit = self.options.rationale_tokens + 8
             return sum(len(ids) + per_unit for ids, _ in self.cot_prompts)
         return sum(len(u.prompt_token_ids) for u in self.units)
 
@@ -280,7 +280,7 @@ class Judge:
         """CoT: generate every rationale (greedy), then fill `plan.units` from them."""
         renderer = self.renderer(plan.constitution.template)
         params = GenerationParams(
-            max_tokens=plan.options.cot_max_tokens,
+            max_tokens=plan.options.rationale_tokens,
             temperature=0.0,
             # The judge must not answer inside its rationale: the stem is appended after.
             stop=(renderer.template.answer_stem.rstrip(" ("),),
@@ -307,34 +307,22 @@ class Judge:
     def _plan(
         self, pairs: Sequence[Pair], spec: ConstitutionSpec, options: LabelOptions
     ) -> LabelPlan:
-        """Render every (pair, principle, order) into unique score units.
+        """Render every (pair, principle, order) into unique units of the mode's planner.
 
         Uses the tokenizer, so it runs only in the Judge's worker thread (see `plan`).
+        What differs between the modes (the tails, what a unit is) is the planner's; the
+        prefixes, the context check and the principle selection are shared here.
         """
         renderer = self.renderer(spec.template)
-        answer_ids = (renderer.answer_tokens.id_a, renderer.answer_tokens.id_b)
-        units: list[ScoreUnit] = []
-        unit_index: dict[tuple[int, ...], int] = {}
+        planner: _Planner = (
+            _CotPlanner(renderer, spec, options)
+            if options.mode == "cot"
+            else _PlainPlanner(renderer, spec)
+        )
+        longest_tail = max(len(t) for t in planner.tails.values()) + planner.extra
         prefix_cache: dict[tuple[str, str, str], list[int]] = {}
         planned: list[PlannedPair] = []
         errors: list[PairError] = []
-        cot = options.mode == "cot"
-        if cot:
-            tails = {
-                pid: renderer.cot_tail_ids(spec.principle(pid).question)
-                for pid in spec.principle_ids
-            }
-            # The rationale and the answer stem follow the tail in the scored unit.
-            extra = options.cot_max_tokens + len(renderer.cot_stem_ids)
-            renderer.cot_answer_tokens  # noqa: B018 (refuse an unusable stem before the engine)
-        else:
-            tails = {
-                pid: renderer.tail_ids(spec.principle(pid).question) for pid in spec.principle_ids
-            }
-            extra = 0
-        longest_tail = max(len(t) for t in tails.values()) + extra
-        cot_prompts: list[tuple[tuple[int, ...], int]] = []
-        cot_index: dict[tuple[int, ...], int] = {}
 
         def prefix_for(pair: Pair, first: str, second: str) -> list[int]:
             key = (pair.prompt_key(), first, second)
@@ -344,20 +332,6 @@ class Judge:
                 ids = renderer.prefix_ids(pair.conversation(), first, second)
                 prefix_cache[key] = ids
             return ids
-
-        def add_unit(ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
-            if cot:
-                found = cot_index.get(ids)
-                if found is None:
-                    found = cot_index[ids] = len(cot_prompts)
-                    cot_prompts.append((ids, prefix_length))
-                return found
-            index = unit_index.get(ids)
-            if index is None:
-                index = len(units)
-                unit_index[ids] = index
-                units.append(ScoreUnit(ids, answer_ids, prefix_length, affinity_length))
-            return index
 
         for index, pair in enumerate(pairs):
             prefix_ab = prefix_for(pair, pair.response_a, pair.response_b)
@@ -383,24 +357,23 @@ class Judge:
             # (and other pairs on this conversation) to one server (engine/routing.py).
             shared = common_prefix_length(prefix_ab, prefix_ba)
             for pid in plan.principle_ids:
-                tail = tails[pid]
+                tail = planner.tails[pid]
                 plan.unit_indices.append(
                     (
-                        add_unit(tuple(prefix_ab + tail), len(prefix_ab), shared),
-                        add_unit(tuple(prefix_ba + tail), len(prefix_ba), shared),
+                        planner.add(tuple(prefix_ab + tail), len(prefix_ab), shared),
+                        planner.add(tuple(prefix_ba + tail), len(prefix_ba), shared),
                     )
                 )
             planned.append(plan)
-        version = renderer.cot_version if cot else renderer.version
         return LabelPlan(
             constitution=spec,
             options=options,
-            template=TemplateRef(id=spec.template, version=version),
+            template=TemplateRef(id=spec.template, version=planner.version),
             pair_count=len(pairs),
-            units=units,
+            units=planner.units,
             planned=planned,
             errors=errors,
-            cot_prompts=cot_prompts,
+            cot_prompts=planner.cot_prompts,
         )
 
     def _make_label(
@@ -443,7 +416,7 @@ class Judge:
                 "raw_margin": raw.margin,
                 "raw_p_a": raw.p_a,
                 "cot_max_probability": options.cot_max_probability,
-                "cot_max_tokens": options.cot_max_tokens,
+                "cot_max_tokens": options.rationale_tokens,
                 "rationales": [
                     Rationale(principle=pid, ab=rationales[ab], ba=rationales[ba])
                     for pid, (ab, ba) in zip(
@@ -470,3 +443,66 @@ class Judge:
             per_principle=per_principle,
             **cot_fields,  # type: ignore[arg-type]
         )
+
+
+class _Planner(Protocol):
+    """What one mode makes of a rendered (pair, principle, order)."""
+
+    tails: dict[str, list[int]]  # per principle id: the tokens after the order's prefix
+    extra: int  # tokens a unit adds after its tail (CoT: the rationale and the stem)
+    version: str  # the template version its labels name
+    units: list[ScoreUnit]
+    cot_prompts: list[tuple[tuple[int, ...], int]]
+
+    def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
+        """The index of the unit (or rationale prompt) for `ids`, added once."""
+        ...
+
+
+class _PlainPlanner:
+    """Plain mode: each rendered prompt is a score unit, deduplicated."""
+
+    extra = 0
+
+    def __init__(self, renderer: JudgePromptRenderer, spec: ConstitutionSpec) -> None:
+        self.tails = {
+            pid: renderer.tail_ids(spec.principle(pid).question) for pid in spec.principle_ids
+        }
+        self.version = renderer.version
+        self.answer_ids = (renderer.answer_tokens.id_a, renderer.answer_tokens.id_b)
+        self.units: list[ScoreUnit] = []
+        self.cot_prompts: list[tuple[tuple[int, ...], int]] = []
+        self._index: dict[tuple[int, ...], int] = {}
+
+    def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
+        index = self._index.get(ids)
+        if index is None:
+            index = self._index[ids] = len(self.units)
+            self.units.append(ScoreUnit(ids, self.answer_ids, prefix_length, affinity_length))
+        return index
+
+
+class _CotPlanner:
+    """CoT mode: each rendered prompt is a rationale prompt, deduplicated; it becomes a
+    score unit once its rationale is written (`Judge._write_rationales`)."""
+
+    def __init__(
+        self, renderer: JudgePromptRenderer, spec: ConstitutionSpec, options: LabelOptions
+    ) -> None:
+        renderer.cot_answer_tokens  # noqa: B018 (refuse an unusable stem before the engine)
+        self.tails = {
+            pid: renderer.cot_tail_ids(spec.principle(pid).question) for pid in spec.principle_ids
+        }
+        # The rationale and the answer stem follow the tail in the scored unit.
+        self.extra = options.rationale_tokens + len(renderer.cot_stem_ids)
+        self.version = renderer.cot_version
+        self.units: list[ScoreUnit] = []  # filled in by `run`, after the rationales
+        self.cot_prompts: list[tuple[tuple[int, ...], int]] = []
+        self._index: dict[tuple[int, ...], int] = {}
+
+    def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
+        index = self._index.get(ids)
+        if index is None:
+            index = self._index[ids] = len(self.cot_prompts)
+            self.cot_prompts.append((ids, prefix_length))
+        return index

@@ -8,12 +8,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cai_judge.constants import MAX_COT_TOKENS, MAX_PRINCIPLES, MAX_SEED
-from cai_judge.labeling.label_math import (
-    DEFAULT_COT_MAX_PROBABILITY,
-    Aggregator,
-    PrincipleBreakdown,
-)
+from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
+
+# The one options type lives in options.py; importable from here as it always was.
+from cai_judge.labeling.options import LabelOptions as LabelOptions
 from cai_judge.labeling.templates import ChatMessage as RenderChatMessage
 from cai_judge.labeling.templates import Conversation
 
@@ -110,34 +108,6 @@ class Pair(BaseModel):
         return self.model_copy(
             update={"response_a": self.response_b, "response_b": self.response_a}
         )
-
-
-class LabelOptions(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    principles: Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"] = Field(
-        default="all", description="`all`, or k principles sampled per pair (seeded)."
-    )
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = Field(default=False, description="Include each principle's numbers.")
-    low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    mode: Literal["plain", "cot"] = Field(
-        default="plain",
-        description="`plain` scores the answer at once; `cot` first generates a greedy "
-        "rationale per principle and order (DESIGN.md §2, CoT mode): slower.",
-    )
-    cot_max_tokens: Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)] = Field(
-        default=128, description="CoT mode: rationale tokens per principle and order."
-    )
-    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
-        default=DEFAULT_COT_MAX_PROBABILITY,
-        description="CoT mode: each order's probability is clamped to [1 - this, this].",
-    )
-
-    @property
-    def k(self) -> int | None:
-        return None if self.principles == "all" else self.principles
 
 
 class ConstitutionRef(BaseModel):

@@ -4,10 +4,16 @@ Versions are immutable content hashes. Ids loaded at start-up (the built-ins and
 operator's folder) are reserved: adding a version of `harmless` at run time would switch
 every unpinned request to new principles, so it is refused with 409. With API keys
 configured, adding needs an admin key.
+
+The registry is synchronous and, shared through Redis, blocks on the network: each call
+runs in a worker thread, never on the event loop. A store that cannot be reached raises
+StoreUnavailable, which the transports answer 503.
 """
 
 from __future__ import annotations
 
+import asyncio
+import builtins
 from dataclasses import dataclass
 
 from cai_judge.labeling.constitution import (
@@ -15,9 +21,8 @@ from cai_judge.labeling.constitution import (
     ConstitutionNotFound,
     ConstitutionRegistry,
     ConstitutionSpec,
-    ConstitutionStoreUnavailable,
 )
-from cai_judge.services.errors import Conflict, NotFound, PermissionDenied, Unavailable
+from cai_judge.services.errors import Conflict, NotFound, PermissionDenied
 from cai_judge.services.security import Caller
 
 
@@ -34,7 +39,10 @@ class ConstitutionService:
     def __init__(self, registry: ConstitutionRegistry) -> None:
         self.registry = registry
 
-    def list(self) -> list[ConstitutionSummary]:
+    async def list(self) -> list[ConstitutionSummary]:
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> builtins.list[ConstitutionSummary]:
         summaries = []
         for constitution_id in self.registry.ids():
             latest = self.registry.resolve(constitution_id)
@@ -49,21 +57,19 @@ class ConstitutionService:
             )
         return summaries
 
-    def get(self, ref: str) -> ConstitutionSpec:
+    async def get(self, ref: str) -> ConstitutionSpec:
         try:
-            return self.registry.resolve(ref)
+            return await asyncio.to_thread(self.registry.resolve, ref)
         except ConstitutionNotFound as error:
             raise NotFound(str(error).strip("'\""), param="constitution") from None
 
-    def add(self, spec: ConstitutionSpec, caller: Caller) -> ConstitutionSpec:
+    async def add(self, spec: ConstitutionSpec, caller: Caller) -> ConstitutionSpec:
         if not caller.is_admin:
             raise PermissionDenied(
                 "adding a constitution needs an admin key (CAI_JUDGE_ADMIN_KEY_HASHES)",
                 param="authorization",
             )
         try:
-            return self.registry.add(spec)
+            return await asyncio.to_thread(self.registry.add, spec)
         except ConstitutionIdReserved as error:
             raise Conflict(str(error), type="reserved_id", param="id") from None
-        except ConstitutionStoreUnavailable as error:
-            raise Unavailable(str(error), type="store_unavailable", retry_after_s=2) from None

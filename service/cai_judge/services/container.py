@@ -22,7 +22,7 @@ from typing import Any
 from cai_judge.engine.base import Engine
 from cai_judge.engine.batching import BatchingEngine
 from cai_judge.engine.caching import CachingEngine, model_identity
-from cai_judge.labeling.constitution import ConstitutionRegistry, RedisConstitutionRegistry
+from cai_judge.labeling.constitution import ConstitutionRegistry, SharedConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.services.admission import Admission
 from cai_judge.services.constitutions import ConstitutionService
@@ -35,6 +35,7 @@ from cai_judge.services.security import Authenticator, RateLimiter
 from cai_judge.settings import Settings
 from cai_judge.sl_cai.reviser import Reviser
 from cai_judge.store.base import UnitCacheStore
+from cai_judge.store.constitutions import RedisConstitutionStore
 from cai_judge.store.jobs import RedisJobStore
 from cai_judge.store.memory import MemoryUnitCache
 
@@ -44,7 +45,8 @@ logger = logging.getLogger(__name__)
 def registry_from_settings(settings: Settings) -> ConstitutionRegistry:
     extra = [settings.constitutions_dir] if settings.constitutions_dir else []
     if settings.redis_url:
-        return RedisConstitutionRegistry.connect(settings.redis_url, extra)
+        store = RedisConstitutionStore.connect(settings.redis_url)
+        return SharedConstitutionRegistry.over(store, extra)
     return ConstitutionRegistry.with_builtins(extra)
 
 

@@ -7,6 +7,8 @@ given situation alike. `type` is the stable, machine-readable kind a client can 
 
 from __future__ import annotations
 
+from cai_judge.store.errors import StoreUnavailable
+
 
 class ServiceError(Exception):
     """Base of every error a service raises on purpose."""
@@ -72,6 +74,16 @@ class TooLarge(InvalidRequest):
     """A body over a byte limit (413 over HTTP; INVALID_ARGUMENT over gRPC)."""
 
     default_type = "request_too_large"
+
+
+def from_store(error: StoreUnavailable, retry_after_s: int) -> Unavailable:
+    """The 503 a store that cannot be reached gets, on every wire: retry later or elsewhere."""
+    return Unavailable(
+        f"{error}; nothing was changed by this call as far as the service knows: retry "
+        "(a job submission with the same Idempotency-Key is safe to retry)",
+        type="store_unavailable",
+        retry_after_s=retry_after_s,
+    )
 
 
 def from_domain(error: BaseException) -> ServiceError | None:

@@ -27,12 +27,10 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
-
-from redis.exceptions import RedisError
+from typing import Any
 
 from cai_judge.labeling.constitution import ConstitutionNotFound
-from cai_judge.labeling.label_math import Aggregator
+from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.schema import Label, PairError
 from cai_judge.services.errors import (
     InvalidRequest,
@@ -45,6 +43,7 @@ from cai_judge.services.labels import LabelCommand, LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller
 from cai_judge.settings import Settings
+from cai_judge.store.errors import StoreUnavailable
 from cai_judge.store.jobs import (
     FINAL_STATES,
     IdempotencyKeyReused,
@@ -64,34 +63,6 @@ MAX_JOBS_PER_LIST = 100
 UPLOAD_BATCH_LINES = 1000
 # A line longer than this cannot be a valid pair (three texts of MAX_TEXT_CHARS and JSON).
 MAX_LINE_BYTES = 4 * 2**20
-
-
-@dataclass(frozen=True, slots=True)
-class JobSpec:
-    """A job's options: the same as /v1/labels, minus the pairs."""
-
-    constitution: str
-    principles: int | Literal["all"] = "all"
-    seed: int = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = False
-    calibrated: bool = False
-    mode: Literal["plain", "cot"] = "plain"
-    cot_max_tokens: int | None = None
-
-    def command(self) -> LabelCommand:
-        """The options as a label command with no pairs: what `check_options` reads."""
-        return LabelCommand(
-            constitution=self.constitution,
-            pairs=(),
-            principles=self.principles,
-            seed=self.seed,
-            aggregator=self.aggregator,
-            per_principle=self.per_principle,
-            calibrated=self.calibrated,
-            mode=self.mode,
-            cot_max_tokens=self.cot_max_tokens,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,15 +112,6 @@ class ResultPage:
     next_cursor: int
     state: str
     total: int
-
-
-def _unavailable(what: str, error: BaseException, retry_after_s: int) -> Unavailable:
-    return Unavailable(
-        f"batch jobs need Redis and it is unreachable ({what}: {type(error).__name__}); "
-        "nothing was stored: retry with the same Idempotency-Key",
-        type="store_unavailable",
-        retry_after_s=retry_after_s,
-    )
 
 
 async def lines_of(
@@ -249,7 +211,7 @@ class JobService:
 
     async def submit(
         self,
-        spec: JobSpec,
+        options: LabelOptions,
         lines: AsyncIterable[bytes],
         caller: Caller,
         idempotency_key: str | None = None,
@@ -268,29 +230,15 @@ class JobService:
         self.labels.check_rate(caller)
         # The same checks as /v1/labels, before a line is read or stored (DESIGN.md §5):
         # a job whose every chunk the labeler would refuse is refused here with 422.
-        constitution, _, _ = self.labels.check_options(spec.command())
-        options = {
-            "principles": spec.principles,
-            "seed": spec.seed,
-            "aggregator": spec.aggregator.value,
-            "per_principle": spec.per_principle,
-            "calibrated": spec.calibrated,
-            "mode": spec.mode,
-            "cot_max_tokens": spec.cot_max_tokens,
-        }
-        digest = hashlib.sha256(
-            json.dumps({"constitution": spec.constitution, **options}, sort_keys=True).encode()
-        )
+        constitution, _, _ = await asyncio.to_thread(self.labels.check_options, options)
+        stored = options.to_dict()
+        digest = hashlib.sha256(json.dumps(stored, sort_keys=True).encode())
         scope = None
         if idempotency_key is not None:
             scope = hashlib.sha256(f"{caller.identity}\0{idempotency_key}".encode()).hexdigest()
         owner = owner_of(caller)
         quota = self.quota()
-        retry_after = settings.retry_after_s
-        try:
-            used = await store.usage(owner)
-        except RedisError as error:
-            raise _unavailable("reading the key's quota", error, retry_after) from None
+        used = await store.usage(owner)  # StoreUnavailable: 503, nothing stored
         if used["active_jobs"] + 1 > quota.active_jobs:
             raise self._over_quota("active_jobs", quota.active_jobs, used["active_jobs"])
         job_id = uuid.uuid4().hex
@@ -333,7 +281,7 @@ class JobService:
                 started_at=None,
                 constitution_id=constitution.id,
                 constitution_version=constitution.version,
-                options=options,
+                options=stored,
                 owner=owner,
                 input_bytes=size,
             )
@@ -351,10 +299,7 @@ class JobService:
         except QuotaExceeded as over:  # other submissions of this key raced this one
             await self._discard_quietly(job_id)
             raise self._over_quota(over.field, over.limit, over.used) from None
-        except RedisError as error:
-            await self._discard_quietly(job_id)
-            raise _unavailable("storing the job", error, retry_after) from None
-        except BaseException:
+        except BaseException:  # StoreUnavailable included: 503, and nothing is kept
             await self._discard_quietly(job_id)
             raise
         if not created:
@@ -363,15 +308,12 @@ class JobService:
 
     async def _discard_quietly(self, job_id: str) -> None:
         if self.store is not None:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(StoreUnavailable):
                 await self.store.discard(job_id)
 
     async def _record(self, job_id: str, caller: Caller) -> JobRecord:
         store = self._require_store()
-        try:
-            record = await store.get(job_id)
-        except RedisError as error:
-            raise _unavailable("reading the job", error, self.settings.retry_after_s) from None
+        record = await store.get(job_id)
         # Another key's job is answered as a job that does not exist: its id says nothing.
         if record is None or not (caller.is_admin or record.owner == owner_of(caller)):
             raise NotFound(f"unknown job {job_id!r} (or its results expired)", param="job_id")
@@ -387,10 +329,7 @@ class JobService:
             raise InvalidRequest(
                 f"limit must be 1 to {MAX_JOBS_PER_LIST}, got {limit}", param="limit"
             )
-        try:
-            records, next_cursor = await store.list_jobs(owner_of(caller), cursor, limit)
-        except RedisError as error:
-            raise _unavailable("listing jobs", error, self.settings.retry_after_s) from None
+        records, next_cursor = await store.list_jobs(owner_of(caller), cursor, limit)
         return [JobStatus.of(r) for r in records], next_cursor
 
     async def results(self, job_id: str, cursor: int, limit: int, caller: Caller) -> ResultPage:
@@ -405,24 +344,18 @@ class JobService:
                 f"limit must be 1 to {MAX_RESULTS_PER_READ}, got {limit}", param="limit"
             )
         assert self.store is not None
-        try:
-            lines = await self.store.results(
-                job_id,
-                cursor,
-                min(limit, record.total - cursor),
-                self.settings.jobs_max_page_bytes,
-            )
-        except RedisError as error:
-            raise _unavailable("reading results", error, self.settings.retry_after_s) from None
+        lines = await self.store.results(
+            job_id,
+            cursor,
+            min(limit, record.total - cursor),
+            self.settings.jobs_max_page_bytes,
+        )
         return ResultPage(lines, cursor + len(lines), record.state, record.total)
 
     async def cancel(self, job_id: str, caller: Caller) -> JobStatus:
         record = await self._record(job_id, caller)
         assert self.store is not None
-        try:
-            await self.store.cancel(job_id, record.owner)
-        except RedisError as error:
-            raise _unavailable("cancelling", error, self.settings.retry_after_s) from None
+        await self.store.cancel(job_id, record.owner)
         return await self.status(job_id, caller)
 
 
@@ -465,20 +398,11 @@ class ChunkLabeler:
             raw_pairs.append(value)
             positions.append(index)
         if raw_pairs:
-            options = record.options
-            command = LabelCommand(
-                constitution=f"{record.constitution_id}@{record.constitution_version}",
-                pairs=raw_pairs,
-                principles=options["principles"],
-                seed=options["seed"],
-                aggregator=Aggregator(options["aggregator"]),
-                per_principle=options["per_principle"],
-                # Jobs stored before these options existed were plain and uncalibrated.
-                calibrated=options.get("calibrated", False),
-                mode=options.get("mode", "plain"),
-                cot_max_tokens=options.get("cot_max_tokens"),
-            )
-            outcome = await self.labels.label_admitted(command)
+            # The version the job was submitted against, whatever the latest is now; an
+            # old record's missing options take from_dict's defaults.
+            ref = f"{record.constitution_id}@{record.constitution_version}"
+            options = LabelOptions.from_dict({**record.options, "constitution": ref})
+            outcome = await self.labels.label_admitted(LabelCommand(options, raw_pairs))
             # The service numbers results within this chunk: back to the job's indices.
             for local, result in enumerate(outcome.results):
                 index = positions[local]
@@ -598,7 +522,7 @@ class JobConsumer:
                     ensure_group = False
                 await self.step()
                 errors = 0
-            except (RedisError, OSError) as error:
+            except StoreUnavailable as error:
                 # A restarted Redis may have lost the group: make it again first.
                 errors += 1
                 ensure_group = True
@@ -636,11 +560,11 @@ class JobConsumer:
                 return
             try:
                 await self._process(task)
-            except (RedisError, OSError, asyncio.CancelledError):
+            except (StoreUnavailable, asyncio.CancelledError):
                 raise
             except Exception as error:
                 # Kept for the dead letter, should this chunk never finish.
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(StoreUnavailable):
                     await self.store.note_chunk_failure(task, f"{type(error).__name__}: {error}")
                 raise
         finally:
@@ -652,7 +576,10 @@ class JobConsumer:
             await self.store.ack(task.message_id)  # cancelled or expired: nothing to do
             return
         try:
-            self.labeler.registry.resolve(f"{record.constitution_id}@{record.constitution_version}")
+            await asyncio.to_thread(
+                self.labeler.registry.resolve,
+                f"{record.constitution_id}@{record.constitution_version}",
+            )
         except ConstitutionNotFound:
             # Only when a run-time constitution vanished with its Redis data: say so.
             await self.store.finish(
@@ -743,8 +670,8 @@ class JobConsumer:
             await asyncio.sleep(interval)
             try:
                 await self.store.renew(self.name, task.message_id)
-            except (RedisError, OSError) as error:
-                logger.warning("could not renew the claim on a chunk: %r", error)
+            except StoreUnavailable as error:
+                logger.warning("could not renew the claim on a chunk: %s", error)
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()

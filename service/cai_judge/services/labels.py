@@ -5,21 +5,23 @@ it can be: draining and rate limits before anything is read; the pair count and 
 constitution before any text is tokenized; the token budget and the queue bound after
 rendering (done off the event loop by the Judge) but before the engine sees a unit.
 
+The labeling itself (validate, plan, run, calibrate, re-index) is the pipeline's
+(labeling/pipeline.py), shared with the CLI; this adds admission and the request limits.
 A batch with bad pairs labels the good ones and reports each bad one in its place.
 
 `calibrated: true` maps each label through the calibration profile fitted for exactly this
-model, template version, constitution version, aggregator and principle selection (issue 15,
-labeling/calibration.py); the profile is chosen before any text is tokenized, and a request
+model, template version, constitution version, aggregator and principle selection
+(labeling/calibration.py); the profile is chosen before any text is tokenized, and a request
 no profile fits is refused with 422 naming what differs, never labeled with a wrong one.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import Any
 
 from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.calibration import (
@@ -28,25 +30,16 @@ from cai_judge.labeling.calibration import (
     ProfileKey,
     ProfileMismatch,
     ProfileSet,
-    calibrate_label,
 )
 from cai_judge.labeling.constitution import (
     ConstitutionNotFound,
     ConstitutionRegistry,
     ConstitutionSpec,
 )
-from cai_judge.labeling.judge import Judge
-from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import (
-    ConstitutionRef,
-    Label,
-    LabelOptions,
-    Pair,
-    PairError,
-    TemplateRef,
-    Usage,
-)
-from cai_judge.labeling.validation import describe_errors
+from cai_judge.labeling.judge import Judge, LabelPlan
+from cai_judge.labeling.options import DEFAULT_COT_TOKENS, LabelOptions
+from cai_judge.labeling.pipeline import LabelOutcome, label_pairs
+from cai_judge.labeling.schema import ConstitutionRef, Pair, TemplateRef
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from cai_judge.services.metrics import ServiceMetrics
@@ -56,53 +49,11 @@ from cai_judge.settings import Settings
 
 @dataclass(frozen=True, slots=True)
 class LabelCommand:
-    """A labeling request, whatever wire it came on. Pairs may still be unvalidated."""
+    """A labeling request, whatever wire it came on: the one options object and the pairs,
+    which may still be unvalidated (the pipeline reports each bad one in its place)."""
 
-    constitution: str
+    options: LabelOptions
     pairs: Sequence[Pair | Mapping[str, Any]]
-    principles: int | Literal["all"] = "all"
-    seed: int = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
-    per_principle: bool = False
-    calibrated: bool = False
-    mode: Literal["plain", "cot"] = "plain"
-    # CoT mode: rationale tokens per (principle, order); None takes the service's limit.
-    cot_max_tokens: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class LabelOutcome:
-    """Per input pair, in input order: its Label or its PairError."""
-
-    results: list[Label | PairError]
-    usage: Usage
-
-
-Item = TypeVar("Item", bound=BaseModel)
-
-
-def validate_items(
-    raw_items: Sequence[Item | Mapping[str, Any]],
-    model: type[Item],
-    field: str,
-    error_type: str,
-) -> tuple[list[tuple[int, Item]], list[PairError]]:
-    """The valid items of a request's list `field` with their input index, and a PairError
-    (naming `field.index.subfield`) for each invalid one: one bad item never fails the rest."""
-    valid: list[tuple[int, Item]] = []
-    invalid: list[PairError] = []
-    for index, raw in enumerate(raw_items):
-        if isinstance(raw, model):
-            valid.append((index, raw))
-            continue
-        try:
-            valid.append((index, model.model_validate(raw)))
-        except ValidationError as error:
-            message, param = describe_errors(error.errors(), prefix=(field, index))
-            raw_id = raw.get("id") if isinstance(raw, Mapping) else None
-            pair_id = raw_id if isinstance(raw_id, str) else None
-            invalid.append(PairError.of(pair_id, index, message, type=error_type, param=param))
-    return valid, invalid
 
 
 class LabelService:
@@ -151,18 +102,23 @@ class LabelService:
             return await self.admission.run(self._label(command))
 
     def check_options(
-        self, command: LabelCommand
+        self, options: LabelOptions
     ) -> tuple[ConstitutionSpec, LabelOptions, CalibrationProfile | None]:
-        """Every check of a command's options that needs no pair: the constitution, the
-        CoT limit, and calibration (a fitting profile, plain mode). /v1/labels, gRPC and
-        job submission all call this one function (DESIGN.md §5), so a job is refused at
-        submit for exactly what would make each of its chunks fail."""
+        """Every check of the options that needs no pair: the constitution, the CoT limit,
+        and calibration (a fitting profile, plain mode). /v1/labels, gRPC and job
+        submission all call this one function (DESIGN.md §5), so a job is refused at
+        submit for exactly what would make each of its chunks fail. Returns the options
+        as the Judge takes them: the CoT budget resolved and the server's tuning set."""
         settings = self.settings
+        if options.constitution is None:
+            raise InvalidRequest(
+                "constitution is required: `id` or `id@version`", param="constitution"
+            )
         try:
-            spec = self.registry.resolve(command.constitution)
+            spec = self.registry.resolve(options.constitution)
         except ConstitutionNotFound as error:
             raise NotFound(str(error).strip("'\""), param="constitution") from None
-        cot_max_tokens = command.cot_max_tokens or min(128, settings.max_cot_tokens)
+        cot_max_tokens = options.cot_max_tokens or min(DEFAULT_COT_TOKENS, settings.max_cot_tokens)
         if cot_max_tokens > settings.max_cot_tokens:
             raise InvalidRequest(
                 f"cot_max_tokens is {cot_max_tokens}, over this service's limit of "
@@ -170,11 +126,11 @@ class LabelService:
                 type="cot_tokens_over_limit",
                 param="cot_max_tokens",
             )
-        if command.calibrated and command.mode == "cot":
+        if options.calibrated and options.mode == "cot":
             # Profiles are fitted on plain labels (`cai-judge calibrate` scores plain
             # units); a CoT label's probabilities are clamped to cot_max_probability and
             # come from another template version, so no profile describes them. Refused
-            # before any engine work, never answered 500 after it (issue 19).
+            # before any engine work, never answered 500 after it.
             raise InvalidRequest(
                 "calibrated labels are for mode plain only: calibration profiles are fitted "
                 "on plain labels, and CoT probabilities are clamped; send calibrated: false "
@@ -182,18 +138,12 @@ class LabelService:
                 type="calibration_unavailable",
                 param="calibrated",
             )
-        options = LabelOptions(
-            principles=command.principles,
-            seed=command.seed,
-            aggregator=command.aggregator,
-            per_principle=command.per_principle,
+        resolved = options.tuned(
             low_mass_threshold=settings.low_mass_threshold,
-            mode=command.mode,
-            cot_max_tokens=cot_max_tokens,
             cot_max_probability=settings.cot_max_probability,
-        )
-        profile = self._profile(spec, options) if command.calibrated else None
-        return spec, options, profile
+        ).model_copy(update={"cot_max_tokens": cot_max_tokens})
+        profile = self._profile(spec, resolved) if options.calibrated else None
+        return spec, resolved, profile
 
     async def _label(self, command: LabelCommand) -> LabelOutcome:
         settings = self.settings
@@ -204,54 +154,42 @@ class LabelService:
                 type="too_many_pairs",
                 param="pairs",
             )
-        spec, options, profile = self.check_options(command)
-        valid, invalid = validate_items(command.pairs, Pair, "pairs", "invalid_pair")
-        plan = await self.judge.plan([pair for _, pair in valid], spec, options)
-        if plan.prompt_tokens > settings.max_tokens_per_request:
+        # In a thread: a registry shared through Redis blocks on the network.
+        spec, options, profile = await asyncio.to_thread(self.check_options, command.options)
+        try:
+            outcome = await label_pairs(
+                self.judge, spec, options, command.pairs, profile=profile, admit=self._admit
+            )
+        except EngineUnavailable as error:
+            # A remote fleet with no server up: retry later or elsewhere (503).
+            raise Unavailable(
+                f"{error}; retry later",
+                type="engine_unavailable",
+                retry_after_s=settings.retry_after_s,
+            ) from None
+        except CalibrationError as error:  # a domain ValueError is never a 500
+            raise InvalidRequest(
+                f"{error}; send calibrated: false",
+                type="calibration_mismatch",
+                param="calibrated",
+            ) from None
+        self.metrics.observe_labels(outcome.labels, outcome.usage)
+        if options.mode == "cot":
+            self.metrics.observe_rationales(outcome.rationale_prompts)
+        return outcome
+
+    def _admit(self, plan: LabelPlan) -> AbstractAsyncContextManager[object]:
+        """The request's limits on its real counts, then a reservation of its units."""
+        limit = self.settings.max_tokens_per_request
+        if plan.prompt_tokens > limit:
             raise InvalidRequest(
                 f"request renders to {plan.prompt_tokens} prompt tokens over "
-                f"{plan.unit_count} score units, over the limit of "
-                f"{settings.max_tokens_per_request} tokens per request; send fewer or "
-                "shorter pairs, or fewer principles",
+                f"{plan.unit_count} score units, over the limit of {limit} tokens per "
+                "request; send fewer or shorter pairs, or fewer principles",
                 type="request_too_large",
                 param="pairs",
             )
-        async with self.admission.reserve(plan.unit_count):
-            try:
-                batch = await self.judge.run(plan)
-            except EngineUnavailable as error:
-                # A remote fleet with no server up: retry later or elsewhere (503).
-                raise Unavailable(
-                    f"{error}; retry later",
-                    type="engine_unavailable",
-                    retry_after_s=settings.retry_after_s,
-                ) from None
-        if profile is not None:
-            try:
-                batch.results = await self._calibrate(
-                    batch.results, [pair for _, pair in valid], profile
-                )
-            except CalibrationError as error:  # a domain ValueError is never a 500
-                raise InvalidRequest(
-                    f"{error}; send calibrated: false",
-                    type="calibration_mismatch",
-                    param="calibrated",
-                ) from None
-        self.metrics.observe_labels(batch.labels, batch.usage)
-        if options.mode == "cot":
-            self.metrics.observe_rationales(len(plan.cot_prompts))
-
-        results: list[Label | PairError | None] = [None] * len(command.pairs)
-        for bad_pair in invalid:
-            results[bad_pair.index] = bad_pair
-        # The Judge numbers its results within the valid pairs: back to input indices. Its
-        # errors (over the context, a unit the engine refused) concern the pair as a whole.
-        for (index, _), result in zip(valid, batch.results, strict=True):
-            if isinstance(result, PairError):
-                detail = result.error.model_copy(update={"param": f"pairs.{index}"})
-                result = result.model_copy(update={"index": index, "error": detail})
-            results[index] = result
-        return LabelOutcome([r for r in results if r is not None], batch.usage)
+        return self.admission.reserve(plan.unit_count)
 
     def _profile(self, spec: ConstitutionSpec, options: LabelOptions) -> CalibrationProfile:
         if self.profiles is None:
@@ -280,21 +218,3 @@ class LabelService:
                 type="calibration_mismatch",
                 param="calibrated",
             ) from None
-
-    async def _calibrate(
-        self,
-        results: list[Label | PairError],
-        pairs: list[Pair],
-        profile: CalibrationProfile,
-    ) -> list[Label | PairError]:
-        """`results[i]` is the Judge's answer for `pairs[i]`; errors pass through."""
-        labeled = [(r, p) for r, p in zip(results, pairs, strict=True) if isinstance(r, Label)]
-        counts: list[int | None] = [None] * (2 * len(labeled))
-        if profile.length_control:
-            texts = [t for _, pair in labeled for t in (pair.response_a, pair.response_b)]
-            counts = list(await self.judge.token_counts(texts))
-        calibrated = iter(
-            calibrate_label(label, profile, counts[2 * i], counts[2 * i + 1])
-            for i, (label, _) in enumerate(labeled)
-        )
-        return [next(calibrated) if isinstance(r, Label) else r for r in results]

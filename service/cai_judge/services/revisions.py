@@ -13,15 +13,16 @@ heavier than a score unit, and `max_generation_tokens` bounds how much heavier.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
+from cai_judge.labeling.pipeline import validate_items
 from cai_judge.labeling.schema import PairError
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited
-from cai_judge.services.labels import validate_items
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller, RateLimiter
 from cai_judge.settings import Settings
@@ -111,7 +112,7 @@ class RevisionService:
     async def _revise(self, command: RevisionCommand) -> RevisionOutcome:
         max_tokens = self._check_limits(command)
         try:
-            spec = self.registry.resolve(command.constitution)
+            spec = await asyncio.to_thread(self.registry.resolve, command.constitution)
         except ConstitutionNotFound as error:
             raise NotFound(str(error).strip("'\""), param="constitution") from None
         try:

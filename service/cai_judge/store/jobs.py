@@ -38,6 +38,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
 from cai_judge.store import keys
+from cai_judge.store.errors import raises_store_unavailable
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "succeeded_with_errors", "failed", "cancelled")
@@ -244,7 +245,10 @@ return removed
 """
 
 
+@raises_store_unavailable
 class RedisJobStore:
+    """Every public call raises StoreUnavailable, and only that, when Redis fails."""
+
     def __init__(self, redis: Redis, *, ttl_s: int) -> None:
         # redis-py's stubs type replies as `bytes | str` whatever the client's decoding;
         # this client never decodes, so replies are handled as bytes.

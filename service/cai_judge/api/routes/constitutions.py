@@ -14,14 +14,14 @@ router = APIRouter(tags=["constitutions"], responses=ERROR_RESPONSES)
 
 @router.get("/v1/constitutions", summary="List constitutions")
 async def list_constitutions(services: ServicesDep, caller: CallerDep) -> ConstitutionList:
-    return ConstitutionList.from_summaries(services.constitutions.list())
+    return ConstitutionList.from_summaries(await services.constitutions.list())
 
 
 @router.get("/v1/constitutions/{ref}", summary="One constitution: `id` (latest) or `id@version`")
 async def get_constitution(
     ref: str, services: ServicesDep, caller: CallerDep
 ) -> ConstitutionDetail:
-    return ConstitutionDetail.from_spec(services.constitutions.get(ref))
+    return ConstitutionDetail.from_spec(await services.constitutions.get(ref))
 
 
 @router.post(
@@ -33,4 +33,4 @@ async def add_constitution(
     spec: ConstitutionSpec, services: ServicesDep, caller: CallerDep
 ) -> ConstitutionDetail:
     # The body is validated by the same model the YAML loader uses.
-    return ConstitutionDetail.from_spec(services.constitutions.add(spec, caller))
+    return ConstitutionDetail.from_spec(await services.constitutions.add(spec, caller))

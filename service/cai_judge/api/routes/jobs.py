@@ -73,7 +73,7 @@ async def create_job(
             query = JobQuery.model_validate(dict(request.query_params))
         except ValidationError as error:
             raise _invalid(error, "query") from None
-        spec = query.to_spec()
+        options = query.to_options()
         # The body limit's middleware lets uploads through: this bounds them instead.
         max_bytes = services.settings.jobs_max_upload_bytes
         lines = lines_of(request.stream(), MAX_LINE_BYTES, max_bytes)
@@ -82,9 +82,9 @@ async def create_job(
             body = JobRequest.model_validate_json(await request.body())
         except ValidationError as error:
             raise _invalid(error, "") from None
-        spec = body.to_spec()
+        options = body.to_options()
         lines = _pair_lines(body)
-    status, _ = await services.jobs.submit(spec, lines, caller, idempotency_key)
+    status, _ = await services.jobs.submit(options, lines, caller, idempotency_key)
     return JobStatusBody.from_status(status)
 
 

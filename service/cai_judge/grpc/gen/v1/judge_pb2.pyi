@@ -12,9 +12,18 @@ class Aggregator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATOR_UNSPECIFIED: _ClassVar[Aggregator]
     AGGREGATOR_MEAN_LOGODDS: _ClassVar[Aggregator]
     AGGREGATOR_MEAN_PROB: _ClassVar[Aggregator]
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_PLAIN: _ClassVar[Mode]
+    MODE_COT: _ClassVar[Mode]
 AGGREGATOR_UNSPECIFIED: Aggregator
 AGGREGATOR_MEAN_LOGODDS: Aggregator
 AGGREGATOR_MEAN_PROB: Aggregator
+MODE_UNSPECIFIED: Mode
+MODE_PLAIN: Mode
+MODE_COT: Mode
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -45,20 +54,24 @@ class Pair(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ...) -> None: ...
 
 class LabelOptions(_message.Message):
-    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle", "calibrated")
+    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle", "calibrated", "mode", "cot_max_tokens")
     CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    COT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     constitution: str
     principles: int
     seed: int
     aggregator: Aggregator
     per_principle: bool
     calibrated: bool
-    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ..., calibrated: _Optional[bool] = ...) -> None: ...
+    mode: Mode
+    cot_max_tokens: int
+    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ..., calibrated: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cot_max_tokens: _Optional[int] = ...) -> None: ...
 
 class LabelRequest(_message.Message):
     __slots__ = ("options", "pairs")
@@ -85,7 +98,7 @@ class TemplateRef(_message.Message):
     def __init__(self, id: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class PrincipleResult(_message.Message):
-    __slots__ = ("principle", "s_ab", "s_ba", "margin", "position_bias", "agree", "answer_mass")
+    __slots__ = ("principle", "s_ab", "s_ba", "margin", "position_bias", "agree", "answer_mass", "raw_s_ab", "raw_s_ba", "raw_margin")
     PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
     S_AB_FIELD_NUMBER: _ClassVar[int]
     S_BA_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +106,9 @@ class PrincipleResult(_message.Message):
     POSITION_BIAS_FIELD_NUMBER: _ClassVar[int]
     AGREE_FIELD_NUMBER: _ClassVar[int]
     ANSWER_MASS_FIELD_NUMBER: _ClassVar[int]
+    RAW_S_AB_FIELD_NUMBER: _ClassVar[int]
+    RAW_S_BA_FIELD_NUMBER: _ClassVar[int]
+    RAW_MARGIN_FIELD_NUMBER: _ClassVar[int]
     principle: str
     s_ab: float
     s_ba: float
@@ -100,10 +116,23 @@ class PrincipleResult(_message.Message):
     position_bias: float
     agree: bool
     answer_mass: float
-    def __init__(self, principle: _Optional[str] = ..., s_ab: _Optional[float] = ..., s_ba: _Optional[float] = ..., margin: _Optional[float] = ..., position_bias: _Optional[float] = ..., agree: _Optional[bool] = ..., answer_mass: _Optional[float] = ...) -> None: ...
+    raw_s_ab: float
+    raw_s_ba: float
+    raw_margin: float
+    def __init__(self, principle: _Optional[str] = ..., s_ab: _Optional[float] = ..., s_ba: _Optional[float] = ..., margin: _Optional[float] = ..., position_bias: _Optional[float] = ..., agree: _Optional[bool] = ..., answer_mass: _Optional[float] = ..., raw_s_ab: _Optional[float] = ..., raw_s_ba: _Optional[float] = ..., raw_margin: _Optional[float] = ...) -> None: ...
+
+class Rationale(_message.Message):
+    __slots__ = ("principle", "ab", "ba")
+    PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
+    AB_FIELD_NUMBER: _ClassVar[int]
+    BA_FIELD_NUMBER: _ClassVar[int]
+    principle: str
+    ab: str
+    ba: str
+    def __init__(self, principle: _Optional[str] = ..., ab: _Optional[str] = ..., ba: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle", "calibration")
+    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle", "calibration", "mode", "raw_margin", "raw_p_a", "cot_max_probability", "cot_max_tokens", "rationales")
     ID_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +150,12 @@ class Label(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     PER_PRINCIPLE_FIELD_NUMBER: _ClassVar[int]
     CALIBRATION_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    RAW_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    RAW_P_A_FIELD_NUMBER: _ClassVar[int]
+    COT_MAX_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    COT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    RATIONALES_FIELD_NUMBER: _ClassVar[int]
     id: str
     preferred: str
     margin: float
@@ -138,7 +173,13 @@ class Label(_message.Message):
     seed: int
     per_principle: _containers.RepeatedCompositeFieldContainer[PrincipleResult]
     calibration: Calibration
-    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ...) -> None: ...
+    mode: Mode
+    raw_margin: float
+    raw_p_a: float
+    cot_max_probability: float
+    cot_max_tokens: int
+    rationales: _containers.RepeatedCompositeFieldContainer[Rationale]
+    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., raw_margin: _Optional[float] = ..., raw_p_a: _Optional[float] = ..., cot_max_probability: _Optional[float] = ..., cot_max_tokens: _Optional[int] = ..., rationales: _Optional[_Iterable[_Union[Rationale, _Mapping]]] = ...) -> None: ...
 
 class Calibration(_message.Message):
     __slots__ = ("profile", "raw_margin", "raw_p_a")

@@ -1,0 +1,106 @@
+"""The one labeling options type, on every path (DESIGN.md §8: HTTP, gRPC, jobs, CLI, rewards).
+
+Each wire builds this one frozen object, so a bound is checked by one model and a new
+option cannot be forgotten by one front end. A command is `(options, pairs)`. A stored job
+keeps `to_dict()`; `from_dict()` owns the defaults of records written before an option
+existed, so old jobs still load.
+
+`low_mass_threshold` and `cot_max_probability` are the server's tuning, not the caller's:
+no wire accepts them and `to_dict()` leaves them out; the service (from its settings) or
+the CLI (from its flags) fills them in with `tuned()` before the Judge sees the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from cai_judge.constants import MAX_COT_TOKENS, MAX_PRINCIPLES, MAX_SEED
+from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY, Aggregator
+
+# Rationale tokens per (principle, order) when the caller names none (capped by a
+# service's CAI_JUDGE_MAX_COT_TOKENS).
+DEFAULT_COT_TOKENS = 128
+
+# The bounds, shared with the wire models that describe these fields for OpenAPI.
+ConstitutionRefText = Annotated[str, Field(min_length=1, max_length=200)]
+Principles = Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Mode = Literal["plain", "cot"]
+CotMaxTokens = Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)]
+
+# What a caller chooses: the fields `to_dict()` keeps and every wire carries.
+CALLER_FIELDS = (
+    "constitution",
+    "principles",
+    "seed",
+    "aggregator",
+    "per_principle",
+    "calibrated",
+    "mode",
+    "cot_max_tokens",
+)
+
+
+class LabelOptions(BaseModel):
+    """How every pair of one command is labeled."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # None when the constitution is handed to the Judge separately (CLI, evaluation).
+    constitution: ConstitutionRefText | None = Field(
+        default=None,
+        description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits).",
+    )
+    principles: Principles = Field(
+        default="all", description="`all`, or k principles sampled per pair (seeded)."
+    )
+    seed: Seed = 0
+    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    per_principle: bool = Field(default=False, description="Include each principle's numbers.")
+    calibrated: bool = False
+    mode: Mode = Field(
+        default="plain",
+        description="`plain` scores the answer at once; `cot` first generates a greedy "
+        "rationale per principle and order (DESIGN.md §2, CoT mode): slower.",
+    )
+    # None: DEFAULT_COT_TOKENS, capped by the service's limit.
+    cot_max_tokens: CotMaxTokens | None = Field(
+        default=None, description="CoT mode: rationale tokens per principle and order."
+    )
+    # The server's tuning (see the module docstring).
+    low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
+        default=DEFAULT_COT_MAX_PROBABILITY,
+        description="CoT mode: each order's probability is clamped to [1 - this, this].",
+    )
+
+    @property
+    def k(self) -> int | None:
+        return None if self.principles == "all" else self.principles
+
+    @property
+    def rationale_tokens(self) -> int:
+        """CoT: the rationale budget per (principle, order) the Judge generates."""
+        return self.cot_max_tokens or DEFAULT_COT_TOKENS
+
+    def to_dict(self) -> dict[str, Any]:
+        """The caller's options as JSON values: what a job stores and its digest reads."""
+        return self.model_dump(mode="json", include=set(CALLER_FIELDS))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelOptions:
+        """Options from `to_dict()`, or from a record written before some options existed:
+        a missing field takes its default (jobs before CoT were plain and uncalibrated)."""
+        return cls.model_validate({k: data[k] for k in CALLER_FIELDS if k in data})
+
+    def tuned(self, *, low_mass_threshold: float, cot_max_probability: float) -> LabelOptions:
+        """These options with the server's tuning filled in."""
+        return self.model_copy(
+            update={
+                "low_mass_threshold": low_mass_threshold,
+                "cot_max_probability": cot_max_probability,
+            }
+        )
