@@ -152,11 +152,11 @@ async def latencies(
 def trie_floor_of(groups: list[dict[str, Any]], k: int, model_dir: str) -> int:
     """The token-trie floor of round robin's units, planned exactly as the service plans
     them (the same Judge, renderer and principle selection), without an engine."""
-    from cai_judge.labeling.options import LabelOptions
     from transformers import AutoTokenizer
 
     from cai_judge.labeling.constitution import ConstitutionRegistry
     from cai_judge.labeling.judge import Judge
+    from cai_judge.labeling.options import LabelOptions
     from cai_judge.labeling.reward_schema import RewardPair
     from cai_judge.labeling.rewards import round_robin, trie_floor
 
