@@ -35,9 +35,10 @@ from typing import Any
 
 import httpx
 import numpy as np
+from tests.support.ports import free_port
 
 from bench.common import EXAMPLES, RESULTS
-from bench.http_throughput import free_port, percentile
+from bench.http_throughput import percentile
 
 
 def spearman(x: list[float], y: list[float]) -> float:
