@@ -217,6 +217,13 @@ def test_openrlhf_route_falls_back_counted_when_an_item_cannot_be_judged(server:
         "extra_logs": {"cai_judge_fallback": 1.0},
     }
     assert server.metric('cai_judge_reward_fallbacks_total{route="openrlhf"}') == before + 1
+    # OpenRLHF may send empty lists: answered in its shape, nothing judged.
+    empty = post(
+        server, {"query": [], "prompts": [], "labels": []},
+        path="/v1/rewards/openrlhf?constitution=harmless",
+    )  # fmt: skip
+    assert empty.status_code == 200, empty.text
+    assert empty.json() == {"rewards": [], "scores": [], "extra_logs": {"cai_judge_fallback": 0.0}}
 
 
 def test_slime_remote_rm_request(server: Server) -> None:

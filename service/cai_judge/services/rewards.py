@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cai_judge.labeling.options import LabelOptions
-from cai_judge.labeling.pipeline import validate_items
+from cai_judge.labeling.pipeline import LabelOutcome, validate_items
 from cai_judge.labeling.reward_schema import (
     CompletionDetail,
     GroupRewards,
@@ -173,7 +173,13 @@ class RewardService:
             planned.append(_Planned(index, entry, matches, len(pairs)))
             pairs.extend(_pairs(index, entry, matches))
         try:
-            outcome = await self.labels.label_checked(spec, options, pairs, profile=profile)
+            # Nothing valid to judge (every entry refused, or OpenRLHF's empty lists): no
+            # engine call, the errors in place.
+            outcome = (
+                await self.labels.label_checked(spec, options, pairs, profile=profile)
+                if pairs
+                else LabelOutcome([], Usage())
+            )
         except InvalidRequest as error:
             if error.param != "pairs":
                 raise
