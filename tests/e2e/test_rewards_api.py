@@ -160,7 +160,11 @@ def test_bad_groups_are_reported_in_place_the_rest_judged(server: Server) -> Non
 def test_a_request_with_both_lists_is_refused_in_the_envelope(server: Server) -> None:
     answer = post(
         server,
-        {"constitution": "harmless", "groups": [], "items": []},
+        {
+            "constitution": "harmless",
+            "groups": [{"id": "g", "prompt": PROMPT, "completions": COMPLETIONS}],
+            "items": [{"id": "i", "prompt": PROMPT, "completion": "a", "reference": "b"}],
+        },
     )
     assert answer.status_code == 422
     error = answer.json()["error"]

@@ -465,6 +465,8 @@ class RewardsRequest(LabelingOptions):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
+            # Exactly one of the two lists: the list names the mode.
+            "oneOf": [{"required": ["groups"]}, {"required": ["items"]}],
             "examples": [
                 {
                     "constitution": "harmless",
@@ -493,17 +495,17 @@ class RewardsRequest(LabelingOptions):
                         }
                     ],
                 },
-            ]
+            ],
         },
     )
 
-    groups: list[RewardGroup | dict[str, Any]] | None = Field(
+    groups: Annotated[list[RewardGroup | dict[str, Any]], Field(min_length=1)] | None = Field(
         default=None,
         description="Group mode: `{id, prompt, completions}` (2 to "
         f"{MAX_GROUP_SIZE} completions; empty ones are judged); invalid ones come back as "
         "per-item errors.",
     )
-    items: list[RewardItem | dict[str, Any]] | None = Field(
+    items: Annotated[list[RewardItem | dict[str, Any]], Field(min_length=1)] | None = Field(
         default=None,
         description="Reference mode: `{id, prompt, completion, reference}`.",
     )
