@@ -465,8 +465,11 @@ class RewardsRequest(LabelingOptions):
     model_config = ConfigDict(
         extra="forbid",
         json_schema_extra={
-            # Exactly one of the two lists: the list names the mode.
-            "oneOf": [{"required": ["groups"]}, {"required": ["items"]}],
+            # Exactly one of the two lists, not null: the list names the mode.
+            "oneOf": [
+                {"required": ["groups"], "properties": {"groups": {"type": "array"}}},
+                {"required": ["items"], "properties": {"items": {"type": "array"}}},
+            ],
             "examples": [
                 {
                     "constitution": "harmless",
