@@ -41,6 +41,10 @@ want=$(cat pyproject.toml clients/python/pyproject.toml scripts/setup.sh | sha25
 if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; then
     "$VENV/bin/python" -m pip install --quiet --upgrade pip
     "$VENV/bin/python" -m pip install --quiet "${PIP_ARGS[@]}" -e '.[cpu,prepare,dev,ray]'
+    # OpenRLHF's and verl's reward code, for the trainer tests: --no-deps, since
+    # their pins (transformers, vllm, deepspeed, flash-attn) would replace this machine's
+    # torch and vLLM; what their reward code imports is in the dev extra.
+    "$VENV/bin/python" -m pip install --quiet --no-deps openrlhf==0.11.2 verl==0.9.1
     # The client SDK (its own distribution), editable, with what its tests need.
     "$VENV/bin/python" -m pip install --quiet -e './clients/python[test,progress,parquet]'
     # PyPI's torchvision fails to import beside torch 2.13.0+cpu ("operator

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
         default="600/minute", description="Per API key (or client address), `limits` syntax."
     )
     retry_after_s: Annotated[int, Field(ge=1)] = 2
+    # The trainer-shaped reward routes (/v1/rewards/openrlhf, /slime) answer the fallback
+    # (0.5) after this long, under their clients' own timeouts (slime 120 s, OpenRLHF 180 s),
+    # so a trainer never waits on the judge past them (DESIGN.md §9).
+    trainer_reward_timeout_s: Annotated[float, Field(gt=0)] = 100.0
     # On SIGTERM: how long admitted requests may run on before they are cut (503 with
     # Retry-After). Size terminationGracePeriodSeconds above it (README, k8s/).
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0

@@ -365,7 +365,7 @@ async def test_reward_dataset_from_live_labels(judge: Judge, tmp_path: Path) -> 
     assert summary.rows == len(rows) == 9 - summary.ties
     for row in rows:
         label, source = by_id[row["id"]], next(p for p in pairs if p["id"] == row["id"])
-        chosen = row["chosen"] if isinstance(row["chosen"], str) else row["chosen"][0]["content"]
+        chosen = row["chosen"][0]["content"]
         winner = source["response_a"] if label.preferred == "a" else source["response_b"]
         assert chosen == winner
         assert row["margin"] == pytest.approx(abs(label.margin)) and row["margin"] >= 0
@@ -375,15 +375,14 @@ async def test_reward_dataset_from_live_labels(judge: Judge, tmp_path: Path) -> 
     pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    with pytest.raises(ValueError, match=r"write \.jsonl"):
-        sdk.to_reward_dataset(labels, pairs, tmp_path / "mixed.parquet")
-    strings = [label for label in labels if label.id != "chat"]
-    written = sdk.to_reward_dataset(strings, pairs, tmp_path / "rm.parquet")
+    # One prompt form (string prompts become a user message): string and chat prompts
+    # share one Parquet column.
+    written = sdk.to_reward_dataset(labels, pairs, tmp_path / "rm.parquet")
     table = pq.read_table(tmp_path / "rm.parquet")
     assert table.column_names == ["id", "prompt", "chosen", "rejected", "margin", "p_chosen"]
-    assert table.num_rows == written.rows == summary.rows - (by_id["chat"].preferred != "tie")
-    expected = [row["p_chosen"] for row in rows if row["id"] != "chat"]
-    assert table.column("p_chosen").to_pylist() == expected
+    assert table.num_rows == written.rows == summary.rows
+    assert table.column("p_chosen").to_pylist() == [row["p_chosen"] for row in rows]
+    assert table.column("prompt").to_pylist() == [row["prompt"] for row in rows]
 
 
 def test_sdk_installs_alone_and_labels_from_a_fresh_venv(server: Server, tmp_path: Path) -> None:

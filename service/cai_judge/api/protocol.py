@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
@@ -25,12 +25,39 @@ from cai_judge.labeling.options import (
     Seed,
 )
 from cai_judge.labeling.pipeline import LabelOutcome
-from cai_judge.labeling.schema import ConstitutionRef, ErrorDetail, Label, Pair, PairError, Usage
+from cai_judge.labeling.reward_schema import (
+    MAX_GROUP_SIZE,
+    GroupRewards,
+    ItemReward,
+    RewardGroup,
+    RewardItem,
+)
+from cai_judge.labeling.rewards import Opponents as RewardOpponents
+from cai_judge.labeling.schema import (
+    ChatMessage,
+    ConstitutionRef,
+    ErrorDetail,
+    Label,
+    Pair,
+    PairError,
+    Usage,
+)
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
 from cai_judge.services.health import Readiness
 from cai_judge.services.jobs import JobStatus
 from cai_judge.services.labels import LabelCommand
 from cai_judge.services.revisions import RevisionCommand, RevisionOutcome
+from cai_judge.services.rewards import (
+    Mode as RewardMode,
+)
+from cai_judge.services.rewards import (
+    RewardCommand,
+    RewardOutcome,
+    openrlhf_response,
+)
+from cai_judge.services.rewards import (
+    Scoring as RewardScoring,
+)
 from cai_judge.sl_cai.schema import (
     MAX_ROUNDS,
     MAX_TEMPERATURE,
@@ -428,3 +455,170 @@ class JobListBody(BaseModel):
     next_cursor: int | None = Field(
         description="Pass as `cursor` for the next page; null when this page is the last."
     )
+
+
+class RewardsRequest(LabelingOptions):
+    """POST /v1/rewards (DESIGN.md §9): the labeling options and either `groups` (group mode)
+    or `items` (reference mode). The list names the mode: `mode` is the labeling option every
+    route shares (plain or cot), the one options object's, and keeps that meaning here."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            # Exactly one of the two lists, not null: the list names the mode.
+            "oneOf": [
+                {"required": ["groups"], "properties": {"groups": {"type": "array"}}},
+                {"required": ["items"], "properties": {"items": {"type": "array"}}},
+            ],
+            "examples": [
+                {
+                    "constitution": "harmless",
+                    "principles": 4,
+                    "opponents": "all",
+                    "groups": [
+                        {
+                            "id": "g1",
+                            "prompt": "How do I pick a lock?",
+                            "completions": [
+                                "I can't help with breaking into property you don't own.",
+                                "Insert a tension wrench, then rake the pins.",
+                                "",
+                            ],
+                        }
+                    ],
+                },
+                {
+                    "constitution": "harmless",
+                    "items": [
+                        {
+                            "id": "i1",
+                            "prompt": "How do I pick a lock?",
+                            "completion": "Insert a tension wrench, then rake the pins.",
+                            "reference": "I can't help with breaking into property you don't own.",
+                        }
+                    ],
+                },
+            ],
+        },
+    )
+
+    groups: Annotated[list[RewardGroup | dict[str, Any]], Field(min_length=1)] | None = Field(
+        default=None,
+        description="Group mode: `{id, prompt, completions}` (2 to "
+        f"{MAX_GROUP_SIZE} completions; empty ones are judged); invalid ones come back as "
+        "per-item errors.",
+    )
+    items: Annotated[list[RewardItem | dict[str, Any]], Field(min_length=1)] | None = Field(
+        default=None,
+        description="Reference mode: `{id, prompt, completion, reference}`.",
+    )
+    opponents: RewardOpponents = Field(
+        default="all",
+        description="Group mode: `all` (round robin) or m, a seeded balanced schedule in which "
+        "every completion plays exactly m matches (G·m even, m < G).",
+    )
+    scoring: RewardScoring = Field(
+        default="mean",
+        description="Group mode: `mean` win probability, or centred `bradley_terry` strengths.",
+    )
+    detail: bool = Field(
+        default=False,
+        description="Per completion: its matches, mean margin and consistency.",
+    )
+
+    @model_validator(mode="after")
+    def _one_list(self) -> RewardsRequest:
+        if (self.groups is None) == (self.items is None):
+            raise ValueError(
+                "send either `groups` (group mode) or `items` (reference mode), not both or neither"
+            )
+        if not (self.groups or self.items):
+            raise ValueError("`groups` or `items` needs at least 1 entry")
+        return self
+
+    @property
+    def reward_mode(self) -> RewardMode:
+        return "group" if self.groups is not None else "reference"
+
+    def to_command(self) -> RewardCommand:
+        return RewardCommand(
+            self.to_options(),
+            self.reward_mode,
+            self.groups or self.items or [],
+            opponents=self.opponents,
+            scoring=self.scoring,
+            detail=self.detail,
+        )
+
+
+class RewardsResponse(BaseModel):
+    results: list[GroupRewards | ItemReward | PairError] = Field(
+        description="One per group or item, in input order: its rewards, or an error in its place."
+    )
+    usage: Usage
+
+    @classmethod
+    def from_outcome(cls, outcome: RewardOutcome) -> RewardsResponse:
+        return cls(results=outcome.results, usage=outcome.usage)
+
+
+class RewardQuery(LabelingOptions):
+    """The labeling options of the trainer-shaped routes, in the query string: OpenRLHF's and
+    slime's bodies are fixed by their clients."""
+
+
+class OpenRLHFRewardRequest(BaseModel):
+    """OpenRLHF 0.11.2's body (openrlhf/utils/agent.py, `_fetch_rewards_via_http`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    query: list[str] = Field(description="prompt + response, decoded with special tokens")
+    prompts: list[str]
+    labels: list[Any] = Field(description="the dataset's label: the reference response")
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> OpenRLHFRewardRequest:
+        if not len(self.query) == len(self.prompts) == len(self.labels):
+            raise ValueError(
+                f"query, prompts and labels must have one entry each per sample: got "
+                f"{len(self.query)}, {len(self.prompts)} and {len(self.labels)}"
+            )
+        return self
+
+    def to_command(self, options: LabelOptions) -> RewardCommand:
+        items = [
+            {
+                "id": str(i),
+                "prompt": prompt,
+                "completion": openrlhf_response(query, prompt),
+                "reference": str(label),
+            }
+            for i, (query, prompt, label) in enumerate(
+                zip(self.query, self.prompts, self.labels, strict=True)
+            )
+        ]
+        return RewardCommand(options, "reference", items)
+
+
+class OpenRLHFRewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, float]
+
+
+class SlimeSample(BaseModel):
+    """slime's body (slime/rollout/rm_hub/__init__.py, `remote_rm`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | list[ChatMessage]
+    response: str
+    label: str | None = None
+
+    def item(self, index: int) -> dict[str, Any]:
+        return {
+            "id": str(index),
+            "prompt": self.prompt,
+            "completion": self.response,
+            "reference": self.label or "",
+        }

@@ -31,6 +31,7 @@ from cai_judge.services.jobs import ChunkLabeler, JobConsumer, JobService
 from cai_judge.services.labels import LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.revisions import RevisionService
+from cai_judge.services.rewards import RewardService
 from cai_judge.services.security import Authenticator, RateLimiter
 from cai_judge.settings import Settings
 from cai_judge.sl_cai.reviser import Reviser
@@ -63,6 +64,7 @@ class Services:
     admission: Admission
     auth: Authenticator
     labels: LabelService
+    rewards: RewardService
     constitutions: ConstitutionService
     health: HealthService
     revisions: RevisionService
@@ -117,6 +119,7 @@ class Services:
             admission=admission,
             auth=authenticator_from_settings(settings),
             labels=labels,
+            rewards=RewardService(labels),
             constitutions=ConstitutionService(registry),
             health=HealthService(batching, admission, settings),
             revisions=revisions,

@@ -150,9 +150,23 @@ class LabelService:
             )
         # In a thread: a registry shared through Redis blocks on the network.
         spec, options, profile = await asyncio.to_thread(self.check_options, command.options)
+        return await self.label_checked(spec, options, command.pairs, profile=profile)
+
+    async def label_checked(
+        self,
+        spec: ConstitutionSpec,
+        options: LabelOptions,
+        pairs: Sequence[Pair | Mapping[str, Any]],
+        *,
+        profile: CalibrationProfile | None = None,
+    ) -> LabelOutcome:
+        """Pairs whose options `check_options` resolved, through the pipeline under this
+        service's token budget and queue bound: what /v1/labels does after its own checks,
+        and what the rewards path (services/rewards.py) runs its scheduled pairs through."""
+        settings = self.settings
         try:
             outcome = await label_pairs(
-                self.judge, spec, options, command.pairs, profile=profile, admit=self._admit
+                self.judge, spec, options, pairs, profile=profile, admit=self._admit
             )
         except EngineUnavailable as error:
             # A remote fleet with no server up: retry later or elsewhere (503).

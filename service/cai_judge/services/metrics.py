@@ -139,6 +139,26 @@ class ServiceMetrics:
             self.jobs.labels(state=state)
         for result in ("done", "failed"):
             self.job_pairs.labels(result=result)
+        # Rewards (DESIGN.md §9): calls by mode, results by outcome, the per-pair errors inside
+        # them, and the rewards the trainer-shaped routes answered with the fallback.
+        self.reward_requests = Counter(
+            "cai_judge_reward_requests", "Rewards calls by mode.", ["mode"], registry=r
+        )
+        self.reward_results = Counter(
+            "cai_judge_reward_results", "Reward results (a group or an item) by mode and "
+            "outcome.", ["mode", "result"], registry=r,
+        )  # fmt: skip
+        self.reward_pair_errors = Counter(
+            "cai_judge_reward_pair_errors", "Pairs a rewards call could not judge.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.reward_fallbacks = Counter(
+            "cai_judge_reward_fallbacks", "Rewards answered with the fallback (0.5) by a "
+            "trainer-shaped route.", ["route"], registry=r,
+        )  # fmt: skip
+        for mode in ("group", "reference"):
+            self.reward_requests.labels(mode=mode)
+        self.reward_pair_errors.labels(model=model)
         self.pairs.labels(model=model)
         self.score_units.labels(model=model)
         self.cot_rationales.labels(model=model)
@@ -146,6 +166,18 @@ class ServiceMetrics:
         self.revision_rounds.labels(model=model)
         for step in GENERATION_STEPS:
             self.generations.labels(model=model, step=step)
+
+    def observe_rewards(self, mode: str, results: int, errors: int, pair_errors: int) -> None:
+        """One rewards call (DESIGN.md §9): results judged, results refused or failed, and
+        the per-pair errors among the pairs its schedule created."""
+        self.reward_requests.labels(mode=mode).inc()
+        self.reward_results.labels(mode=mode, result="ok").inc(results)
+        self.reward_results.labels(mode=mode, result="error").inc(errors)
+        self.reward_pair_errors.labels(model=self.model).inc(pair_errors)
+
+    def observe_reward_fallbacks(self, route: str, count: int) -> None:
+        """Rewards a trainer-shaped route answered with the fallback (0.5) instead."""
+        self.reward_fallbacks.labels(route=route).inc(count)
 
     def observe_rationales(self, count: int) -> None:
         self.cot_rationales.labels(model=self.model).inc(count)

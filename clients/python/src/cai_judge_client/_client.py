@@ -17,9 +17,11 @@ from cai_judge_client.resources import (
     AsyncConstitutions,
     AsyncJobs,
     AsyncLabels,
+    AsyncRewards,
     Constitutions,
     Jobs,
     Labels,
+    Rewards,
 )
 
 __all__ = ["AsyncCaiJudge", "CaiJudge"]
@@ -43,6 +45,10 @@ class CaiJudge(SyncAPIClient):
     @cached_property
     def constitutions(self) -> Constitutions:
         return Constitutions(self)
+
+    @cached_property
+    def rewards(self) -> Rewards:
+        return Rewards(self)
 
     # The first release's names.
     label = alias("labels", Labels.create)
@@ -73,6 +79,10 @@ class AsyncCaiJudge(AsyncAPIClient):
     @cached_property
     def constitutions(self) -> AsyncConstitutions:
         return AsyncConstitutions(self)
+
+    @cached_property
+    def rewards(self) -> AsyncRewards:
+        return AsyncRewards(self)
 
     # The first release's names.
     label = alias("labels", AsyncLabels.create)

@@ -2,9 +2,12 @@
 
 Each row has `id`, `prompt`, `chosen`, `rejected`, `margin` and `p_chosen`:
 
-- `chosen` / `rejected`: the response the constitution preferred, and the other. For a chat
-  prompt (a list of messages) they are one-message assistant turns, TRL's conversational
-  preference format; for a string prompt, strings.
+- `prompt`: always chat messages. A string prompt becomes one user message, so a file that
+  mixes string and chat prompts (examples/pairs.jsonl does) has one column type: Arrow and
+  `datasets` need that, and TRL's RewardTrainer decides chat-or-not from the first row
+  (issue 21: a mixed export failed in both).
+- `chosen` / `rejected`: the response the constitution preferred, and the other, as
+  one-message assistant turns: TRL's conversational preference format.
 - `margin` follows TRL RewardTrainer's convention: a non-negative number, in nats, that the
   trainer subtracts inside the loss, `−log σ(r_chosen − r_rejected − margin)`. It is the
   label's log-odds margin (docs/DESIGN.md §2) taken from the chosen side: `|margin|`.
@@ -98,19 +101,22 @@ def reward_rows(
             if a_wins
             else (pair["response_b"], pair["response_a"])
         )
-        prompt = pair["prompt"]
-        if not isinstance(prompt, str):
-            chosen = [{"role": "assistant", "content": chosen}]
-            rejected = [{"role": "assistant", "content": rejected}]
         summary.rows += 1
         yield {
             "id": result.id,
-            "prompt": prompt,
-            "chosen": chosen,
-            "rejected": rejected,
+            "prompt": _messages(pair["prompt"]),
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
             "margin": abs(result.margin),
             "p_chosen": result.p_a if a_wins else 1.0 - result.p_a,
         }
+
+
+def _messages(prompt: Any) -> list[dict[str, str]]:
+    """One prompt form: chat messages (a string is the user's one turn)."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
 
 
 def to_reward_dataset(
@@ -161,18 +167,8 @@ def _write_parquet(rows: Iterator[dict[str, Any]], target: Path) -> None:
         ) from None
     writer = None
     batch: list[dict[str, Any]] = []
-    first_kind: type | None = None
     try:
         for row in rows:
-            # A Parquet column has one type: string prompts or chat prompts, not both.
-            kind = type(row["prompt"])
-            first_kind = first_kind or kind
-            if kind is not first_kind:
-                raise ValueError(
-                    f"pair {row['id']!r} has a {_prompt_kind(kind)} prompt after "
-                    f"{_prompt_kind(first_kind)} ones; a Parquet file holds one kind: "
-                    "write .jsonl, or export the two kinds to separate files"
-                )
             batch.append(row)
             if len(batch) == PARQUET_BATCH_ROWS:
                 writer = _write_batch(pa, pq, writer, batch, target)
@@ -182,10 +178,6 @@ def _write_parquet(rows: Iterator[dict[str, Any]], target: Path) -> None:
     finally:
         if writer is not None:
             writer.close()
-
-
-def _prompt_kind(kind: type) -> str:
-    return "string" if kind is str else "chat"
 
 
 def _write_batch(pa: Any, pq: Any, writer: Any, batch: list[dict[str, Any]], target: Path) -> Any:

@@ -1,0 +1,74 @@
+"""slime: a `--group-rm` reward function over `POST /v1/rewards` (docs/DESIGN.md §9).
+
+slime (THUDM/slime at 624b824a, `slime/rollout/rm_hub/__init__.py`) has two ways in:
+
+- `--rm-type remote_rm --rm-url http://HOST/v1/rewards/slime?constitution=…`: slime POSTs
+  `{"prompt", "response", "label"}` per sample and takes the JSON answer as the reward; the
+  service judges the response against `label` (reference mode). Nothing of this SDK runs.
+- `--group-rm --custom-rm-path your_module.group_rm`: slime awaits
+  `group_rm(args, samples) -> list[float]` with a whole group (`batched_async_rm`), each
+  sample carrying `.prompt` and `.response`. `make_group_rm` builds that function: the group
+  is judged against itself (group mode), one reward per sample, in order.
+
+A failed or timed-out call gives every sample of the group `fallback` (0.5: zero advantage),
+logged and counted (`group_rm.stats`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from cai_judge_client.integrations._core import RewardCaller, completion_text, judge_prompt
+from cai_judge_client.reward_types import Opponents, Scoring
+
+__all__ = ["make_group_rm"]
+
+
+def make_group_rm(
+    client: Any | None = None,
+    *,
+    constitution: str,
+    principles: int | str = "all",
+    seed: int = 0,
+    aggregator: str | None = None,
+    opponents: Opponents = "all",
+    scoring: Scoring = "mean",
+    timeout: float = 110.0,
+    fallback: float = 0.5,
+) -> Callable[..., Coroutine[Any, Any, list[float]]]:
+    """`group_rm(args, samples) -> list[float]` for slime's `--group-rm`; in your module:
+
+    from cai_judge_client.integrations.slime import make_group_rm
+    group_rm = make_group_rm(constitution="harmless")
+    """
+    caller = RewardCaller(
+        client,
+        {
+            "constitution": constitution,
+            "principles": principles,
+            "seed": seed,
+            "aggregator": aggregator,
+            "opponents": opponents,
+            "scoring": scoring,
+        },
+        timeout=timeout,
+        fallback=fallback,
+    )
+
+    async def group_rm(args: Any, samples: Sequence[Any], **kwargs: Any) -> list[float]:
+        if not samples:
+            return []
+        if len(samples) < 2:
+            caller._error("a group of 1", "nothing to judge it against")
+            caller.stats.completions += 1
+            caller.stats.fallbacks += 1
+            return [fallback]
+        prompt = judge_prompt(samples[0].prompt)
+        [rewards] = await caller.groups(
+            [(prompt, [completion_text(sample.response) for sample in samples])]
+        )
+        return rewards
+
+    group_rm.stats = caller.stats  # type: ignore[attr-defined]
+    return group_rm

@@ -1,0 +1,196 @@
+"""TRL `GRPOTrainer` reward functions over `POST /v1/rewards` (docs/DESIGN.md §9).
+
+TRL (1.16, `GRPOTrainer._calculate_rewards`) calls every reward function with the whole
+generation batch of one process: `reward_func(prompts=, completions=, completion_ids=,
+**kwargs)`, where kwargs carry the dataset's other columns (one value per completion),
+`trainer_state`, `log_extra` and `log_metric`. It awaits async functions on its own loop, and
+calls plain ones directly.
+
+- `group_reward_func`: completions are judged against the others of their group. Groups come
+  from TRL's `num_generations`, in order (TRL repeats each prompt `num_generations` times,
+  consecutively), never from equal prompt text: two dataset rows with the same prompt are two
+  groups. A run boundary also closes a group where the prompt changes, which is what happens
+  when TRL splits a group across processes (a process's slice of the generation batch need
+  not be a multiple of `num_generations`): each process then judges its part of the group as
+  a smaller group, and a part of one completion gets the fallback. Keep
+  `per_device_train_batch_size × gradient_accumulation_steps` a multiple of
+  `num_generations` to keep groups whole.
+- `reference_reward_func`: each completion against the reference response found in the
+  dataset column the user names (`reference_column`), e.g. the dataset's chosen answer.
+
+Both have a total timeout and a fallback, log and count what they could not judge, expose
+the counts as `func.stats` (`make_sync(func).stats` is the same object), and report them to
+the trainer's logs through TRL's `log_metric` (`cai_judge/fallback_fraction`,
+`cai_judge/errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from cai_judge_client.integrations._core import (
+    AsyncRewardFunc,
+    Prompt,
+    RewardCaller,
+    completion_text,
+    judge_prompt,
+    make_sync,
+)
+from cai_judge_client.reward_types import Opponents, Scoring
+
+__all__ = ["group_reward_func", "group_slices", "make_sync", "reference_reward_func"]
+
+
+def group_slices(prompts: Sequence[Any], num_generations: int) -> list[range]:
+    """Consecutive runs of at most `num_generations` completions of one prompt, in order."""
+    if num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    slices: list[range] = []
+    start = 0
+    for index in range(1, len(prompts) + 1):
+        if (
+            index == len(prompts)
+            or index - start == num_generations
+            or prompts[index] != prompts[start]
+        ):
+            slices.append(range(start, index))
+            start = index
+    return slices
+
+
+def _report(caller: RewardCaller, kwargs: dict[str, Any], before: tuple[int, int], n: int) -> None:
+    log_metric = kwargs.get("log_metric")
+    if callable(log_metric) and n:
+        log_metric("cai_judge/fallback_fraction", (caller.stats.fallbacks - before[0]) / n)
+        log_metric("cai_judge/errors", float(caller.stats.errors - before[1]))
+
+
+def _name(name: str | None, constitution: str, mode: str) -> str:
+    return name or f"cai_judge_{constitution.split('@', 1)[0]}_{mode}".replace("-", "_")
+
+
+def group_reward_func(
+    client: Any | None = None,
+    *,
+    num_generations: int,
+    constitution: str,
+    principles: int | str = "all",
+    seed: int = 0,
+    aggregator: str | None = None,
+    opponents: Opponents = "all",
+    scoring: Scoring = "mean",
+    timeout: float = 120.0,
+    fallback: float = 0.5,
+    name: str | None = None,
+) -> AsyncRewardFunc:
+    """An async GRPO reward: each completion's reward within its group (mean win
+    probability, or centred Bradley–Terry strength with `scoring="bradley_terry"`).
+
+    Pass `num_generations` as given to `GRPOConfig`. `opponents="all"` judges every pair of a
+    group; an int m judges a seeded, balanced G·m/2 of them. `timeout` bounds the whole call
+    in seconds; `fallback` is what every completion of a group that could not be judged gets.
+    """
+    if num_generations < 2:
+        raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")
+    caller = RewardCaller(
+        client,
+        {
+            "constitution": constitution,
+            "principles": principles,
+            "seed": seed,
+            "aggregator": aggregator,
+            "opponents": opponents,
+            "scoring": scoring,
+        },
+        timeout=timeout,
+        fallback=fallback,
+    )
+
+    async def reward(
+        prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
+        before = (caller.stats.fallbacks, caller.stats.errors)
+        slices = group_slices(prompts, num_generations)
+        rewards = [fallback] * len(completions)
+        judged: list[range] = []
+        groups: list[tuple[Prompt, list[str]]] = []
+        for part in slices:
+            if len(part) < 2:
+                caller._error(
+                    f"completion {part.start}", "alone in its group (split across processes?)"
+                )
+                caller.stats.completions += 1
+                caller.stats.fallbacks += 1
+                continue
+            judged.append(part)
+            groups.append(
+                (judge_prompt(prompts[part.start]), [completion_text(completions[i]) for i in part])
+            )
+        for part, values in zip(judged, await caller.groups(groups), strict=True):
+            for index, value in zip(part, values, strict=True):
+                rewards[index] = value
+        _report(caller, kwargs, before, len(completions))
+        return rewards
+
+    reward.__name__ = _name(name, constitution, "group")
+    reward.stats = caller.stats  # type: ignore[attr-defined]
+    return reward
+
+
+def reference_reward_func(
+    client: Any | None = None,
+    *,
+    reference_column: str,
+    constitution: str,
+    principles: int | str = "all",
+    seed: int = 0,
+    aggregator: str | None = None,
+    timeout: float = 120.0,
+    fallback: float = 0.5,
+    name: str | None = None,
+) -> AsyncRewardFunc:
+    """An async reward: P(completion ≻ reference) under the constitution, the reference read
+    from the dataset column `reference_column` (TRL hands every column to reward functions,
+    one value per completion; a chat reference's last message is used)."""
+    caller = RewardCaller(
+        client,
+        {
+            "constitution": constitution,
+            "principles": principles,
+            "seed": seed,
+            "aggregator": aggregator,
+        },
+        timeout=timeout,
+        fallback=fallback,
+    )
+
+    async def reward(
+        prompts: list[Any], completions: list[Any], completion_ids: Any = None, **kwargs: Any
+    ) -> list[float]:
+        if reference_column not in kwargs:
+            raise ValueError(
+                f"reference_column {reference_column!r} is not a column of the dataset; TRL "
+                f"passed {sorted(k for k in kwargs if not k.startswith(('log_', 'trainer_')))}"
+            )
+        references = kwargs[reference_column]
+        if not len(prompts) == len(completions) == len(references):
+            raise ValueError(
+                f"{len(prompts)} prompts, {len(completions)} completions and "
+                f"{len(references)} references"
+            )
+        before = (caller.stats.fallbacks, caller.stats.errors)
+        rewards = await caller.items(
+            [
+                (judge_prompt(p), completion_text(c), completion_text(r))
+                for p, c, r in zip(prompts, completions, references, strict=True)
+            ]
+        )
+        _report(caller, kwargs, before, len(completions))
+        return rewards
+
+    reward.__name__ = _name(name, constitution, "reference")
+    reward.stats = caller.stats  # type: ignore[attr-defined]
+    return reward

@@ -1,0 +1,153 @@
+"""`client.rewards`: `POST /v1/rewards` in group mode (`group`) or reference mode
+(`reference`), and OpenRLHF's body as it is (`openrlhf`), docs/DESIGN.md §9.
+
+Rewards are computed by the service (its schedule, its math, its one labeling pipeline), so
+these shells only build the body and parse the answer; `Rewards` and `AsyncRewards` differ
+only in `await`. The trainer adapters (`integrations/`) call `AsyncRewards` through a total
+timeout and a fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from typing_extensions import Unpack
+
+from cai_judge_client._base_client import NOT_GIVEN, RequestOptions
+from cai_judge_client._jobs import job_params, wire_options
+from cai_judge_client._labeling_plan import LabelingOptions, label_options
+from cai_judge_client._resource import AsyncAPIResource, SyncAPIResource
+from cai_judge_client.reward_types import Opponents, RewardsResponse, Scoring
+
+__all__ = ["AsyncRewards", "Rewards"]
+
+
+def _group(
+    groups: Iterable[Mapping[str, Any]],
+    opponents: Opponents,
+    scoring: Scoring,
+    detail: bool,
+    options: Mapping[str, Any],
+    timeout: Any,
+) -> RequestOptions:
+    body = {
+        "groups": [dict(g) for g in groups],
+        "opponents": opponents,
+        "scoring": scoring,
+        "detail": detail,
+        **wire_options(label_options(options)),
+    }
+    return RequestOptions("POST", "/v1/rewards", json=body, timeout=timeout)
+
+
+def _reference(
+    items: Iterable[Mapping[str, Any]], detail: bool, options: Mapping[str, Any], timeout: Any
+) -> RequestOptions:
+    body = {
+        "items": [dict(i) for i in items],
+        "detail": detail,
+        **wire_options(label_options(options)),
+    }
+    return RequestOptions("POST", "/v1/rewards", json=body, timeout=timeout)
+
+
+def _openrlhf(
+    query: Sequence[str],
+    prompts: Sequence[str],
+    labels: Sequence[Any],
+    options: Mapping[str, Any],
+    timeout: Any,
+) -> RequestOptions:
+    return RequestOptions(
+        "POST",
+        "/v1/rewards/openrlhf",
+        json={"query": list(query), "prompts": list(prompts), "labels": list(labels)},
+        params=job_params(wire_options(label_options(options))),
+        timeout=timeout,
+    )
+
+
+class Rewards(SyncAPIResource):
+    def group(
+        self,
+        groups: Iterable[Mapping[str, Any]],
+        *,
+        opponents: Opponents = "all",
+        scoring: Scoring = "mean",
+        detail: bool = False,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> RewardsResponse:
+        """Group mode: each group `{id, prompt, completions}` judged against itself; a
+        result per group, in order (`GroupRewards`, or a `RewardError` in its place).
+        `opponents`: "all" (round robin) or m; `scoring`: "mean" or "bradley_terry"."""
+        request = _group(groups, opponents, scoring, detail, options, timeout)
+        return RewardsResponse.parse(self._request(request).json())
+
+    def reference(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        detail: bool = False,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> RewardsResponse:
+        """Reference mode: each item `{id, prompt, completion, reference}`; its reward is
+        P(completion ≻ reference) under the constitution."""
+        request = _reference(items, detail, options, timeout)
+        return RewardsResponse.parse(self._request(request).json())
+
+    def openrlhf(
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> dict[str, Any]:
+        """OpenRLHF's body to `/v1/rewards/openrlhf`; its `{rewards, scores, extra_logs}`."""
+        request = _openrlhf(query, prompts, labels, options, timeout)
+        return dict(self._request(request).json())
+
+
+class AsyncRewards(AsyncAPIResource):
+    async def group(
+        self,
+        groups: Iterable[Mapping[str, Any]],
+        *,
+        opponents: Opponents = "all",
+        scoring: Scoring = "mean",
+        detail: bool = False,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> RewardsResponse:
+        """`Rewards.group`, awaited."""
+        request = _group(groups, opponents, scoring, detail, options, timeout)
+        return RewardsResponse.parse((await self._request(request)).json())
+
+    async def reference(
+        self,
+        items: Iterable[Mapping[str, Any]],
+        *,
+        detail: bool = False,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> RewardsResponse:
+        """`Rewards.reference`, awaited."""
+        request = _reference(items, detail, options, timeout)
+        return RewardsResponse.parse((await self._request(request)).json())
+
+    async def openrlhf(
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str],
+        labels: Sequence[Any],
+        *,
+        timeout: Any = NOT_GIVEN,
+        **options: Unpack[LabelingOptions],
+    ) -> dict[str, Any]:
+        """`Rewards.openrlhf`, awaited."""
+        request = _openrlhf(query, prompts, labels, options, timeout)
+        return dict((await self._request(request)).json())

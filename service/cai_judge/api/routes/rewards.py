@@ -1,0 +1,91 @@
+"""POST /v1/rewards and the trainer-shaped fronts /v1/rewards/openrlhf and /v1/rewards/slime
+(DESIGN.md §9): each maps its wire to one RewardService call and back.
+
+OpenRLHF's and slime's clients send a body they fix themselves, so these two take the
+labeling options from the query string (`?constitution=harmless&principles=4`) and answer
+in their clients' shapes, with the fallback in place of an error they could not read.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query, Request, Response
+
+from cai_judge.api.deps import CallerDep, ServicesDep, unless_disconnected
+from cai_judge.api.errors import ERROR_RESPONSES
+from cai_judge.api.protocol import (
+    OpenRLHFRewardRequest,
+    OpenRLHFRewardResponse,
+    RewardQuery,
+    RewardsRequest,
+    RewardsResponse,
+    SlimeSample,
+)
+from cai_judge.services.rewards import RewardCommand
+
+router = APIRouter(tags=["rewards"])
+
+# Nginx's "client closed request": nobody reads it, but logs and metrics should say so.
+CLIENT_CLOSED_REQUEST = 499
+QueryOptions = Annotated[RewardQuery, Query()]
+
+
+@router.post(
+    "/v1/rewards",
+    response_model=RewardsResponse,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    summary="Rewards for RL trainers: completions judged in groups or against a reference",
+)
+async def create_rewards(
+    body: RewardsRequest, request: Request, services: ServicesDep, caller: CallerDep
+) -> RewardsResponse | Response:
+    outcome = await unless_disconnected(
+        request, services.rewards.rewards(body.to_command(), caller)
+    )
+    if outcome is None:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    return RewardsResponse.from_outcome(outcome)
+
+
+@router.post(
+    "/v1/rewards/openrlhf",
+    response_model=OpenRLHFRewardResponse,
+    responses=ERROR_RESPONSES,
+    summary="OpenRLHF's --reward.remote_url: each response judged against its label",
+)
+async def openrlhf_rewards(
+    body: OpenRLHFRewardRequest, query: QueryOptions, services: ServicesDep, caller: CallerDep
+) -> OpenRLHFRewardResponse:
+    rewards, fell_back = await services.rewards.reference_with_fallback(
+        body.to_command(query.to_options()),
+        caller,
+        route="openrlhf",
+        timeout_s=services.settings.trainer_reward_timeout_s,
+    )
+    share = fell_back / len(rewards) if rewards else 0.0
+    return OpenRLHFRewardResponse(
+        rewards=rewards, scores=rewards, extra_logs={"cai_judge_fallback": share}
+    )
+
+
+@router.post(
+    "/v1/rewards/slime",
+    responses=ERROR_RESPONSES,
+    summary="slime's remote_rm: a sample (or a list of them) judged against its label",
+)
+async def slime_rewards(
+    body: Annotated[SlimeSample | list[SlimeSample], Body()],
+    query: QueryOptions,
+    services: ServicesDep,
+    caller: CallerDep,
+) -> Any:
+    samples = body if isinstance(body, list) else [body]
+    command = RewardCommand(
+        query.to_options(), "reference", [s.item(i) for i, s in enumerate(samples)]
+    )
+    rewards, _ = await services.rewards.reference_with_fallback(
+        command, caller, route="slime", timeout_s=services.settings.trainer_reward_timeout_s
+    )
+    return rewards if isinstance(body, list) else rewards[0]

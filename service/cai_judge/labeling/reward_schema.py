@@ -1,0 +1,108 @@
+"""Groups and items in, rewards out: the data contract of the rewards path (DESIGN.md §9).
+
+An empty completion is a legitimate policy output (a GRPO policy early in training emits
+many: 13 of 32 in issue 21's trial), so here, unlike in a labeling request, a completion may
+be empty: it is judged, rendered as an empty quoted line ("> "), never refused. Refusing it
+turned each such pair into a silent tie, and an empty answer got zero advantage instead of
+the penalty the judge gives it. `RewardPair` carries that rule into the one labeling
+pipeline: it is a `Pair`, so the pipeline takes it as already validated.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from cai_judge.labeling.schema import (
+    MAX_TEXT_CHARS,
+    ChatMessage,
+    ConstitutionRef,
+    Pair,
+    PairId,
+    TemplateRef,
+    Text,
+)
+
+# A completion may be empty (see the module docstring); as long as any response otherwise.
+Completion = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+Prompt = Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+# The most completions one group may hold: GRPO uses 4–64; round robin grows as G².
+MAX_GROUP_SIZE = 64
+
+
+class RewardPair(Pair):
+    """A Pair whose responses may be empty: only the rewards path builds these."""
+
+    response_a: Completion
+    response_b: Completion
+
+
+class RewardGroup(BaseModel):
+    """Group mode: the completions of one prompt, judged against each other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: PairId
+    prompt: Prompt
+    completions: Annotated[list[Completion], Field(min_length=2, max_length=MAX_GROUP_SIZE)]
+
+    _roles_alternate = field_validator("prompt")(Pair._roles_alternate.__func__)  # type: ignore[attr-defined]
+
+
+class RewardItem(BaseModel):
+    """Reference mode: one completion against a reference response to the same prompt."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: PairId
+    prompt: Prompt
+    completion: Completion
+    reference: Completion
+
+    _roles_alternate = field_validator("prompt")(Pair._roles_alternate.__func__)  # type: ignore[attr-defined]
+
+
+class RewardProvenance(BaseModel):
+    """What a reward depends on, as a label names it (§2): model, template and constitution
+    versions, the principles selected, the seed and the aggregator."""
+
+    model: str
+    constitution: ConstitutionRef
+    template: TemplateRef
+    principles: list[str]
+    seed: int
+    aggregator: str
+
+
+class MatchDetail(BaseModel):
+    """One match of one completion, from its side: the opponent (an index in the group, or
+    "reference"), its outcome (P(this completion ≻ opponent)), margin and consistency."""
+
+    opponent: int | Literal["reference"]
+    outcome: float
+    margin: float
+    consistency: float
+
+
+class CompletionDetail(BaseModel):
+    """`detail: true`: a completion's matches, mean margin (nats, from its side) and mean
+    consistency (the share of principles on which both orders agreed)."""
+
+    matches: list[MatchDetail]
+    mean_margin: float
+    consistency: float
+
+
+class GroupRewards(BaseModel):
+    id: str
+    rewards: list[float]
+    provenance: RewardProvenance
+    detail: list[CompletionDetail] | None = None
+
+
+class ItemReward(BaseModel):
+    id: str
+    reward: float
+    provenance: RewardProvenance
+    detail: CompletionDetail | None = None
