@@ -1,4 +1,4 @@
-"""`cai-judge label --ray` (one actor) against the plain CLI on the default model (issue 23).
+"""`cai-judge label --ray` (one actor) against the plain CLI on the default model.
 
 The same pairs (distinct prompts, `bench.common.make_pairs`) through both, each as a real
 subprocess: its peak RSS over the whole process tree (for --ray: the driver, Ray's local

@@ -1,4 +1,4 @@
-"""Rewards for RL trainers (issue 21, DESIGN.md §9): GRPO-shaped load on a live server.
+"""Rewards for RL trainers (DESIGN.md §9): GRPO-shaped load on a live server.
 
 `python -m bench.rewards` starts a server (the default model unless `--model`), builds
 `--prompts` groups of `--group` completions from examples/pairs.jsonl, and measures with

@@ -1,4 +1,4 @@
-"""k8s/ray/rayjob.yaml (issue 23): valid against KubeRay's CRD schema and what cai-judge needs
+"""k8s/ray/rayjob.yaml: valid against KubeRay's CRD schema and what cai-judge needs
 of it, and the validator `make lint` runs (scripts/validate_rayjob.py) refuses what it must."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`cai-judge label --ray` (issue 23): a real local Ray, the real vLLM CPU engine, the tiny model.
+"""`cai-judge label --ray`: a real local Ray, the real vLLM CPU engine, the tiny model.
 
 The machine has 2 shared cores, so each test runs one actor on a handful of pairs; starting
 Ray and an engine in an actor still takes a minute or two on a busy machine.

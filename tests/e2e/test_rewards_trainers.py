@@ -1,4 +1,4 @@
-"""The real RL trainers on cai-judge's rewards and exports (issue 21, DESIGN.md §9).
+"""The real RL trainers on cai-judge's rewards and exports (DESIGN.md §9).
 
 TRL is installed in the test environment (the dev extra). Its trainers run here on the tiny
 test model (tests/support/tiny_model.py) on the CPU, against a real server on the same tiny
@@ -127,7 +127,7 @@ def test_grpo_trains_two_steps_on_reference_rewards_through_the_sync_wrapper(
 def test_reward_trainer_trains_on_the_sdk_export_of_the_examples(
     form: str, server: Server, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
-    """Issue 21: the export of examples/pairs.jsonl (mixed string and chat prompts) failed
+    """The export of examples/pairs.jsonl (mixed string and chat prompts) failed
     in Arrow (`Expected bytes, got a 'list' object`), and its JSONL in RewardTrainer. One
     prompt form now: both load into `datasets` and train a step."""
     import datasets

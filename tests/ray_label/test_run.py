@@ -1,4 +1,4 @@
-"""cai_judge.ray.run without Ray running: the Parquet form of a label (issue 23).
+"""cai_judge.ray.run without Ray running: the Parquet form of a label.
 
 The folder is not `tests/ray/`: a `ray` package under tests/ would make ruff (and any
 sys.path that holds tests/) take `import ray` for this project's own."""

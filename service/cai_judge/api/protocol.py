@@ -376,7 +376,7 @@ class HealthStatus(BaseModel):
         return cls(status="ok" if readiness.ready else "unavailable", checks=readiness.checks)
 
 
-# -- batch jobs (the wire contract of issue 10, which the SDK of issue 11 calls) ------------
+# -- batch jobs (the wire contract the SDK's jobs resource calls) ----------------------------
 
 
 class JobRequest(LabelingOptions):

@@ -1,7 +1,7 @@
 """Groups and items in, rewards out: the data contract of the rewards path (DESIGN.md §9).
 
 An empty completion is a legitimate policy output (a GRPO policy early in training emits
-many: 13 of 32 in issue 21's trial), so here, unlike in a labeling request, a completion may
+many: 13 of 32 in a TRL trial), so here, unlike in a labeling request, a completion may
 be empty: it is judged, rendered as an empty quoted line ("> "), never refused. Refusing it
 turned each such pair into a silent tie, and an empty answer got zero advantage instead of
 the penalty the judge gives it. `RewardPair` carries that rule into the one labeling

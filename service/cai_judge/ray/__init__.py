@@ -1,4 +1,4 @@
-"""Offline labeling on a Ray cluster: the CLI's judge as a Ray Data stage (issue 23).
+"""Offline labeling on a Ray cluster: the CLI's judge as a Ray Data stage.
 
 RL teams (OpenRLHF, verl, slime) already run Ray, and Ray Data is the field's way to run batch
 inference on vLLM, so `cai-judge label IN -o OUT --ray` labels a pairs file there instead of

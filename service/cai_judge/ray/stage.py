@@ -1,4 +1,4 @@
-"""The Ray Data stage: one actor per engine, each labeling batches of pairs (issue 23).
+"""The Ray Data stage: one actor per engine, each labeling batches of pairs.
 
 An actor owns the offline engine (`engine.vllm_offline`, the CLI's, DESIGN.md §4) and the same
 Judge as `cai-judge label`: no cache, the Judge's prefix-group scheduling, and the one labeling

@@ -5,7 +5,7 @@ Each row has `id`, `prompt`, `chosen`, `rejected`, `margin` and `p_chosen`:
 - `prompt`: always chat messages. A string prompt becomes one user message, so a file that
   mixes string and chat prompts (examples/pairs.jsonl does) has one column type: Arrow and
   `datasets` need that, and TRL's RewardTrainer decides chat-or-not from the first row
-  (issue 21: a mixed export failed in both).
+  (a mixed export failed in both).
 - `chosen` / `rejected`: the response the constitution preferred, and the other, as
   one-message assistant turns: TRL's conversational preference format.
 - `margin` follows TRL RewardTrainer's convention: a non-negative number, in nats, that the

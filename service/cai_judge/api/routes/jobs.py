@@ -1,4 +1,4 @@
-"""POST/GET/DELETE /v1/jobs: durable batch jobs (DESIGN.md §5; wire contract of issue 10).
+"""POST/GET/DELETE /v1/jobs: durable batch jobs (DESIGN.md §5).
 
 The body is read by hand rather than declared, because an NDJSON upload must stream into
 the job service line by line: a declared body would make FastAPI read it whole first.

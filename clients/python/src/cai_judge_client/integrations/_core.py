@@ -12,7 +12,7 @@ DESIGN.md §9: a trainer must never hang on the judge. Every adapter goes throug
 - never judges a second way: it sends groups or items to `POST /v1/rewards` through the
   SDK's rewards resource (`client.rewards`) and reads the rewards the service computed.
 
-The trial that motivated this (issue 21) found a reward function that turned refused pairs
+A TRL trial found a reward function that turned refused pairs
 into silent ties: 34 of 48 pairs unjudged, nothing logged or counted.
 """
 
