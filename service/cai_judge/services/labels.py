@@ -140,17 +140,26 @@ class LabelService:
         return spec, resolved, profile
 
     async def _label(self, command: LabelCommand) -> LabelOutcome:
-        settings = self.settings
-        if len(command.pairs) > settings.max_pairs_per_request:
+        spec, options, profile = await self.check_request(
+            command.options, len(command.pairs), "pairs"
+        )
+        return await self.label_checked(spec, options, command.pairs, profile=profile)
+
+    async def check_request(
+        self, options: LabelOptions, count: int, field: str
+    ) -> tuple[ConstitutionSpec, LabelOptions, CalibrationProfile | None]:
+        """What every labeling request checks before its first pair, whatever it carries
+        (`field`: pairs, or a rewards request's groups or items): its count against the
+        per-request limit, then its options."""
+        limit = self.settings.max_pairs_per_request
+        if count > limit:
             raise InvalidRequest(
-                f"{len(command.pairs)} pairs, over the limit of "
-                f"{settings.max_pairs_per_request} per request",
-                type="too_many_pairs",
-                param="pairs",
+                f"{count} {field}, over the limit of {limit} per request",
+                type=f"too_many_{field}",
+                param=field,
             )
         # In a thread: a registry shared through Redis blocks on the network.
-        spec, options, profile = await asyncio.to_thread(self.check_options, command.options)
-        return await self.label_checked(spec, options, command.pairs, profile=profile)
+        return await asyncio.to_thread(self.check_options, options)
 
     async def label_checked(
         self,

@@ -104,7 +104,6 @@ class RewardService:
     def __init__(self, labels: LabelService) -> None:
         self.labels = labels
         self.metrics = labels.metrics
-        self.settings = labels.settings
 
     async def rewards(self, command: RewardCommand, caller: Caller) -> RewardOutcome:
         """Admission and the caller's rate limit, as for labels, then the rewards."""
@@ -139,17 +138,10 @@ class RewardService:
         return rewards, fell_back
 
     async def _rewards(self, command: RewardCommand) -> RewardOutcome:
-        settings = self.settings
         name = command.field
-        if len(command.entries) > settings.max_pairs_per_request:
-            raise InvalidRequest(
-                f"{len(command.entries)} {name}, over the limit of "
-                f"{settings.max_pairs_per_request} per request",
-                type=f"too_many_{name}",
-                param=name,
-            )
-        # In a thread: a registry shared through Redis blocks on the network.
-        spec, options, profile = await asyncio.to_thread(self.labels.check_options, command.options)
+        spec, options, profile = await self.labels.check_request(
+            command.options, len(command.entries), name
+        )
         model: type[RewardGroup] | type[RewardItem] = (
             RewardGroup if command.mode == "group" else RewardItem
         )
