@@ -153,10 +153,18 @@ class RewardCaller:
             self._clients[id(loop)] = held
         return _api(held[1])
 
-    def _error(self, what: str, why: str) -> None:
+    def fall_back(self, what: str, why: str, size: int) -> list[float]:
+        """`size` completions that could not be judged: logged, counted, the fallback each."""
         self.stats.errors += 1
         self.stats.last_errors.append(f"{what}: {why}")
         logger.warning("cai-judge could not judge %s: %s", what, why)
+        self.stats.fallbacks += size
+        return [self.fallback] * size
+
+    def fall_back_alone(self, what: str, why: str) -> float:
+        """A completion never sent, with nothing in its group to judge it against."""
+        self.stats.completions += 1
+        return self.fall_back(what, why, 1)[0]
 
     async def _chunked(
         self, mode: str, entries: list[dict[str, Any]]
@@ -204,10 +212,7 @@ class RewardCaller:
             if isinstance(result, GroupRewards) and len(result.rewards) == size:
                 out.append(list(result.rewards))
                 continue
-            why = _why(result)
-            self._error(f"group {index} ({size} completions)", why)
-            self.stats.fallbacks += size
-            out.append([self.fallback] * size)
+            out.append(self.fall_back(f"group {index} ({size} completions)", _why(result), size))
         return out
 
     async def items(self, items: Sequence[tuple[Prompt, str, str]]) -> list[float]:
@@ -223,9 +228,7 @@ class RewardCaller:
             if isinstance(result, ItemReward):
                 out.append(result.reward)
                 continue
-            self._error(f"item {index}", _why(result))
-            self.stats.fallbacks += 1
-            out.append(self.fallback)
+            out.extend(self.fall_back(f"item {index}", _why(result), 1))
         return out
 
     async def openrlhf(
@@ -246,9 +249,7 @@ class RewardCaller:
             why = f"no answer within the total timeout {self.timeout} s"
         except Exception as error:
             why = f"{type(error).__name__}: {error}"
-        self._error(f"{len(queries)} OpenRLHF queries", why)
-        self.stats.fallbacks += len(queries)
-        values = [self.fallback] * len(queries)
+        values = self.fall_back(f"{len(queries)} OpenRLHF queries", why, len(queries))
         return {"rewards": values, "scores": values, "extra_logs": {"cai_judge_fallback": 1.0}}
 
 

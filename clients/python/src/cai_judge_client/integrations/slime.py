@@ -60,10 +60,7 @@ def make_group_rm(
         if not samples:
             return []
         if len(samples) < 2:
-            caller._error("a group of 1", "nothing to judge it against")
-            caller.stats.completions += 1
-            caller.stats.fallbacks += 1
-            return [fallback]
+            return [caller.fall_back_alone("a group of 1", "nothing to judge it against")]
         prompt = judge_prompt(samples[0].prompt)
         [rewards] = await caller.groups(
             [(prompt, [completion_text(sample.response) for sample in samples])]

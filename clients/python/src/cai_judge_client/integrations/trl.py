@@ -119,11 +119,9 @@ def group_reward_func(
         groups: list[tuple[Prompt, list[str]]] = []
         for part in slices:
             if len(part) < 2:
-                caller._error(
+                rewards[part.start] = caller.fall_back_alone(
                     f"completion {part.start}", "alone in its group (split across processes?)"
                 )
-                caller.stats.completions += 1
-                caller.stats.fallbacks += 1
                 continue
             judged.append(part)
             groups.append(
