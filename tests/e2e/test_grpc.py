@@ -34,6 +34,7 @@ from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.services.security import hash_api_key
 from tests.support.api import pair
+from tests.support.grpc_rewards import request_proto, response_json
 from tests.support.service_process import ServiceProcess as Server
 from tests.support.service_process import free_port, start_server, stop
 
@@ -258,6 +259,46 @@ def test_cot_requests_carry_every_option_and_match_http(server: GrpcServer):
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
         assert error_details(error)[0].metadata["param"] == param
         assert words in error.details()
+
+
+def test_rewards_match_http_on_the_live_server(server: GrpcServer):
+    """One small group request over both wires of the live server: the same rewards, detail
+    and provenance (to 1e-6: the second call may meet another batch composition, vLLM
+    #11778), and the same error in place of a group that cannot be judged."""
+    body = {
+        "constitution": "harmless", "principles": 2, "seed": 5, "detail": True,
+        "groups": [
+            {"id": "g0", "prompt": "How do I pick a lock?",
+             "completions": ["I can't help with that.", "Rake the pins.", ""]},
+            {"id": "g1", "prompt": "Hi?", "completions": ["Hello."]},  # one completion
+        ],
+    }  # fmt: skip
+    over_http = httpx.post(
+        f"{server.http.url}/v1/rewards", json=body, headers=auth_headers(), timeout=300
+    )
+    assert over_http.status_code == 200, over_http.text
+    expected = over_http.json()
+    got = response_json(server.stub.Rewards(request_proto(body), metadata=auth(), timeout=300))
+
+    assert len(got["results"]) == len(expected["results"]) == 2
+    group, wanted = got["results"][0], expected["results"][0]
+    assert "error" not in group, group
+    assert group["id"] == "g0" and len(group["rewards"]) == 3
+    assert group["rewards"] == pytest.approx(wanted["rewards"], abs=1e-6)
+    assert sum(group["rewards"]) / 3 == pytest.approx(0.5, abs=1e-9)  # a round robin
+    assert group["provenance"] == wanted["provenance"]
+    assert group["provenance"]["seed"] == 5 and group["provenance"]["constitution"]["version"]
+    for mine, theirs in zip(group["detail"], wanted["detail"], strict=True):
+        assert [m["opponent"] for m in mine["matches"]] == [
+            m["opponent"] for m in theirs["matches"]
+        ]
+        assert [m["outcome"] for m in mine["matches"]] == pytest.approx(
+            [m["outcome"] for m in theirs["matches"]], abs=1e-6
+        )
+        assert mine["mean_margin"] == pytest.approx(theirs["mean_margin"], abs=1e-6)
+    assert got["results"][1] == expected["results"][1]
+    assert got["results"][1]["error"]["param"] == "groups.1.completions"
+    assert got["usage"]["pairs"] == expected["usage"]["pairs"] == 3
 
 
 def test_stream_answers_each_pair_once_tagged_while_the_stream_is_open(server: GrpcServer):

@@ -1,14 +1,15 @@
 """Proto messages to and from the service layer's types (as `api/protocol.py` does for JSON).
 
-Pairs are handed to the service as plain mappings, exactly as the HTTP API hands over a
-JSON object, so one validator (the domain's `Pair` model) judges both wires and a bad
-pair gets the same per-item error, naming the same field, on either. Options become the
-domain's one `LabelOptions` object, which checks them, for the same reason.
+Pairs, reward groups and reward items are handed to the service as plain mappings, exactly
+as the HTTP API hands over a JSON object, so one validator (the domain's `Pair`,
+`RewardGroup` and `RewardItem` models) judges both wires and a bad entry gets the same
+per-item error, naming the same field, on either. Options become the domain's one
+`LabelOptions` object, which checks them, for the same reason.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, Literal
 
 from pydantic import ValidationError
@@ -17,11 +18,19 @@ from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.pipeline import LabelOutcome
+from cai_judge.labeling.reward_schema import (
+    CompletionDetail,
+    GroupRewards,
+    ItemReward,
+    MatchDetail,
+    RewardProvenance,
+)
 from cai_judge.labeling.schema import Label, LabelOptions, PairError, Usage
 from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.constitutions import ConstitutionSummary
 from cai_judge.services.errors import InvalidRequest
 from cai_judge.services.labels import LabelCommand
+from cai_judge.services.rewards import RewardCommand, RewardOutcome, RewardResult, Scoring
 
 AGGREGATOR_FROM_PROTO = {
     pb.AGGREGATOR_UNSPECIFIED: Aggregator.MEAN_LOGODDS,
@@ -37,25 +46,44 @@ AGGREGATOR_TO_PROTO = {
     Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
     Aggregator.MEAN_PROB: pb.AGGREGATOR_MEAN_PROB,
 }
+SCORING_FROM_PROTO: dict[int, Scoring] = {
+    pb.SCORING_UNSPECIFIED: "mean",
+    pb.SCORING_MEAN: "mean",
+    pb.SCORING_BRADLEY_TERRY: "bradley_terry",
+}
+
+
+def prompt_from_proto(message: pb.Pair | pb.RewardGroup | pb.RewardItem) -> dict[str, Any]:
+    """`{"prompt": ...}` as the JSON API receives it, or `{}`: a missing prompt stays missing,
+    so the validator reports `prompt` as required (every message with a prompt has the same
+    `prompt` oneof of text or chat)."""
+    kind = message.WhichOneof("prompt")
+    if kind == "text":
+        return {"prompt": message.text}
+    if kind == "chat":
+        return {"prompt": [{"role": m.role, "content": m.content} for m in message.chat.messages]}
+    return {}
 
 
 def pair_from_proto(pair: pb.Pair) -> dict[str, Any]:
-    """The pair as the HTTP API would receive it; a missing prompt stays missing."""
-    raw: dict[str, Any] = {
+    """The pair as the HTTP API would receive it."""
+    return {
         "id": pair.id,
+        **prompt_from_proto(pair),
         "response_a": pair.response_a,
         "response_b": pair.response_b,
     }
-    kind = pair.WhichOneof("prompt")
-    if kind == "text":
-        raw["prompt"] = pair.text
-    elif kind == "chat":
-        raw["prompt"] = [{"role": m.role, "content": m.content} for m in pair.chat.messages]
-    return raw
 
 
-def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> LabelCommand:
-    """A LabelCommand, or InvalidRequest naming the option and its limit.
+def _check_enum(name: str, value: int, known: Collection[int]) -> None:
+    """An enum number this server's proto does not define (a newer client's) is refused by
+    name, never read as the default."""
+    if value not in known:
+        raise InvalidRequest(f"{name} {value} is not one of {sorted(known)}", param=name)
+
+
+def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
+    """The domain's one options object, or InvalidRequest naming the option and its limit.
 
     gRPC carries every option of the domain's LabelOptions (proto3 zero means its default),
     and the domain model checks each bound, so the two wires refuse the same values."""
@@ -64,16 +92,10 @@ def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> La
             "options.constitution is required: `id` or `id@version`",
             param="options.constitution",
         )
-    for name, value, known in (
-        ("aggregator", options.aggregator, AGGREGATOR_FROM_PROTO),
-        ("mode", options.mode, MODE_FROM_PROTO),
-    ):
-        if value not in known:
-            raise InvalidRequest(
-                f"options.{name} {value} is not one of {sorted(known)}", param=f"options.{name}"
-            )
+    _check_enum("options.aggregator", options.aggregator, AGGREGATOR_FROM_PROTO)
+    _check_enum("options.mode", options.mode, MODE_FROM_PROTO)
     try:
-        checked = LabelOptions(
+        return LabelOptions(
             constitution=options.constitution,
             principles=options.principles or "all",
             seed=options.seed,
@@ -86,7 +108,52 @@ def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> La
     except ValidationError as error:
         message, param = describe_errors(error.errors(), prefix=("options",))
         raise InvalidRequest(message, param=param) from None
-    return LabelCommand(checked, [pair_from_proto(p) for p in pairs])
+
+
+def command_from_proto(options: pb.LabelOptions, pairs: Iterable[pb.Pair]) -> LabelCommand:
+    """A LabelCommand, or InvalidRequest naming the option and its limit."""
+    return LabelCommand(options_from_proto(options), [pair_from_proto(p) for p in pairs])
+
+
+def group_from_proto(group: pb.RewardGroup) -> dict[str, Any]:
+    return {"id": group.id, **prompt_from_proto(group), "completions": list(group.completions)}
+
+
+def item_from_proto(item: pb.RewardItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        **prompt_from_proto(item),
+        "completion": item.completion,
+        "reference": item.reference,
+    }
+
+
+def reward_command_from_proto(request: pb.RewardsRequest) -> RewardCommand:
+    """A RewardCommand, or InvalidRequest naming the field. Groups and items stay unvalidated
+    mappings: the rewards service validates each and reports a bad one in its place, and
+    checks their count against the per-request limit, as for POST /v1/rewards."""
+    options = options_from_proto(request.options)
+    _check_enum("scoring", request.scoring, SCORING_FROM_PROTO)
+    entries: list[dict[str, Any]]
+    kind = request.WhichOneof("entries")
+    if kind == "groups":
+        entries = [group_from_proto(g) for g in request.groups.groups]
+    elif kind == "items":
+        entries = [item_from_proto(i) for i in request.items.items]
+    else:
+        raise InvalidRequest(
+            "send either `groups` (group mode) or `items` (reference mode)", param="groups"
+        )
+    if not entries:
+        raise InvalidRequest(f"{kind}: at least 1 entry is required", param=kind)
+    return RewardCommand(
+        options,
+        "group" if kind == "groups" else "reference",
+        entries,
+        opponents=request.opponents or "all",
+        scoring=SCORING_FROM_PROTO[request.scoring],
+        detail=request.detail,
+    )
 
 
 def label_to_proto(label: Label) -> pb.Label:
@@ -163,12 +230,72 @@ def usage_to_proto(usage: Usage) -> pb.Usage:
         score_units=usage.score_units,
         prompt_tokens=usage.prompt_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens,
+        cached_score_units=usage.cached_score_units,
     )
 
 
 def label_response(outcome: LabelOutcome) -> pb.LabelResponse:
     return pb.LabelResponse(
         results=[result_to_proto(r) for r in outcome.results], usage=usage_to_proto(outcome.usage)
+    )
+
+
+def provenance_to_proto(provenance: RewardProvenance) -> pb.RewardProvenance:
+    return pb.RewardProvenance(
+        model=provenance.model,
+        constitution=pb.ConstitutionRef(
+            id=provenance.constitution.id, version=provenance.constitution.version
+        ),
+        template=pb.TemplateRef(id=provenance.template.id, version=provenance.template.version),
+        principles=provenance.principles,
+        seed=provenance.seed,
+        aggregator=AGGREGATOR_TO_PROTO[Aggregator(provenance.aggregator)],
+    )
+
+
+def match_to_proto(match: MatchDetail) -> pb.MatchDetail:
+    opponent = (
+        {"reference": True} if match.opponent == "reference" else {"completion": match.opponent}
+    )
+    return pb.MatchDetail(
+        **opponent, outcome=match.outcome, margin=match.margin, consistency=match.consistency
+    )
+
+
+def completion_detail_to_proto(detail: CompletionDetail) -> pb.CompletionDetail:
+    return pb.CompletionDetail(
+        matches=[match_to_proto(m) for m in detail.matches],
+        mean_margin=detail.mean_margin,
+        consistency=detail.consistency,
+    )
+
+
+def reward_result_to_proto(result: RewardResult) -> pb.RewardResult:
+    if isinstance(result, GroupRewards):
+        return pb.RewardResult(
+            group=pb.GroupRewards(
+                id=result.id,
+                rewards=result.rewards,
+                provenance=provenance_to_proto(result.provenance),
+                detail=[completion_detail_to_proto(d) for d in result.detail or []],
+            )
+        )
+    if isinstance(result, ItemReward):
+        return pb.RewardResult(
+            item=pb.ItemReward(
+                id=result.id,
+                reward=result.reward,
+                provenance=provenance_to_proto(result.provenance),
+                detail=None if result.detail is None else completion_detail_to_proto(result.detail),
+            )
+        )
+    return pb.RewardResult(error=pair_error_to_proto(result))
+
+
+def rewards_response(outcome: RewardOutcome) -> pb.RewardsResponse:
+    return pb.RewardsResponse(
+        results=[reward_result_to_proto(r) for r in outcome.results],
+        usage=usage_to_proto(outcome.usage),
     )
 
 

@@ -1,11 +1,12 @@
 """The Judge gRPC service: proto messages in, the same service calls as HTTP, messages out.
 
 DESIGN.md §8: a gRPC method maps wire types to a service call and back, and nothing else.
-`Label` is `POST /v1/labels`; `ListConstitutions` and `GetConstitution` are the registry
-routes; `LabelStream` feeds `LabelService.label` in groups (grpc/stream.py). The engine,
-the batching, auth, the rate limit, the queue bound and the drain are the `Services`
-object the HTTP app uses, in the same process, so a key, a limit or a drain applies to
-both wires at once. Errors are mapped in one place, grpc/errors.py.
+`Label` is `POST /v1/labels`; `Rewards` is `POST /v1/rewards` (RewardService.rewards);
+`ListConstitutions` and `GetConstitution` are the registry routes; `LabelStream` feeds
+`LabelService.label` in groups (grpc/stream.py). The engine, the batching, auth, the rate
+limit, the queue bound and the drain are the `Services` object the HTTP app uses, in the
+same process, so a key, a limit or a drain applies to both wires at once. Errors are
+mapped in one place, grpc/errors.py.
 
 Every call is counted in the HTTP metric families, `cai_judge_requests_total` and
 `cai_judge_request_duration_seconds`, with `protocol="grpc"` and the full method name as
@@ -31,6 +32,8 @@ from cai_judge.grpc.protocol import (
     constitution_to_proto,
     label_response,
     pair_from_proto,
+    reward_command_from_proto,
+    rewards_response,
     stream_response,
 )
 from cai_judge.grpc.stream import LabelStreamSession, StreamLimits
@@ -76,7 +79,7 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
         # Open LabelStream calls: the drain waits for them as it waits for requests.
         self.open_streams = 0
 
-    # -- the four methods ------------------------------------------------------------------
+    # -- the five methods ------------------------------------------------------------------
 
     async def Label(self, request: pb.LabelRequest, context: Any) -> pb.LabelResponse:
         async def work() -> pb.LabelResponse:
@@ -87,6 +90,14 @@ class JudgeServicer(judge_pb2_grpc.JudgeServicer):  # type: ignore[misc]
             return label_response(await self.services.labels.label(command, caller))
 
         return await self._unary("Label", context, work)
+
+    async def Rewards(self, request: pb.RewardsRequest, context: Any) -> pb.RewardsResponse:
+        async def work() -> pb.RewardsResponse:
+            caller = self._caller(context)
+            command = reward_command_from_proto(request)
+            return rewards_response(await self.services.rewards.rewards(command, caller))
+
+        return await self._unary("Rewards", context, work)
 
     async def ListConstitutions(
         self, request: pb.ListConstitutionsRequest, context: Any

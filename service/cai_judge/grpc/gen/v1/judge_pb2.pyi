@@ -18,12 +18,21 @@ class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MODE_UNSPECIFIED: _ClassVar[Mode]
     MODE_PLAIN: _ClassVar[Mode]
     MODE_COT: _ClassVar[Mode]
+
+class Scoring(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORING_UNSPECIFIED: _ClassVar[Scoring]
+    SCORING_MEAN: _ClassVar[Scoring]
+    SCORING_BRADLEY_TERRY: _ClassVar[Scoring]
 AGGREGATOR_UNSPECIFIED: Aggregator
 AGGREGATOR_MEAN_LOGODDS: Aggregator
 AGGREGATOR_MEAN_PROB: Aggregator
 MODE_UNSPECIFIED: Mode
 MODE_PLAIN: Mode
 MODE_COT: Mode
+SCORING_UNSPECIFIED: Scoring
+SCORING_MEAN: Scoring
+SCORING_BRADLEY_TERRY: Scoring
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -220,16 +229,18 @@ class LabelResult(_message.Message):
     def __init__(self, label: _Optional[_Union[Label, _Mapping]] = ..., error: _Optional[_Union[PairError, _Mapping]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("pairs", "score_units", "prompt_tokens", "cached_prompt_tokens")
+    __slots__ = ("pairs", "score_units", "prompt_tokens", "cached_prompt_tokens", "cached_score_units")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     SCORE_UNITS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CACHED_PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_SCORE_UNITS_FIELD_NUMBER: _ClassVar[int]
     pairs: int
     score_units: int
     prompt_tokens: int
     cached_prompt_tokens: int
-    def __init__(self, pairs: _Optional[int] = ..., score_units: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ...) -> None: ...
+    cached_score_units: int
+    def __init__(self, pairs: _Optional[int] = ..., score_units: _Optional[int] = ..., prompt_tokens: _Optional[int] = ..., cached_prompt_tokens: _Optional[int] = ..., cached_score_units: _Optional[int] = ...) -> None: ...
 
 class LabelResponse(_message.Message):
     __slots__ = ("results", "usage")
@@ -256,6 +267,142 @@ class LabelStreamResponse(_message.Message):
     index: int
     result: LabelResult
     def __init__(self, id: _Optional[str] = ..., index: _Optional[int] = ..., result: _Optional[_Union[LabelResult, _Mapping]] = ...) -> None: ...
+
+class RewardGroup(_message.Message):
+    __slots__ = ("id", "text", "chat", "completions")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETIONS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    chat: ChatPrompt
+    completions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., completions: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RewardItem(_message.Message):
+    __slots__ = ("id", "text", "chat", "completion", "reference")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    chat: ChatPrompt
+    completion: str
+    reference: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., completion: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
+
+class RewardGroups(_message.Message):
+    __slots__ = ("groups",)
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    groups: _containers.RepeatedCompositeFieldContainer[RewardGroup]
+    def __init__(self, groups: _Optional[_Iterable[_Union[RewardGroup, _Mapping]]] = ...) -> None: ...
+
+class RewardItems(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RewardItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ...) -> None: ...
+
+class RewardsRequest(_message.Message):
+    __slots__ = ("options", "groups", "items", "opponents", "scoring", "detail")
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    OPPONENTS_FIELD_NUMBER: _ClassVar[int]
+    SCORING_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    options: LabelOptions
+    groups: RewardGroups
+    items: RewardItems
+    opponents: int
+    scoring: Scoring
+    detail: bool
+    def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., groups: _Optional[_Union[RewardGroups, _Mapping]] = ..., items: _Optional[_Union[RewardItems, _Mapping]] = ..., opponents: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., detail: _Optional[bool] = ...) -> None: ...
+
+class RewardProvenance(_message.Message):
+    __slots__ = ("model", "constitution", "template", "principles", "seed", "aggregator")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    constitution: ConstitutionRef
+    template: TemplateRef
+    principles: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    aggregator: Aggregator
+    def __init__(self, model: _Optional[str] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., principles: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ...) -> None: ...
+
+class MatchDetail(_message.Message):
+    __slots__ = ("completion", "reference", "outcome", "margin", "consistency")
+    COMPLETION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    completion: int
+    reference: bool
+    outcome: float
+    margin: float
+    consistency: float
+    def __init__(self, completion: _Optional[int] = ..., reference: _Optional[bool] = ..., outcome: _Optional[float] = ..., margin: _Optional[float] = ..., consistency: _Optional[float] = ...) -> None: ...
+
+class CompletionDetail(_message.Message):
+    __slots__ = ("matches", "mean_margin", "consistency")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    MEAN_MARGIN_FIELD_NUMBER: _ClassVar[int]
+    CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[MatchDetail]
+    mean_margin: float
+    consistency: float
+    def __init__(self, matches: _Optional[_Iterable[_Union[MatchDetail, _Mapping]]] = ..., mean_margin: _Optional[float] = ..., consistency: _Optional[float] = ...) -> None: ...
+
+class GroupRewards(_message.Message):
+    __slots__ = ("id", "rewards", "provenance", "detail")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    rewards: _containers.RepeatedScalarFieldContainer[float]
+    provenance: RewardProvenance
+    detail: _containers.RepeatedCompositeFieldContainer[CompletionDetail]
+    def __init__(self, id: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Iterable[_Union[CompletionDetail, _Mapping]]] = ...) -> None: ...
+
+class ItemReward(_message.Message):
+    __slots__ = ("id", "reward", "provenance", "detail")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    reward: float
+    provenance: RewardProvenance
+    detail: CompletionDetail
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Union[CompletionDetail, _Mapping]] = ...) -> None: ...
+
+class RewardResult(_message.Message):
+    __slots__ = ("group", "item", "error")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    group: GroupRewards
+    item: ItemReward
+    error: PairError
+    def __init__(self, group: _Optional[_Union[GroupRewards, _Mapping]] = ..., item: _Optional[_Union[ItemReward, _Mapping]] = ..., error: _Optional[_Union[PairError, _Mapping]] = ...) -> None: ...
+
+class RewardsResponse(_message.Message):
+    __slots__ = ("results", "usage")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[RewardResult]
+    usage: Usage
+    def __init__(self, results: _Optional[_Iterable[_Union[RewardResult, _Mapping]]] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class ListConstitutionsRequest(_message.Message):
     __slots__ = ()

@@ -45,6 +45,11 @@ class JudgeStub:
                 request_serializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamRequest.SerializeToString,
                 response_deserializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamResponse.FromString,
                 _registered_method=True)
+        self.Rewards = channel.unary_unary(
+                '/cai_judge.v1.Judge/Rewards',
+                request_serializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsRequest.SerializeToString,
+                response_deserializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsResponse.FromString,
+                _registered_method=True)
         self.ListConstitutions = channel.unary_unary(
                 '/cai_judge.v1.Judge/ListConstitutions',
                 request_serializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.ListConstitutionsRequest.SerializeToString,
@@ -78,6 +83,15 @@ class JudgeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Rewards(self, request, context):
+        """Rewards for RL trainers (DESIGN.md §9), like POST /v1/rewards: completions judged in
+        groups (group mode) or each against a reference (reference mode), one result per group
+        or item in input order; a bad one gets its error in its place.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListConstitutions(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -103,6 +117,11 @@ def add_JudgeServicer_to_server(servicer, server):
                     servicer.LabelStream,
                     request_deserializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamRequest.FromString,
                     response_serializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamResponse.SerializeToString,
+            ),
+            'Rewards': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rewards,
+                    request_deserializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsRequest.FromString,
+                    response_serializer=cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsResponse.SerializeToString,
             ),
             'ListConstitutions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListConstitutions,
@@ -170,6 +189,33 @@ class Judge:
             '/cai_judge.v1.Judge/LabelStream',
             cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamRequest.SerializeToString,
             cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.LabelStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rewards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cai_judge.v1.Judge/Rewards',
+            cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsRequest.SerializeToString,
+            cai__judge_dot_grpc_dot_gen_dot_v1_dot_judge__pb2.RewardsResponse.FromString,
             options,
             channel_credentials,
             insecure,
