@@ -1,10 +1,10 @@
 """The driver of `cai-judge label --ray`: pairs in as a Ray Dataset, labels out in input order.
 
-Ray Data reads the pairs (JSON Lines or Parquet, from any filesystem it reads), `map_batches`
-streams them through `LabelStage` actors (one engine each; `num_gpus=1` on a GPU cluster), and
-the driver writes each label as it arrives, in input order (`preserve_order`), into one file:
-JSON Lines exactly as `cai-judge label` writes them, or Parquet. An actor that dies is
-restarted by Ray Data (`max_restarts=-1`) and the blocks it held are retried
+Ray Data reads the pairs (JSON Lines or Parquet, a local path or a URI: `locations.py`),
+`map_batches` streams them through `LabelStage` actors (one engine each; `num_gpus=1` on a GPU
+cluster), and the driver writes each label as it arrives, in input order (`preserve_order`),
+into one file: JSON Lines exactly as `cai-judge label` writes them, or Parquet. An actor that
+dies is restarted by Ray Data (`max_restarts=-1`) and the blocks it held are retried
 (`max_task_retries=-1`); since only the driver writes, and it takes each output block once,
 the file holds exactly one label per pair whatever was retried.
 
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cai_judge.labeling.schema import Label, Usage
+from cai_judge.ray.locations import resolve_location
 from cai_judge.ray.stage import ERROR, LABEL, USAGE, LabelStage, StageConfig
 
 if TYPE_CHECKING:
@@ -141,9 +142,7 @@ class _ParquetSink:
 def _open_sink(output: str) -> Iterator[_Sink]:
     import pyarrow.fs as pafs
 
-    filesystem, path = pafs.FileSystem.from_uri(
-        output if "://" in output else str(Path(output).absolute())
-    )
+    filesystem, path = resolve_location(output)
     if isinstance(filesystem, pafs.LocalFileSystem):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     with filesystem.open_output_stream(path) as handle:
@@ -164,11 +163,19 @@ def read_pairs_dataset(source: str) -> Any:
     would refuse a file whose `prompt` is a string on one line and chat messages on another,
     and one bad line would fail the whole read instead of that line alone.
     """
+    import pyarrow.fs as pafs
     import ray.data
 
+    # Ray Data resolves a path or a URI pyarrow knows as `resolve_location` does, so those go
+    # in as given; a scheme only fsspec knows goes in as its filesystem (by itself, Ray Data
+    # would try fsspec for HTTP alone).
+    filesystem: pafs.FileSystem | None
+    filesystem, path = resolve_location(source)
+    if not isinstance(filesystem, pafs.PyFileSystem):
+        filesystem, path = None, source
     if _is_parquet(source):
-        return ray.data.read_parquet(source)
-    return ray.data.read_text(source, drop_empty_lines=False)
+        return ray.data.read_parquet(path, filesystem=filesystem)
+    return ray.data.read_text(path, filesystem=filesystem, drop_empty_lines=False)
 
 
 def _init_ray() -> None:
