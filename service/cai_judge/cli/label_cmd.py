@@ -477,6 +477,8 @@ def _label_on_ray(
         f"engine start included; first label after {first} s): {usage.score_units} score "
         f"units, {usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
     )
+    # Fewer than labeled when the input repeats an id: a repeat is labeled, then dropped.
+    console.print(f"wrote {summary.labeled} label(s) to {output}", highlight=False)
     if summary.problems:
         console.print(f"[red]{len(summary.problems)} pair(s) not labeled[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
