@@ -11,7 +11,9 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -28,36 +30,95 @@ PAIRS = [
 PAIRS.append({**PAIRS[0], "id": "p0-swapped", "response_a": "No.", "response_b": "Answer 0."})
 
 
-@pytest.mark.engine
-def test_ray_labels_equal_the_cli_labels(tmp_path: Path, tiny_model_dir: Path):
+COMMON = ["--principles", "2", "--seed", "7", "--batch-size", "3"]
+NUMBERS = ("margin", "p_a", "position_bias", "consistency", "answer_mass")
+
+
+@dataclass(frozen=True)
+class PlainRun:
+    pairs: Path
+    labels: dict[str, dict[str, Any]]  # by pair id
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> PlainRun:
+    """The plain CLI's labels of PAIRS, with two bad lines among them: what every --ray run
+    here is compared with (the CLI run once for the module: it starts an engine)."""
+    tmp_path = tmp_path_factory.mktemp("plain")
     pairs = tmp_path / "pairs.jsonl"
     rows: list[object] = [*PAIRS[:3], {"id": "bad", "prompt": "x", "response_a": ""}, *PAIRS[3:]]
     pairs.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n{not json\n")
-    common = ["--model", str(tiny_model_dir), "--principles", "2", "--seed", "7",
-              "--batch-size", "3"]  # fmt: skip
-    plain = run_cli("label", str(pairs), "-o", str(tmp_path / "cli.jsonl"), *common, cwd=tmp_path)
+    output = tmp_path / "cli.jsonl"
+    plain = run_cli(
+        "label", str(pairs), "-o", str(output), "--model", str(tiny_model_dir), *COMMON,
+        cwd=tmp_path,
+    )  # fmt: skip
     assert plain.returncode == 1, plain.stderr[-2000:]
+    labels = [json.loads(line) for line in output.read_text().splitlines()]
+    return PlainRun(pairs, {label["id"]: label for label in labels})
+
+
+def assert_same_labels(want: dict[str, Any], have: dict[str, Any]) -> None:
+    for name in NUMBERS:
+        assert have[name] == pytest.approx(want[name], abs=1e-4), (want["id"], name)
+    # Provenance, principles chosen and flags are the CLI's exactly.
+    assert {k: v for k, v in have.items() if k not in NUMBERS} == {
+        k: v for k, v in want.items() if k not in NUMBERS
+    }
+
+
+@pytest.mark.engine
+def test_ray_labels_equal_the_cli_labels(tmp_path: Path, tiny_model_dir: Path, plain_run: PlainRun):
+    pairs = plain_run.pairs
     on_ray = run_cli(
-        "label", str(pairs), "-o", str(tmp_path / "ray.jsonl"), "--ray", *common, cwd=tmp_path
-    )
+        "label", str(pairs), "-o", str(tmp_path / "ray.jsonl"), "--ray",
+        "--model", str(tiny_model_dir), *COMMON, cwd=tmp_path,
+    )  # fmt: skip
     # Bad lines: reported with their line numbers, as the CLI reports them, and exit 1.
     assert on_ray.returncode == 1, on_ray.stderr[-3000:]
     assert f"{pairs}:4" in on_ray.stderr and "response_b: Field required" in on_ray.stderr
     assert f"{pairs}:10" in on_ray.stderr and "not valid JSON" in on_ray.stderr
     assert "labeled 7 pair(s)" in on_ray.stderr and "2 pair(s) not labeled" in on_ray.stderr
 
-    expected = [json.loads(line) for line in (tmp_path / "cli.jsonl").read_text().splitlines()]
     got = [json.loads(line) for line in (tmp_path / "ray.jsonl").read_text().splitlines()]
     assert [g["id"] for g in got] == [p["id"] for p in PAIRS]  # input order
-    numbers = ("margin", "p_a", "position_bias", "consistency", "answer_mass")
-    for want, have in zip(expected, got, strict=True):
-        for name in numbers:
-            assert have[name] == pytest.approx(want[name], abs=1e-4), (want["id"], name)
-        # Provenance, principles chosen and flags are the CLI's exactly.
-        assert {k: v for k, v in have.items() if k not in numbers} == {
-            k: v for k, v in want.items() if k not in numbers
-        }
+    assert list(plain_run.labels) == [p["id"] for p in PAIRS]
+    for have in got:
+        assert_same_labels(plain_run.labels[have["id"]], have)
     assert got[-1]["margin"] == -got[0]["margin"]
+
+
+@pytest.mark.engine
+def test_ray_reads_and_writes_file_uris_and_reports_a_repeated_id(
+    tmp_path: Path, tiny_model_dir: Path, plain_run: PlainRun
+):
+    # Row 5 repeats p1's id with its responses swapped: its label would have the opposite
+    # margin, so a file holding it instead of row 2's would differ from the CLI's labels.
+    repeat = {
+        **PAIRS[1],
+        "response_a": PAIRS[1]["response_b"],
+        "response_b": PAIRS[1]["response_a"],
+    }
+    pairs = tmp_path / "in dir" / "pairs.jsonl"  # a space: the URI is percent-encoded
+    pairs.parent.mkdir()
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in [*PAIRS[:4], repeat]))
+    output = tmp_path / "out" / "labels.jsonl"
+    source_uri, output_uri = pairs.as_uri(), output.as_uri()
+    assert source_uri.startswith("file:///") and "%20" in source_uri
+
+    on_ray = run_cli(
+        "label", source_uri, "-o", output_uri, "--ray", "--model", str(tiny_model_dir), *COMMON,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert on_ray.returncode == 1, on_ray.stderr[-3000:]  # SOME_PAIRS_FAILED
+    shown = on_ray.stderr  # the console does not wrap (soft_wrap)
+    assert f"{source_uri}:5: duplicate pair id 'p1', first on row 2" in shown
+    assert "1 pair(s) not labeled" in shown and f"wrote 4 label(s) to {output_uri}" in shown
+
+    got = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [g["id"] for g in got] == ["p0", "p1", "p2", "p3"]  # one label per id, in order
+    for have in got:
+        assert_same_labels(plain_run.labels[have["id"]], have)
 
 
 @pytest.fixture

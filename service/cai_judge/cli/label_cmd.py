@@ -32,6 +32,7 @@ from cai_judge.cli.common import (
     progress,
     report_pair_error,
     resolve_constitution,
+    usage_error,
 )
 from cai_judge.cli.pairs_file import (
     PROVENANCE_OPTIONS,
@@ -64,6 +65,7 @@ from cai_judge.labeling.schema import (
     TemplateRef,
     Usage,
 )
+from cai_judge.ray.locations import is_uri
 
 if TYPE_CHECKING:
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
@@ -86,13 +88,34 @@ RayOption = Annotated[
     typer.Option(
         "--ray",
         help="Label on a Ray cluster, one engine per actor (RAY_ADDRESS, else a local Ray); "
-        "INPUT may be JSON Lines or Parquet, OUTPUT .jsonl or .parquet. Needs "
+        "INPUT may be JSON Lines or Parquet, OUTPUT .jsonl or .parquet, either a local path "
+        "or a URI (s3://, gs://, abfs://, file://, any fsspec protocol installed). Needs "
         "`pip install 'cai-judge[ray]'`.",
     ),
 ]
 RayActorsOption = Annotated[
     int | None,
     typer.Option(min=1, help="--ray: engines (actors); default one per GPU, else one."),
+]
+
+
+InputArgument = Annotated[
+    # A string, not a Path: typer's Path checks refuse a URI, and Path("s3://b/x") is s3:/b/x.
+    str,
+    typer.Argument(
+        metavar="INPUT.jsonl",
+        help="The pairs, a local file; with --ray also a URI.",
+        show_default=False,
+    ),
+]
+OutputOption = Annotated[
+    str,
+    typer.Option(
+        "-o",
+        "--output",
+        help="Labels, one JSON per line; with --ray also Parquet, and a URI.",
+        show_default=False,
+    ),
 ]
 
 
@@ -239,9 +262,28 @@ def _check_profile(
 # -- label -----------------------------------------------------------------------------
 
 
+def _check_locations(input_path: str, output: str, ray: bool) -> None:
+    """Refuse a URI without --ray, and a local INPUT that is missing or a directory (the
+    check typer makes on a Path, made here because INPUT may be a URI)."""
+    for name, location in (("INPUT.jsonl", input_path), ("--output", output)):
+        if is_uri(location) and not ray:
+            usage_error(
+                name,
+                f"{location} is a URI, and only --ray reads and writes URIs: without it, "
+                "`label` resumes a run by reading its output back as a local file. Add "
+                "--ray, or give a local path.",
+            )
+    if not is_uri(input_path):
+        path = Path(input_path)
+        if not path.exists():
+            usage_error("INPUT.jsonl", f"File {input_path!r} does not exist.")
+        if path.is_dir():
+            usage_error("INPUT.jsonl", f"File {input_path!r} is a directory.")
+
+
 def label_command(
-    input_path: Annotated[Path, typer.Argument(metavar="INPUT.jsonl", exists=True, dir_okay=False)],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Labels, one JSON per line.")],
+    input_path: InputArgument,
+    output: OutputOption,
     constitution: ConstitutionOption = "harmless",
     principles: PrinciplesOption = "all",
     seed: SeedOption = 0,
@@ -267,8 +309,10 @@ def label_command(
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
     Resuming needs the model, constitution, template, principles, seed, aggregator and
-    calibration profile it had. With --ray, labels on a Ray cluster instead (no resuming).
+    calibration profile it had. With --ray, labels on a Ray cluster instead (no resuming),
+    and INPUT and OUTPUT may be URIs.
     """
+    _check_locations(input_path, output, ray)
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
@@ -287,7 +331,7 @@ def label_command(
         _label_on_ray(input_path, output, settings, spec, options, profile, batch_size, ray_actors)
         return
 
-    pairs_file = _read_pairs(input_path)
+    pairs_file = _read_pairs(Path(input_path))
     if pairs_file.duplicate_ids:
         shown = "; ".join(
             f"{pid!r} on lines {', '.join(map(str, lines))}"
@@ -297,21 +341,30 @@ def label_command(
             f"{len(pairs_file.duplicate_ids)} duplicate pair id(s) in {input_path}: {shown}. "
             "Ids must be unique so labels can be matched and resumed."
         )
-    _report_bad_lines(input_path, pairs_file.bad_lines)
+    _report_bad_lines(Path(input_path), pairs_file.bad_lines)
 
+    labels_path = Path(output)
     try:
-        existing = load_existing_labels(output)
+        existing = load_existing_labels(labels_path)
     except ResumeError as error:
         raise fail(str(error)) from None
-    template_version = _check_resume(output, existing, settings, spec, options, profile)
-    drop_partial_tail(output, existing)
+    template_version = _check_resume(labels_path, existing, settings, spec, options, profile)
+    drop_partial_tail(labels_path, existing)
     todo = [p for p in pairs_file.pairs if p.id not in existing.ids]
     if existing.ids:
-        console.print(f"resuming: {len(existing.ids)} pair(s) already in {output}")
+        console.print(f"resuming: {len(existing.ids)} pair(s) already in {labels_path}")
 
     failed = asyncio.run(
         _label_file(
-            settings, registry, spec, options, todo, output, batch_size, template_version, profile
+            settings,
+            registry,
+            spec,
+            options,
+            todo,
+            labels_path,
+            batch_size,
+            template_version,
+            profile,
         )
     )
     failures = len(pairs_file.bad_lines) + failed
@@ -380,8 +433,8 @@ async def _label_file(
 
 
 def _label_on_ray(
-    input_path: Path,
-    output: Path,
+    input_path: str,
+    output: str,
     settings: Settings,
     spec: ConstitutionSpec,
     options: LabelOptions,
@@ -391,24 +444,29 @@ def _label_on_ray(
 ) -> None:
     """`label --ray`: the same options and checks, the labeling on Ray (cai_judge.ray)."""
     try:
+        # cai_judge.ray imports Ray lazily: asked for here, so a missing extra is this
+        # message, not a traceback once the tokenizer has loaded (and pyarrow comes with it).
+        import ray.data  # noqa: F401
+
+        from cai_judge.ray.locations import LocationError, check_output_is_new, check_source
         from cai_judge.ray.run import label_with_ray
         from cai_judge.ray.stage import StageConfig
     except ImportError as error:
         raise fail(f"--ray needs Ray Data: pip install 'cai-judge[ray]' ({error})") from None
-    if output.exists() and output.stat().st_size > 0:
-        raise fail(
-            f"{output} already holds labels and --ray does not resume a file: write to "
-            "another output file (-o), or resume it without --ray"
-        )
+    try:
+        # On the driver, before Ray or an engine starts: a URI's credentials and the
+        # output's state are checked in seconds, not after the engines have loaded.
+        check_source(input_path)
+        check_output_is_new(output)
+    except LocationError as error:
+        raise fail(str(error)) from None
     # Derived before any actor starts, as a resumed plain run derives it: a profile for
     # another template is refused here, not once per actor.
     template_version = _template_version(settings, spec, options.mode == "cot")
     if profile is not None:
         _check_profile(profile, settings, spec, options, template_version)
     config = StageConfig(settings, spec, options, profile, template_version)
-    summary = label_with_ray(
-        str(input_path), str(output), config, batch_size=batch_size, actors=actors
-    )
+    summary = label_with_ray(input_path, output, config, batch_size=batch_size, actors=actors)
     for row, reason in summary.problems:
         console.print(f"[yellow]{input_path}:{row}[/yellow]: {reason}", highlight=False)
     usage, elapsed = summary.usage, summary.elapsed_s
@@ -419,6 +477,8 @@ def _label_on_ray(
         f"engine start included; first label after {first} s): {usage.score_units} score "
         f"units, {usage.prompt_tokens} prompt tokens, {cached:.0%} from the prefix cache"
     )
+    # Fewer than labeled when the input repeats an id: a repeat is labeled, then dropped.
+    console.print(f"wrote {summary.labeled} label(s) to {output}", highlight=False)
     if summary.problems:
         console.print(f"[red]{len(summary.problems)} pair(s) not labeled[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))

@@ -10,8 +10,9 @@ batch to completion on it (the engine's replies are delivered to the loop that a
 A batch is Arrow (JSON Lines as one `text` column, so a bad line is reported, not fatal, as
 the CLI reports it; Parquet as the pair columns). Each input row gives exactly one output row:
 `label` (the label as `cai-judge label` writes it), `error` (why that row has none) or neither
-(a blank line), and the batch's usage on its first row, so the driver can number lines, sum
-usage and write in input order.
+(a blank line), `pair_id` (the id of a row that parsed as a pair), and the batch's usage on its
+first row, so the driver can number lines, find repeated ids, sum usage and write in input
+order.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 # Output columns, one row per input row.
 LABEL = "label"
 ERROR = "error"
+PAIR_ID = "pair_id"
 USAGE = "usage"
 
 
@@ -145,6 +147,7 @@ class LabelStage:
         answers = iter(results)
         labels: list[str | None] = []
         errors: list[str | None] = []
+        pair_ids = [row.id if isinstance(row, Pair) else None for row in parsed]
         for row in parsed:
             if row is None:
                 labels.append(None)
@@ -163,4 +166,4 @@ class LabelStage:
         usages: list[str | None] = [None] * len(parsed)
         if usage is not None and usages:
             usages[0] = usage.model_dump_json()
-        return {LABEL: labels, ERROR: errors, USAGE: usages}
+        return {LABEL: labels, ERROR: errors, PAIR_ID: pair_ids, USAGE: usages}
