@@ -188,7 +188,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "rewards.json"))
     parser.add_argument(
         "--parts", nargs="+", default=["schedules", "sdk", "latency"],
-        choices=["schedules", "sdk", "latency"], help="what to measure (a shorter run)",
+        choices=["round_robin", "schedules", "sdk", "latency"],
+        help="what to measure (a shorter run); `round_robin`: round robin and its trie floor "
+        "alone, `schedules`: that and every m and reference mode",
     )  # fmt: skip
     args = parser.parse_args()
     size, k = args.group, args.principles
@@ -243,7 +245,7 @@ def main() -> None:
             save()
             return answer
 
-        if "schedules" in args.parts:
+        if {"round_robin", "schedules"} & set(args.parts):
             rr_groups = make_groups(args.prompts, size, "rr")
             rr = measure("round_robin", {"groups": _wire(rr_groups)})
             rr_rewards = flat(rr)
@@ -254,6 +256,7 @@ def main() -> None:
             )
             print("trie floor", floor, results["round_robin"]["uncached_over_floor"], flush=True)
             rr_uncached = results["round_robin"]["uncached_tokens"]
+        if "schedules" in args.parts:
             for m in range(1, size - 1):
                 if size * m % 2:
                     continue

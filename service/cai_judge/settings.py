@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     cpu_threads_bind: str = "all"
     cpu_kv_cache_gib: Annotated[float, Field(gt=0)] = 4.0
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
+    # In what order vLLM runs waiting score requests: `followers_first` (a prefix's
+    # followers before any waiting leader, so they find it cached) or vLLM's `fifo`.
+    score_order: Literal["followers_first", "fifo"] = "followers_first"
     # Where vLLM's engine core runs. `in-process`: a thread of this process (one vLLM
     # import, no child processes: the offline CLI starts in half the time). `subprocess`:
     # AsyncLLM's own process, so a server's event loop never shares a GIL with it.

@@ -186,3 +186,55 @@ async def test_a_second_engine_starts_after_the_first_stopped(
         assert score.prompt_tokens == len(ids)
     finally:
         await engine.shutdown()
+
+
+def _overflowing_groups(engine: OfflineVllmEngine, groups: int) -> list[ScoreUnit]:
+    """`groups` prefix groups of 4 units: a 192-token prefix of its own (its first token
+    differs from every other group's, so groups share nothing) and a 32-token tail each."""
+    answers = _answers(engine)
+    units = []
+    for group in range(groups):
+        prefix = tuple((group * 119 + i * 31) % 600 + 10 for i in range(192))
+        for principle in range(4):
+            tail = tuple((principle * 13 + i * 7) % 600 + 10 for i in range(32))
+            units.append(ScoreUnit(prefix + tail, answers, len(prefix)))
+    return units
+
+
+async def test_followers_first_keeps_prefixes_cached_past_the_cache_size(
+    tiny_model_dir: Path,
+):
+    """128 prefix groups (29k prompt tokens) through a KV cache of 8k tokens, sent at once
+    as a big request is. In vLLM's FIFO order each follower queues behind every leader
+    sent before it, and by its turn its prefix has been evicted; followers first, it
+    finds its prefix cached. The same units, scored alike, on one engine after the other."""
+    uncached: dict[str, int] = {}
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for order in ("fifo", "followers_first"):
+        engine = await OfflineVllmEngine.start(
+            VllmEngineConfig(
+                model=str(tiny_model_dir),
+                max_model_len=512,
+                kv_cache_blocks=256,  # × 32-token blocks = 8,192 tokens
+                max_num_batched_tokens=1024,
+                score_order=order,  # type: ignore[arg-type]
+            )
+        )
+        try:
+            units = _overflowing_groups(engine, 128)
+            assert sum(len(u.prompt_token_ids) for u in units[::4]) > 3 * 8192
+            results = await engine.score(units)
+        finally:
+            await engine.shutdown()
+        uncached[order] = sum(r.prompt_tokens - r.cached_tokens for r in results)
+        scores[order] = [(r.logprob_a, r.logprob_b) for r in results]
+    # Every prefix computed once and each follower only its tail: 128 × (224 + 3 × 32);
+    # a group whose followers missed their prefix computes its 192 tokens once more (they
+    # run in one step, which shares them). Measured: fifo recomputed all 128, followers
+    # first none.
+    floor = 128 * (224 + 3 * 32)
+    recomputed = {order: (tokens - floor) / 192 for order, tokens in uncached.items()}
+    assert recomputed["followers_first"] <= 6, uncached
+    assert recomputed["fifo"] >= 64, uncached
+    for fifo, first in zip(scores["fifo"], scores["followers_first"], strict=True):
+        assert fifo == pytest.approx(first, abs=1e-4)

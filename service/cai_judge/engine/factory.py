@@ -39,6 +39,7 @@ def engine_config(settings: Settings) -> VllmEngineConfig:
         cpu_threads_bind=settings.cpu_threads_bind,
         gpu_memory_utilization=settings.gpu_memory_utilization,
         enforce_eager=settings.enforce_eager,
+        score_order=settings.score_order,
     )
 
 

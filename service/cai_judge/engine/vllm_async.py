@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from cai_judge.engine.base import (
     EngineError,
@@ -38,6 +38,11 @@ if TYPE_CHECKING:
     from vllm import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+# Under the priority policy vLLM runs the lowest number first: every other request (a
+# follower, a generation) is 0, so a leader waits behind followers whose prefix is cached.
+# Under fcfs every request is sent at 0 (vLLM may refuse priorities it does not schedule).
+LEADER_PRIORITY = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,15 @@ class VllmEngineConfig:
     cpu_threads_bind: str = "all"
     # GPU build only.
     gpu_memory_utilization: float = 0.85
+    # `followers_first`: a prefix group's followers go ahead of every waiting leader
+    # (vLLM's priority policy), so they run while their leader's prefix is still cached.
+    # `fifo`: vLLM's default order, where a follower queues behind every leader sent
+    # before it; a request of more units than the KV cache holds then evicts each
+    # prefix before its followers run (bench/NOTES.md §14).
+    score_order: Literal["followers_first", "fifo"] = "followers_first"
+    # The KV cache in blocks, overriding its size in bytes: tests and benchmarks that must
+    # overflow the cache use it. None: sized from cpu_kv_cache_gib / gpu_memory_utilization.
+    kv_cache_blocks: int | None = None
 
 
 def resolve_threads_bind(setting: str) -> str:
@@ -131,6 +145,8 @@ def engine_arguments(config: VllmEngineConfig) -> dict[str, Any]:
         "enforce_eager": resolve_enforce_eager(config.enforce_eager),
         "gpu_memory_utilization": config.gpu_memory_utilization,
         "disable_log_stats": True,
+        "scheduling_policy": "priority" if config.score_order == "followers_first" else "fcfs",
+        "num_gpu_blocks_override": config.kv_cache_blocks,
     }
 
 
@@ -160,9 +176,12 @@ class VllmScorer:
     def tokenizer(self) -> Any:
         return self._tokenizer
 
-    async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
+    async def _submit(
+        self, prompt_token_ids: list[int], params: SamplingParams, priority: int = 0
+    ) -> Any:
         """Run one request to completion; its final `RequestOutput`. Cancelling the
-        awaiting coroutine (a client went away) must abort the request in the engine."""
+        awaiting coroutine (a client went away) must abort the request in the engine.
+        `priority`: lower runs first under the priority policy; ignored under fcfs."""
         raise NotImplementedError
 
     async def reset_prefix_cache(self) -> None:
@@ -192,9 +211,9 @@ class VllmScorer:
             self._score_params[answer_ids] = params
         return params
 
-    async def _score_one(self, unit: ScoreUnit) -> UnitScore:
+    async def _score_one(self, unit: ScoreUnit, priority: int = 0) -> UnitScore:
         final = await self._submit(
-            list(unit.prompt_token_ids), self._params_for(unit.answer_token_ids)
+            list(unit.prompt_token_ids), self._params_for(unit.answer_token_ids), priority
         )
         if final is None or not final.outputs or not final.outputs[0].logprobs:
             raise EngineError("a score request returned no log-probs")
@@ -219,7 +238,9 @@ class VllmScorer:
         # their prefix's first computation all recompute it. So one unit goes first and
         # the rest follow once its prefix sits in the cache.
         try:
-            leader: UnitScore | BaseException = await self._score_one(units[0])
+            leader: UnitScore | BaseException = await self._score_one(
+                units[0], LEADER_PRIORITY if self.config.score_order == "followers_first" else 0
+            )
         except Exception as error:
             # The followers share the prefix that failed (the usual cause: a prompt vLLM
             # refuses). Sending them would only fail again, or hide the cause.
@@ -291,7 +312,9 @@ class VllmEngine(VllmScorer):
         identity = await asyncio.to_thread(engine_identity, config, llm.model_config)
         return cls(llm, tokenizer, config, identity)
 
-    async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
+    async def _submit(
+        self, prompt_token_ids: list[int], params: SamplingParams, priority: int = 0
+    ) -> Any:
         from vllm.inputs import TokensPrompt
 
         if self._llm is None:
@@ -302,6 +325,7 @@ class VllmEngine(VllmScorer):
             TokensPrompt(prompt_token_ids=prompt_token_ids),
             params,
             self._next_request_id(),
+            priority=priority,
         ):
             final = output
         return final

@@ -43,6 +43,7 @@ class _Add:
     prompt_token_ids: list[int]
     params: SamplingParams
     reply: Future[Any]
+    priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +162,7 @@ class _EngineThread(threading.Thread):
                     command.request_id,
                     TokensPrompt(prompt_token_ids=command.prompt_token_ids),
                     command.params,
+                    priority=command.priority,
                 )
             except Exception as error:  # a request vLLM refuses fails alone
                 _settle(command.reply, error=error)
@@ -229,11 +231,13 @@ class OfflineVllmEngine(VllmScorer):
             raise EngineError(f"engine stopped: {thread.failure or 'thread exited'}")
         return thread
 
-    async def _submit(self, prompt_token_ids: list[int], params: SamplingParams) -> Any:
+    async def _submit(
+        self, prompt_token_ids: list[int], params: SamplingParams, priority: int = 0
+    ) -> Any:
         thread = self._running_thread()
         request_id = self._next_request_id()
         reply: Future[Any] = Future()
-        thread.send(_Add(request_id, prompt_token_ids, params, reply))
+        thread.send(_Add(request_id, prompt_token_ids, params, reply, priority))
         try:
             return await asyncio.wrap_future(reply)
         except asyncio.CancelledError:
