@@ -542,7 +542,7 @@ def test_health_and_reflection(server: GrpcServer):
         for blob in found.file_descriptor_response.file_descriptor_proto
     ]
     methods = {m.name for f in files for s in f.service if s.name == "Judge" for m in s.method}
-    assert methods == {"Label", "LabelStream", "ListConstitutions", "GetConstitution"}
+    assert methods == {"Label", "LabelStream", "ListConstitutions", "GetConstitution", "Rewards"}
     # The schema sits behind the key, as /openapi.json does.
     with pytest.raises(grpc.RpcError) as denied:
         ask(reflection_pb2.ServerReflectionRequest(list_services=""), key=None)
