@@ -93,13 +93,18 @@ class Settings(BaseSettings):
     max_tokens_per_request: Annotated[int, Field(ge=1)] = 1_000_000
     # Admission bound: score units admitted but not finished, across all requests.
     max_queued_units: Annotated[int, Field(ge=1)] = 8192
+    # Score units one request may bring, counted from its shape before anything is
+    # rendered (a rewards request: pairs its schedule makes × principles × 2 orders).
+    # Unset: the queue capacity, which no request can pass anyway.
+    max_score_units_per_request: Annotated[int, Field(ge=1)] | None = None
     rate_limit: str = Field(
         default="600/minute", description="Per API key (or client address), `limits` syntax."
     )
     retry_after_s: Annotated[int, Field(ge=1)] = 2
-    # The trainer-shaped reward routes (/v1/rewards/openrlhf, /slime) answer the fallback
-    # (0.5) after this long, under their clients' own timeouts (slime 120 s, OpenRLHF 180 s),
-    # so a trainer never waits on the judge past them (DESIGN.md §9).
+    # The trainer-shaped reward routes (/v1/rewards/openrlhf, /slime) stop waiting after
+    # this long, under their clients' own timeouts (slime 120 s, OpenRLHF 180 s), so a
+    # trainer never waits on the judge past them (DESIGN.md §9): what was not judged by
+    # then is answered 503 with Retry-After, never a made-up reward.
     trainer_reward_timeout_s: Annotated[float, Field(gt=0)] = 100.0
     # On SIGTERM: how long admitted requests may run on before they are cut (503 with
     # Retry-After). Size terminationGracePeriodSeconds above it (README, k8s/).

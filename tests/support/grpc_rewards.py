@@ -101,12 +101,18 @@ def result_json(result: pb.RewardResult) -> dict[str, Any]:
                   "provenance": provenance_json(group.provenance)}  # fmt: skip
         if group.detail:
             answer["detail"] = [detail_json(d) for d in group.detail]
+        if group.HasField("converged"):
+            answer["converged"] = group.converged
+        if group.low_confidence:
+            answer["low_confidence"] = list(group.low_confidence)
         return answer
     assert kind == "item", result
     item = result.item
     answer = {"id": item.id, "reward": item.reward, "provenance": provenance_json(item.provenance)}
     if item.HasField("detail"):
         answer["detail"] = detail_json(item.detail)
+    if item.low_confidence:
+        answer["low_confidence"] = True
     return answer
 
 

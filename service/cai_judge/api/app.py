@@ -17,9 +17,19 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from cai_judge.api.errors import register_exception_handlers
+from cai_judge.api.logs import install_key_redaction
 from cai_judge.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from cai_judge.api.protocol import ErrorEnvelope
-from cai_judge.api.routes import constitutions, health, jobs, labels, meta, revisions, rewards
+from cai_judge.api.routes import (
+    constitutions,
+    health,
+    jobs,
+    labels,
+    limits,
+    meta,
+    revisions,
+    rewards,
+)
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.container import Services, registry_from_settings
@@ -52,6 +62,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service. With `engine` given, the app uses it and leaves it running."""
     settings = settings or Settings()
+    install_key_redaction()
     registry = registry if registry is not None else registry_from_settings(settings)
 
     @asynccontextmanager
@@ -85,7 +96,7 @@ def create_app(
     register_exception_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
-    for router in (labels.router, constitutions.router, health.router, meta.router):
+    for router in (labels.router, constitutions.router, health.router, meta.router, limits.router):
         app.include_router(router)
     app.include_router(revisions.router)
     app.include_router(rewards.router)

@@ -43,6 +43,7 @@ from cai_judge.labeling.schema import (
     Usage,
 )
 from cai_judge.services.constitutions import ConstitutionSummary as ConstitutionSummaryData
+from cai_judge.services.errors import InvalidRequest
 from cai_judge.services.health import Readiness
 from cai_judge.services.jobs import JobStatus
 from cai_judge.services.labels import LabelCommand
@@ -51,13 +52,16 @@ from cai_judge.services.rewards import (
     Mode as RewardMode,
 )
 from cai_judge.services.rewards import (
+    PromptMatch,
     RewardCommand,
     RewardOutcome,
     openrlhf_response,
+    policy_response,
 )
 from cai_judge.services.rewards import (
     Scoring as RewardScoring,
 )
+from cai_judge.settings import Settings
 from cai_judge.sl_cai.schema import (
     MAX_ROUNDS,
     MAX_TEMPERATURE,
@@ -566,6 +570,12 @@ class RewardQuery(LabelingOptions):
     """The labeling options of the trainer-shaped routes, in the query string: OpenRLHF's and
     slime's bodies are fixed by their clients."""
 
+    api_key: str | None = Field(
+        default=None,
+        description="The API key, for trainers whose client sends no headers (OpenRLHF, "
+        "slime); accepted on these routes only, and never logged.",
+    )
+
 
 class OpenRLHFRewardRequest(BaseModel):
     """OpenRLHF 0.11.2's body (openrlhf/utils/agent.py, `_fetch_rewards_via_http`)."""
@@ -586,39 +596,113 @@ class OpenRLHFRewardRequest(BaseModel):
         return self
 
     def to_command(self, options: LabelOptions) -> RewardCommand:
-        items = [
-            {
-                "id": str(i),
-                "prompt": prompt,
-                "completion": openrlhf_response(query, prompt),
-                "reference": str(label),
-            }
-            for i, (query, prompt, label) in enumerate(
-                zip(self.query, self.prompts, self.labels, strict=True)
+        items = []
+        matches: list[PromptMatch] = []
+        for i, (query, prompt, label) in enumerate(
+            zip(self.query, self.prompts, self.labels, strict=True)
+        ):
+            completion, match = openrlhf_response(query, prompt)
+            matches.append(match)
+            items.append(
+                {
+                    "id": str(i),
+                    "prompt": prompt,
+                    "completion": completion,
+                    "reference": reference_text(label, f"labels.{i}"),
+                }
             )
-        ]
-        return RewardCommand(options, "reference", items)
+        return RewardCommand(
+            options,
+            "reference",
+            items,
+            truncated_prompts=matches.count("truncated"),
+            unmatched_prompts=matches.count("unmatched"),
+        )
+
+
+def reference_text(label: object, param: str) -> str:
+    """A dataset label as the reference response. A null label in reference mode is the
+    trainer's configuration error (no reference to judge against): refused naming the
+    sample, never judged against the text "None" or an empty answer."""
+    if label is None:
+        raise InvalidRequest(
+            f"{param} is null: reference mode judges each response against its label (the "
+            "dataset's reference answer); set the trainer's label key to a column that "
+            "holds one",
+            type="missing_label",
+            param=param,
+        )
+    return label if isinstance(label, str) else str(label)
 
 
 class OpenRLHFRewardResponse(BaseModel):
+    """`extra_logs`: per sample, `cai_judge_fallback` is 1.0 where the reward is a flagged
+    fallback rather than a judgement (OpenRLHF logs each key per sample), and
+    `cai_judge_fallback_count` how many of this call's samples fell back."""
+
     rewards: list[float]
     scores: list[float]
-    extra_logs: dict[str, float]
+    extra_logs: dict[str, float | list[float]]
+
+    @classmethod
+    def from_rewards(
+        cls, rewards: list[float], fallbacks: list[bool] | None = None
+    ) -> OpenRLHFRewardResponse:
+        flags = [float(f) for f in (fallbacks or [False] * len(rewards))]
+        return cls(
+            rewards=rewards,
+            scores=rewards,
+            extra_logs={"cai_judge_fallback": flags, "cai_judge_fallback_count": sum(flags)},
+        )
 
 
 class SlimeSample(BaseModel):
-    """slime's body (slime/rollout/rm_hub/__init__.py, `remote_rm`)."""
+    """slime's body (slime/rollout/rm_hub/__init__.py, `remote_rm`): `label` is whatever
+    the dataset holds (a number for math answers, as the OpenRLHF route takes it)."""
 
     model_config = ConfigDict(extra="allow")
 
     prompt: str | list[ChatMessage]
     response: str
-    label: str | None = None
+    label: str | int | float | None = None
 
-    def item(self, index: int) -> dict[str, Any]:
+    def item(self, index: int, param: str) -> dict[str, Any]:
         return {
             "id": str(index),
             "prompt": self.prompt,
-            "completion": self.response,
-            "reference": self.label or "",
+            # slime's response may end in the policy's end-of-turn token, as OpenRLHF's
+            # does: stripped alike, so an answer's reward is the same on both routes.
+            "completion": policy_response(self.response),
+            "reference": reference_text(self.label, param),
         }
+
+
+class Limits(BaseModel):
+    """GET /v1/limits: what one request may bring, so a client splits its batches to fit
+    before sending them (the SDK's trainer adapters read this once)."""
+
+    max_pairs_per_request: int = Field(description="Pairs per request, scheduled ones included.")
+    max_score_units_per_request: int = Field(
+        description="Score units (pairs × principles × 2 orders) one request may bring."
+    )
+    max_tokens_per_request: int = Field(description="Prompt tokens of a request's units.")
+    max_body_bytes: int
+    max_entries_per_request: int = Field(description="Groups or items per /v1/rewards request.")
+    max_group_size: int = Field(description="Completions per group.")
+    max_queued_units: int = Field(description="Score units queued across all requests.")
+    trainer_reward_timeout_s: float = Field(
+        description="How long the trainer-shaped routes wait before answering 503."
+    )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, max_score_units: int) -> Limits:
+        return cls(
+            max_pairs_per_request=settings.max_pairs_per_request,
+            max_score_units_per_request=max_score_units,
+            max_tokens_per_request=settings.max_tokens_per_request,
+            max_body_bytes=settings.max_body_bytes,
+            max_entries_per_request=settings.max_pairs_per_request,
+            max_group_size=MAX_GROUP_SIZE,
+            max_queued_units=settings.max_queued_units,
+            trainer_reward_timeout_s=settings.trainer_reward_timeout_s,
+        )

@@ -278,6 +278,8 @@ def reward_result_to_proto(result: RewardResult) -> pb.RewardResult:
                 rewards=result.rewards,
                 provenance=provenance_to_proto(result.provenance),
                 detail=[completion_detail_to_proto(d) for d in result.detail or []],
+                converged=result.converged,
+                low_confidence=result.low_confidence or [],
             )
         )
     if isinstance(result, ItemReward):
@@ -287,6 +289,7 @@ def reward_result_to_proto(result: RewardResult) -> pb.RewardResult:
                 reward=result.reward,
                 provenance=provenance_to_proto(result.provenance),
                 detail=None if result.detail is None else completion_detail_to_proto(result.detail),
+                low_confidence=bool(result.low_confidence),
             )
         )
     return pb.RewardResult(error=pair_error_to_proto(result))

@@ -50,6 +50,10 @@ from cai_judge.labeling.templates import TEMPLATES, JudgePromptRenderer, Templat
 
 T = TypeVar("T")
 
+# Pairs planned per task on the planning thread: at 16 principles, 512 units of a few
+# thousand tokens, a few milliseconds, the longest a small plan waits behind a large one.
+PLAN_CHUNK_PAIRS = 16
+
 
 @dataclass
 class LabelBatch:
@@ -95,6 +99,9 @@ class LabelPlan:
     # becomes one score unit once its rationale is written, so `units` is empty until
     # then and PlannedPair.unit_indices index these.
     cot_prompts: list[tuple[tuple[int, ...], int]] = field(default_factory=list)
+    # False when planning stopped early, over `Judge.plan`'s `max_prompt_tokens`: the
+    # counts are then a lower bound, and the plan is only good for refusing the request.
+    complete: bool = True
 
     @property
     def unit_count(self) -> int:
@@ -179,12 +186,30 @@ class Judge:
         pairs: Sequence[Pair],
         constitution: str | ConstitutionSpec,
         options: LabelOptions | None = None,
+        *,
+        max_prompt_tokens: int | None = None,
     ) -> LabelPlan:
-        """Render and tokenize, in the Judge's worker thread; no engine work."""
+        """Render and tokenize, in the Judge's worker thread; no engine work.
+
+        In chunks of PLAN_CHUNK_PAIRS pairs, each its own task on the one planning thread:
+        that thread is FIFO, so a small request's plan queued meanwhile runs after the
+        current chunk instead of after the whole of a large plan (issue 28: a 2,016-pair
+        plan held /v1/labels for 49 s). With `max_prompt_tokens`, planning stops as soon
+        as the unique units rendered so far pass it (`LabelPlan.complete` is then False):
+        a request over the token budget is refused on what it has rendered so far, not
+        after rendering all of it.
+        """
         spec = self.resolve(constitution)
         options = options or LabelOptions()
+        pairs = list(pairs)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._plan, list(pairs), spec, options)
+        state = await loop.run_in_executor(self._executor, _PlanState, self, spec, options)
+        for start in range(0, len(pairs), PLAN_CHUNK_PAIRS):
+            chunk = pairs[start : start + PLAN_CHUNK_PAIRS]
+            await loop.run_in_executor(self._executor, state.add_pairs, chunk, start)
+            if max_prompt_tokens is not None and state.prompt_tokens > max_prompt_tokens:
+                return state.plan(len(pairs), complete=False)
+        return state.plan(len(pairs))
 
     async def run(self, plan: LabelPlan) -> LabelBatch:
         """Score a plan's units on the engine and build its labels, in input order."""
@@ -292,74 +317,11 @@ class Judge:
     def _plan(
         self, pairs: Sequence[Pair], spec: ConstitutionSpec, options: LabelOptions
     ) -> LabelPlan:
-        """Render every (pair, principle, order) into unique units of the mode's planner.
-
-        Uses the tokenizer, so it runs only in the Judge's worker thread (see `plan`).
-        What differs between the modes (the tails, what a unit is) is the planner's; the
-        prefixes, the context check and the principle selection are shared here.
-        """
-        renderer = self.renderer(spec.template)
-        planner: _Planner = (
-            _CotPlanner(renderer, spec, options)
-            if options.mode == "cot"
-            else _PlainPlanner(renderer, spec)
-        )
-        longest_tail = max(len(t) for t in planner.tails.values()) + planner.extra
-        prefix_cache: dict[tuple[str, str, str], list[int]] = {}
-        planned: list[PlannedPair] = []
-        errors: list[PairError] = []
-
-        def prefix_for(pair: Pair, first: str, second: str) -> list[int]:
-            key = (pair.prompt_key(), first, second)
-            ids = prefix_cache.get(key)
-            if ids is None:
-                # Padded by the template's rule, whatever the engine's block size.
-                ids = renderer.prefix_ids(pair.conversation(), first, second)
-                prefix_cache[key] = ids
-            return ids
-
-        for index, pair in enumerate(pairs):
-            prefix_ab = prefix_for(pair, pair.response_a, pair.response_b)
-            prefix_ba = prefix_for(pair, pair.response_b, pair.response_a)
-            # One position is generated after the prompt, so it must fit as well.
-            needed = max(len(prefix_ab), len(prefix_ba)) + longest_tail + 1
-            if needed > self.engine.max_model_len:
-                errors.append(
-                    PairError.of(
-                        pair.id,
-                        index,
-                        f"judge prompt needs {needed} tokens, over the model's context of "
-                        f"{self.engine.max_model_len}",
-                        type="context_length",
-                    )
-                )
-                continue
-            seed = selection_seed(
-                pair.prompt_key(), pair.response_a, pair.response_b, spec.version, options.seed
-            )
-            plan = PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
-            # Both orders share the template and the conversation: a fleet routes them
-            # (and other pairs on this conversation) to one server (engine/routing.py).
-            shared = common_prefix_length(prefix_ab, prefix_ba)
-            for pid in plan.principle_ids:
-                tail = planner.tails[pid]
-                plan.unit_indices.append(
-                    (
-                        planner.add(tuple(prefix_ab + tail), len(prefix_ab), shared),
-                        planner.add(tuple(prefix_ba + tail), len(prefix_ba), shared),
-                    )
-                )
-            planned.append(plan)
-        return LabelPlan(
-            constitution=spec,
-            options=options,
-            template=TemplateRef(id=spec.template, version=planner.version),
-            pair_count=len(pairs),
-            units=planner.units,
-            planned=planned,
-            errors=errors,
-            cot_prompts=planner.cot_prompts,
-        )
+        """The whole plan at once, in the calling thread: only for the tokenizing thread
+        (see `plan`, which does the same in chunks)."""
+        state = _PlanState(self, spec, options)
+        state.add_pairs(pairs, 0)
+        return state.plan(len(pairs))
 
     def _make_label(
         self,
@@ -430,6 +392,99 @@ class Judge:
         )
 
 
+class _PlanState:
+    """A plan being built, chunk by chunk, in the Judge's tokenizing thread.
+
+    Render every (pair, principle, order) into unique units of the mode's planner. What
+    differs between the modes (the tails, what a unit is) is the planner's; the prefixes,
+    the context check and the principle selection are shared here. Uses the tokenizer,
+    so every method but `plan` runs only in the Judge's worker thread.
+    """
+
+    def __init__(self, judge: Judge, spec: ConstitutionSpec, options: LabelOptions) -> None:
+        self.judge = judge
+        self.spec = spec
+        self.options = options
+        self.renderer = judge.renderer(spec.template)
+        self.planner: _Planner = (
+            _CotPlanner(self.renderer, spec, options)
+            if options.mode == "cot"
+            else _PlainPlanner(self.renderer, spec)
+        )
+        self.longest_tail = max(len(t) for t in self.planner.tails.values()) + self.planner.extra
+        self.prefix_cache: dict[tuple[str, str, str], list[int]] = {}
+        self.planned: list[PlannedPair] = []
+        self.errors: list[PairError] = []
+
+    @property
+    def prompt_tokens(self) -> int:
+        """What `LabelPlan.prompt_tokens` will say of the units planned so far."""
+        if self.options.mode == "cot":
+            per_unit = self.options.rationale_tokens + 8
+            return self.planner.tokens + per_unit * len(self.planner.cot_prompts)
+        return self.planner.tokens
+
+    def _prefix(self, pair: Pair, first: str, second: str) -> list[int]:
+        key = (pair.prompt_key(), first, second)
+        ids = self.prefix_cache.get(key)
+        if ids is None:
+            # Padded by the template's rule, whatever the engine's block size.
+            ids = self.renderer.prefix_ids(pair.conversation(), first, second)
+            self.prefix_cache[key] = ids
+        return ids
+
+    def add_pairs(self, pairs: Sequence[Pair], first_index: int) -> None:
+        """Plan `pairs`, the first of which is input pair `first_index`."""
+        spec, options, planner = self.spec, self.options, self.planner
+        max_model_len = self.judge.engine.max_model_len
+        for offset, pair in enumerate(pairs):
+            index = first_index + offset
+            prefix_ab = self._prefix(pair, pair.response_a, pair.response_b)
+            prefix_ba = self._prefix(pair, pair.response_b, pair.response_a)
+            # One position is generated after the prompt, so it must fit as well.
+            needed = max(len(prefix_ab), len(prefix_ba)) + self.longest_tail + 1
+            if needed > max_model_len:
+                self.errors.append(
+                    PairError.of(
+                        pair.id,
+                        index,
+                        f"judge prompt needs {needed} tokens, over the model's context of "
+                        f"{max_model_len}",
+                        type="context_length",
+                    )
+                )
+                continue
+            seed = selection_seed(
+                pair.prompt_key(), pair.response_a, pair.response_b, spec.version, options.seed
+            )
+            plan = PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
+            # Both orders share the template and the conversation: a fleet routes them
+            # (and other pairs on this conversation) to one server (engine/routing.py).
+            shared = common_prefix_length(prefix_ab, prefix_ba)
+            for pid in plan.principle_ids:
+                tail = planner.tails[pid]
+                plan.unit_indices.append(
+                    (
+                        planner.add(tuple(prefix_ab + tail), len(prefix_ab), shared),
+                        planner.add(tuple(prefix_ba + tail), len(prefix_ba), shared),
+                    )
+                )
+            self.planned.append(plan)
+
+    def plan(self, pair_count: int, *, complete: bool = True) -> LabelPlan:
+        return LabelPlan(
+            constitution=self.spec,
+            options=self.options,
+            template=TemplateRef(id=self.spec.template, version=self.planner.version),
+            pair_count=pair_count,
+            units=self.planner.units,
+            planned=self.planned,
+            errors=self.errors,
+            cot_prompts=self.planner.cot_prompts,
+            complete=complete,
+        )
+
+
 class _Planner(Protocol):
     """What one mode makes of a rendered (pair, principle, order)."""
 
@@ -438,6 +493,7 @@ class _Planner(Protocol):
     version: str  # the template version its labels name
     units: list[ScoreUnit]
     cot_prompts: list[tuple[tuple[int, ...], int]]
+    tokens: int  # prompt tokens of the unique units (or rationale prompts) added so far
 
     def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
         """The index of the unit (or rationale prompt) for `ids`, added once."""
@@ -458,11 +514,13 @@ class _PlainPlanner:
         self.units: list[ScoreUnit] = []
         self.cot_prompts: list[tuple[tuple[int, ...], int]] = []
         self._index: dict[tuple[int, ...], int] = {}
+        self.tokens = 0
 
     def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
         index = self._index.get(ids)
         if index is None:
             index = self._index[ids] = len(self.units)
+            self.tokens += len(ids)
             self.units.append(ScoreUnit(ids, self.answer_ids, prefix_length, affinity_length))
         return index
 
@@ -484,10 +542,12 @@ class _CotPlanner:
         self.units: list[ScoreUnit] = []  # filled in by `run`, after the rationales
         self.cot_prompts: list[tuple[tuple[int, ...], int]] = []
         self._index: dict[tuple[int, ...], int] = {}
+        self.tokens = 0
 
     def add(self, ids: tuple[int, ...], prefix_length: int, affinity_length: int) -> int:
         index = self._index.get(ids)
         if index is None:
             index = self._index[ids] = len(self.cot_prompts)
+            self.tokens += len(ids)
             self.cot_prompts.append((ids, prefix_length))
         return index

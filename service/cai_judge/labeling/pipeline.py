@@ -122,18 +122,23 @@ async def label_pairs(
     profile: CalibrationProfile | None = None,
     admit: Admit | None = None,
     field: str = "pairs",
+    max_prompt_tokens: int | None = None,
 ) -> LabelOutcome:
     """Label `pairs` against `spec` with `options`; one result per pair, in input order.
 
     `profile`: the calibration profile to apply (chosen by the caller before any text is
-    tokenized, so a request none fits is refused early). `admit`: see `Admit`. `field`
-    names the input list in per-pair errors. Raises EngineUnavailable when the engine
+    tokenized, so a request none fits is refused early). `admit`: see `Admit`; with
+    `max_prompt_tokens`, planning stops past that many tokens and `admit` must refuse the
+    partial plan it gets (`LabelPlan.complete`). `field` names the input list in per-pair
+    errors. Raises EngineUnavailable when the engine
     cannot be reached at all, CalibrationError when the profile does not fit a label.
     """
     valid, invalid = validate_items(pairs, Pair, field, "invalid_pair")
     valid_pairs = [pair for _, pair in valid]
-    plan = await judge.plan(valid_pairs, spec, options)
+    plan = await judge.plan(valid_pairs, spec, options, max_prompt_tokens=max_prompt_tokens)
     reserve = admit(plan) if admit is not None else contextlib.nullcontext()
+    if not plan.complete:
+        raise RuntimeError("a partial plan (over max_prompt_tokens) was admitted")
     async with reserve:
         batch = await judge.run(plan)
     results = batch.results

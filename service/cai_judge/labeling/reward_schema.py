@@ -95,14 +95,26 @@ class CompletionDetail(BaseModel):
 
 
 class GroupRewards(BaseModel):
+    """A group's rewards. The optional fields are set only when they say something, so a
+    wire that leaves out None (`response_model_exclude_none`) shows the old shape:
+    `converged` with `scoring: bradley_terry` (False: the fit hit its iteration cap and the
+    strengths are its last iterate), `low_confidence` when any match's label was
+    low-confidence (per completion, how many of its matches were)."""
+
     id: str
     rewards: list[float]
     provenance: RewardProvenance
     detail: list[CompletionDetail] | None = None
+    converged: bool | None = None
+    low_confidence: list[int] | None = None
 
 
 class ItemReward(BaseModel):
+    """`low_confidence`: True when the label under the reward was low-confidence (little
+    answer mass on the answer letters); absent otherwise."""
+
     id: str
     reward: float
     provenance: RewardProvenance
     detail: CompletionDetail | None = None
+    low_confidence: bool | None = None

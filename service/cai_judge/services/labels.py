@@ -145,6 +145,16 @@ class LabelService:
         )
         return await self.label_checked(spec, options, command.pairs, profile=profile)
 
+    @property
+    def max_score_units(self) -> int:
+        """Score units one request may bring: the setting, at most the queue capacity (a
+        request over the capacity could never be admitted)."""
+        settings = self.settings
+        return min(
+            settings.max_score_units_per_request or settings.max_queued_units,
+            settings.max_queued_units,
+        )
+
     async def check_request(
         self, options: LabelOptions, count: int, field: str
     ) -> tuple[ConstitutionSpec, LabelOptions, CalibrationProfile | None]:
@@ -175,7 +185,13 @@ class LabelService:
         settings = self.settings
         try:
             outcome = await label_pairs(
-                self.judge, spec, options, pairs, profile=profile, admit=self._admit
+                self.judge,
+                spec,
+                options,
+                pairs,
+                profile=profile,
+                admit=self._admit,
+                max_prompt_tokens=self.settings.max_tokens_per_request,
             )
         except EngineUnavailable as error:
             # A remote fleet with no server up: retry later or elsewhere (503).
@@ -198,10 +214,12 @@ class LabelService:
     def _admit(self, plan: LabelPlan) -> AbstractAsyncContextManager[object]:
         """The request's limits on its real counts, then a reservation of its units."""
         limit = self.settings.max_tokens_per_request
-        if plan.prompt_tokens > limit:
+        if plan.prompt_tokens > limit or not plan.complete:
+            # A partial plan stopped rendering at the budget: its counts are a floor.
+            more = "" if plan.complete else "more than "
             raise InvalidRequest(
-                f"request renders to {plan.prompt_tokens} prompt tokens over "
-                f"{plan.unit_count} score units, over the limit of {limit} tokens per "
+                f"request renders to {more}{plan.prompt_tokens} prompt tokens over "
+                f"{more}{plan.unit_count} score units, over the limit of {limit} tokens per "
                 "request; send fewer or shorter pairs, or fewer principles",
                 type="request_too_large",
                 param="pairs",

@@ -140,7 +140,10 @@ class ServiceMetrics:
         for result in ("done", "failed"):
             self.job_pairs.labels(result=result)
         # Rewards (DESIGN.md §9): calls by mode, results by outcome, the per-pair errors inside
-        # them, and the rewards the trainer-shaped routes answered with the fallback.
+        # them, the rewards the trainer-shaped routes answered with a flagged fallback (group
+        # assembly only: a value neutral among the sample's judged group mates), samples
+        # not judged by those routes' deadline (answered 503), and queries that did not
+        # start with their prompt.
         self.reward_requests = Counter(
             "cai_judge_reward_requests", "Rewards calls by mode.", ["mode"], registry=r
         )
@@ -153,8 +156,17 @@ class ServiceMetrics:
             registry=r,
         )  # fmt: skip
         self.reward_fallbacks = Counter(
-            "cai_judge_reward_fallbacks", "Rewards answered with the fallback (0.5) by a "
-            "trainer-shaped route.", ["route"], registry=r,
+            "cai_judge_reward_fallbacks", "Rewards a trainer-shaped route answered with a "
+            "flagged fallback instead of a judgement.", ["route"], registry=r,
+        )  # fmt: skip
+        self.reward_timeouts = Counter(
+            "cai_judge_reward_timeouts", "Samples a trainer-shaped route did not judge "
+            "within its deadline (answered 503 with Retry-After).", ["route"], registry=r,
+        )  # fmt: skip
+        self.reward_prompt_mismatches = Counter(
+            "cai_judge_reward_prompt_mismatches", "Trainer queries that did not start with "
+            "their prompt: left-truncated (cut at the prompt's tail) or unmatched (judged "
+            "whole).", ["route", "outcome"], registry=r,
         )  # fmt: skip
         for mode in ("group", "reference"):
             self.reward_requests.labels(mode=mode)
@@ -175,8 +187,18 @@ class ServiceMetrics:
         self.reward_results.labels(mode=mode, result="error").inc(errors)
         self.reward_pair_errors.labels(model=self.model).inc(pair_errors)
 
+    def observe_reward_timeouts(self, route: str, count: int) -> None:
+        """Samples a trainer-shaped route could not judge within its deadline (503)."""
+        self.reward_timeouts.labels(route=route).inc(count)
+
+    def observe_prompt_mismatches(self, route: str, truncated: int, unmatched: int) -> None:
+        """Trainer queries that did not start with their prompt: cut at the prompt's
+        left-truncated tail, or judged whole."""
+        self.reward_prompt_mismatches.labels(route=route, outcome="truncated").inc(truncated)
+        self.reward_prompt_mismatches.labels(route=route, outcome="unmatched").inc(unmatched)
+
     def observe_reward_fallbacks(self, route: str, count: int) -> None:
-        """Rewards a trainer-shaped route answered with the fallback (0.5) instead."""
+        """Rewards a trainer-shaped route answered with a flagged fallback instead."""
         self.reward_fallbacks.labels(route=route).inc(count)
 
     def observe_rationales(self, count: int) -> None:

@@ -13,20 +13,32 @@ into one number per completion with the pure math of labeling/rewards.py.
 - A group's matches are listed by the completion shown first (`prefix_order`), so the units
   sharing the prefix prompt + that completion reach the engine together.
 
-The trainer-shaped fronts (OpenRLHF's and slime's bodies) come through `reference_with_fallback`:
-their clients cannot read an error in place of a reward, so a failed item gets the fallback
-(0.5), counted in `cai_judge_reward_fallbacks_total` and logged, within a total timeout that
-stays under the trainer's own.
+- Work is bounded before it is done (DESIGN.md §9, "Rewards at training scale"): the pairs
+  and score units a request will create follow from its shape (each group's schedule ×
+  the principles its options select × 2 orders), so a request over the limits is refused
+  before a pair is rendered or tokenized. A group too large on its own is refused in its
+  place when the rest fit; a request whose total is over is refused whole (422,
+  `request_too_large`, with the numbers), and the SDK adapters split it.
+
+The trainer-shaped fronts (OpenRLHF's and slime's bodies) come through `trainer_rewards`,
+which keeps the three kinds of outcome apart: configuration errors and backpressure are the
+HTTP errors their clients raise on and retry (never a reward: a misspelt constitution must
+not train a policy on a constant); a sample the engine could not judge is a 422 naming it;
+a call not judged within `trainer_reward_timeout_s` is 503 with Retry-After. No fallback
+value is made up here: in reference mode without a known group no value is neutral (0.5
+gives a sample an advantage over siblings scored below it), so only group assembly, which
+knows the group mates, may answer one, flagged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.pipeline import LabelOutcome, validate_items
 from cai_judge.labeling.reward_schema import (
@@ -48,7 +60,7 @@ from cai_judge.labeling.rewards import (
     schedule,
 )
 from cai_judge.labeling.schema import Label, PairError, Usage
-from cai_judge.services.errors import InvalidRequest, ServiceError
+from cai_judge.services.errors import InvalidRequest, Unavailable
 from cai_judge.services.labels import LabelService
 from cai_judge.services.security import Caller
 
@@ -57,10 +69,6 @@ logger = logging.getLogger(__name__)
 Mode = Literal["group", "reference"]
 Scoring = Literal["mean", "bradley_terry"]
 RewardResult = GroupRewards | ItemReward | PairError
-
-# What a trainer-shaped front answers for an item it could not judge: a tie, which gives no
-# advantage (DESIGN.md §9).
-FALLBACK_REWARD = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,11 @@ class RewardCommand:
     opponents: Opponents = "all"
     scoring: Scoring = "mean"
     detail: bool = False
+    # Trainer-shaped fronts: samples whose query did not start with its prompt, found
+    # left-truncated (the prompt's longest suffix that begins the query was cut off) or
+    # not found at all (judged whole). Counted and logged by `trainer_rewards`.
+    truncated_prompts: int = 0
+    unmatched_prompts: int = 0
 
     @property
     def field(self) -> str:
@@ -100,6 +113,53 @@ class _Planned:
     first_pair: int
 
 
+REQUEST_TOO_LARGE = "request_too_large"
+
+
+def principle_count(spec: ConstitutionSpec, options: LabelOptions) -> int:
+    """Principles each pair is judged on: what `select_principles` will pick."""
+    count = len(spec.principle_ids)
+    return count if options.k is None else min(options.k, count)
+
+
+def largest_opponents(size: int, per_pair: int, max_pairs: int, max_units: int) -> int | None:
+    """The largest m whose balanced schedule of a group of `size` fits the limits alone."""
+    for m in range(size - 1, 0, -1):
+        matches = size * m // 2
+        if size * m % 2 == 0 and matches <= max_pairs and matches * per_pair <= max_units:
+            return m
+    return None
+
+
+def _too_large(
+    entry: RewardGroup | RewardItem,
+    command: RewardCommand,
+    pairs: int,
+    per_pair: int,
+    max_pairs: int,
+    max_units: int,
+) -> str:
+    units = pairs * per_pair
+    shape = f"{pairs} pairs × {per_pair // 2} principles × 2 orders"
+    if isinstance(entry, RewardItem):
+        return (
+            f"the item needs {units} score units ({shape}), over the limit of {max_units} "
+            "score units per request; send fewer principles"
+        )
+    size = len(entry.completions)
+    best = largest_opponents(size, per_pair, max_pairs, max_units)
+    fix = (
+        f"send opponents: {best} or fewer (a balanced schedule), or fewer principles"
+        if best is not None
+        else "send fewer principles or a smaller group"
+    )
+    return (
+        f"a group of {size} completions with opponents {command.opponents} needs {units} "
+        f"score units ({shape}) over the limit of {max_units} score units and {max_pairs} "
+        f"pairs per request; {fix}"
+    )
+
+
 class RewardService:
     def __init__(self, labels: LabelService) -> None:
         self.labels = labels
@@ -111,31 +171,106 @@ class RewardService:
             self.labels.check_rate(caller)
             return await self.labels.admission.run(self._rewards(command))
 
-    async def reference_with_fallback(
-        self, command: RewardCommand, caller: Caller, *, route: str, timeout_s: float
-    ) -> tuple[list[float], int]:
-        """Reference-mode rewards for a trainer that cannot read an error in place of a
-        reward: a failed item, or the whole call past `timeout_s`, gets FALLBACK_REWARD,
-        counted and logged. Returns the rewards and how many fell back."""
+    async def trainer_rewards(
+        self,
+        command: RewardCommand,
+        caller: Caller,
+        *,
+        route: str,
+        timeout_s: float,
+        param_of: Callable[[int], str],
+    ) -> list[float]:
+        """Reference-mode rewards for a trainer-shaped route, one per sample, or an error
+        its HTTP client raises on: every ServiceError of `rewards` as it is (404, 422, 401,
+        429, 503); a sample that could not be judged as 422 naming it (`param_of(index)`:
+        the route's own field), or 503 when its engine was unreachable; nothing judged
+        within `timeout_s` as 503 with Retry-After (module docstring: no value would be
+        neutral)."""
         count = len(command.entries)
+        if command.truncated_prompts or command.unmatched_prompts:
+            logger.warning(
+                "%s: %d of %d queries did not start with their prompt: %d left-truncated "
+                "(judged without the prompt's remaining tail), %d judged whole",
+                route,
+                command.truncated_prompts + command.unmatched_prompts,
+                count,
+                command.truncated_prompts,
+                command.unmatched_prompts,
+            )
+            self.metrics.observe_prompt_mismatches(
+                route, command.truncated_prompts, command.unmatched_prompts
+            )
         try:
             outcome = await asyncio.wait_for(self.rewards(command, caller), timeout_s)
-        except (TimeoutError, ServiceError) as error:
-            why = f"no answer within {timeout_s} s" if isinstance(error, TimeoutError) else error
-            logger.warning("%s: every one of %d rewards fell back: %s", route, count, why)
-            self.metrics.observe_reward_fallbacks(route, count)
-            return [FALLBACK_REWARD] * count, count
+        except TimeoutError:
+            logger.warning("%s: %d samples not judged within %s s", route, count, timeout_s)
+            self.metrics.observe_reward_timeouts(route, count)
+            raise Unavailable(
+                f"{count} samples not judged within this route's deadline of {timeout_s} s "
+                "(CAI_JUDGE_TRAINER_REWARD_TIMEOUT_S); the judge is busy: retry later or on "
+                "another replica",
+                type="reward_timeout",
+                retry_after_s=self.labels.settings.retry_after_s,
+            ) from None
         rewards: list[float] = []
         for result in outcome.results:
-            if isinstance(result, ItemReward):
-                rewards.append(result.reward)
+            if isinstance(result, PairError):
+                where = param_of(result.index)
+                message = f"sample {result.index} ({where}) could not be judged: "
+                if result.error.type == "engine_unavailable":
+                    raise Unavailable(
+                        message + result.error.message,
+                        type="engine_unavailable",
+                        retry_after_s=self.labels.settings.retry_after_s,
+                    )
+                raise InvalidRequest(
+                    message + result.error.message, type=result.error.type, param=where
+                )
+            assert isinstance(result, ItemReward)
+            rewards.append(result.reward)
+        return rewards
+
+    def _bound(
+        self,
+        scheduled: Sequence[tuple[int, RewardGroup | RewardItem, list[Match]]],
+        spec: ConstitutionSpec,
+        options: LabelOptions,
+        command: RewardCommand,
+    ) -> list[tuple[int, PairError]]:
+        """The request's pairs and score units from its shape alone, before any text is
+        rendered: an entry over the limits on its own is refused in its place (or the
+        request, when no entry fits); a request whose total is over is refused whole."""
+        name = command.field
+        max_pairs = self.labels.settings.max_pairs_per_request
+        max_units = self.labels.max_score_units
+        per_pair = 2 * principle_count(spec, options)
+        oversized: list[tuple[int, PairError]] = []
+        total_pairs = 0
+        for index, entry, matches in scheduled:
+            if len(matches) <= max_pairs and len(matches) * per_pair <= max_units:
+                total_pairs += len(matches)
                 continue
-            assert isinstance(result, PairError)
-            logger.warning("%s: a reward fell back: %s", route, result.error.message)
-            rewards.append(FALLBACK_REWARD)
-        fell_back = sum(not isinstance(r, ItemReward) for r in outcome.results)
-        self.metrics.observe_reward_fallbacks(route, fell_back)
-        return rewards, fell_back
+            message = _too_large(entry, command, len(matches), per_pair, max_pairs, max_units)
+            param = f"{name}.{index}" + (".completions" if isinstance(entry, RewardGroup) else "")
+            oversized.append(
+                (index, PairError.of(entry.id, index, message, type=REQUEST_TOO_LARGE, param=param))
+            )
+        if oversized and len(oversized) == len(scheduled):
+            # Nothing else to judge: the request itself is refused, naming the entry.
+            first = oversized[0][1].error
+            raise InvalidRequest(first.message, type=REQUEST_TOO_LARGE, param=first.param)
+        total_units = total_pairs * per_pair
+        if total_pairs > max_pairs or total_units > max_units:
+            fitting = len(scheduled) - len(oversized)
+            raise InvalidRequest(
+                f"{fitting} {name} make {total_pairs} pairs and {total_units} score units "
+                f"({per_pair // 2} principles × 2 orders per pair), over the limit of "
+                f"{max_units} score units and {max_pairs} pairs per request; send fewer "
+                f"{name} per request (GET /v1/limits), or fewer principles",
+                type=REQUEST_TOO_LARGE,
+                param=name,
+            )
+        return oversized
 
     async def _rewards(self, command: RewardCommand) -> RewardOutcome:
         name = command.field
@@ -149,8 +284,7 @@ class RewardService:
         results: list[RewardResult | None] = [None] * len(command.entries)
         for error in invalid:
             results[error.index] = error
-        planned: list[_Planned] = []
-        pairs: list[RewardPair] = []
+        scheduled: list[tuple[int, RewardGroup | RewardItem, list[Match]]] = []
         for index, entry in valid:
             try:
                 matches = _matches(entry, command.opponents, options.seed)
@@ -161,6 +295,14 @@ class RewardService:
                 results[index] = PairError.of(
                     entry.id, index, str(error), type="invalid_schedule", param=param
                 )
+                continue
+            scheduled.append((index, entry, matches))
+        for index, refused in self._bound(scheduled, spec, options, command):
+            results[index] = refused
+        planned: list[_Planned] = []
+        pairs: list[RewardPair] = []
+        for index, entry, matches in scheduled:
+            if results[index] is not None:
                 continue
             planned.append(_Planned(index, entry, matches, len(pairs)))
             pairs.extend(_pairs(index, entry, matches))
@@ -251,13 +393,26 @@ def _result(
             if command.detail
             else None
         )
-        return ItemReward(id=entry.id, reward=label.p_a, provenance=provenance, detail=detail)
+        return ItemReward(
+            id=entry.id,
+            reward=label.p_a,
+            provenance=provenance,
+            detail=detail,
+            low_confidence=True if label.low_confidence else None,
+        )
     size = len(entry.completions)
     outcomes = [label.p_a for label in judged]
+    converged: bool | None = None
     if command.scoring == "bradley_terry":
-        rewards = bradley_terry(size, plan.matches, outcomes).strengths
+        fit = bradley_terry(size, plan.matches, outcomes)
+        rewards, converged = fit.strengths, fit.converged
     else:
         rewards = mean_rewards(size, plan.matches, outcomes)
+    unsure = [0] * size
+    for (a, b), label in zip(plan.matches, judged, strict=True):
+        if label.low_confidence:
+            unsure[a] += 1
+            unsure[b] += 1
     details = None
     if command.detail:
         seen: list[list[tuple[int | Literal["reference"], float, float, float]]] = [
@@ -267,7 +422,14 @@ def _result(
             seen[a].append((b, label.p_a, label.margin, label.consistency))
             seen[b].append((a, 1.0 - label.p_a, -label.margin, label.consistency))
         details = [_detail(matches) for matches in seen]
-    return GroupRewards(id=entry.id, rewards=rewards, provenance=provenance, detail=details)
+    return GroupRewards(
+        id=entry.id,
+        rewards=rewards,
+        provenance=provenance,
+        detail=details,
+        converged=converged,
+        low_confidence=unsure if any(unsure) else None,
+    )
 
 
 def _detail(
@@ -301,10 +463,11 @@ POLICY_SPECIAL_TOKENS = (
 )
 
 
-def openrlhf_response(query: str, prompt: str) -> str:
-    """The policy's response inside an OpenRLHF query: the query minus its prompt (OpenRLHF
-    decodes prompt + response tokens as one string), trailing special tokens stripped."""
-    response = query[len(prompt) :] if query.startswith(prompt) else query
+def policy_response(text: str) -> str:
+    """A decoded policy response with trailing end-of-turn and padding tokens stripped,
+    repeatedly: OpenRLHF's and slime's responses alike, so one answer gets one reward
+    whichever route it came by."""
+    response = text
     stripped = True
     while stripped:
         stripped = False
@@ -314,3 +477,42 @@ def openrlhf_response(query: str, prompt: str) -> str:
                 response = response[: -len(token)]
                 stripped = True
     return response.strip()
+
+
+# A left-truncated query must still start with this much of its prompt's tail (or the
+# whole query must be that tail) to be cut there: a shorter overlap is as likely chance
+# ("I" ending the prompt and starting the answer) as truncation.
+MIN_PROMPT_OVERLAP = 16
+PromptMatch = Literal["prefix", "truncated", "unmatched"]
+
+
+def prompt_overlap(prompt: str, query: str) -> int:
+    """The length of the longest suffix of `prompt` that is a prefix of `query`: the
+    prefix function of query + separator + prompt, in linear time."""
+    head = query[: len(prompt)]
+    text = head + "\x00" + prompt
+    border = [0] * len(text)
+    for i in range(1, len(text)):
+        k = border[i - 1]
+        while k and text[i] != text[k]:
+            k = border[k - 1]
+        if text[i] == text[k]:
+            k += 1
+        border[i] = k
+    return min(border[-1], len(head)) if text else 0
+
+
+def openrlhf_response(query: str, prompt: str) -> tuple[str, PromptMatch]:
+    """The policy's response inside an OpenRLHF query (OpenRLHF decodes prompt + response
+    tokens as one string) and how the prompt was found: the query minus its prompt; when
+    the trainer cut the prompt from the left (max length), minus the prompt's longest
+    tail the query starts with (a token cut mid-character decodes to U+FFFD, skipped);
+    else the whole query, which the caller counts and logs. Trailing special tokens are
+    stripped."""
+    if query.startswith(prompt):
+        return policy_response(query[len(prompt) :]), "prefix"
+    body = query.lstrip("\ufffd")
+    overlap = prompt_overlap(prompt, body)
+    if overlap >= min(MIN_PROMPT_OVERLAP, len(prompt)) and overlap > 0:
+        return policy_response(body[overlap:]), "truncated"
+    return policy_response(query), "unmatched"

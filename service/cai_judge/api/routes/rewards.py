@@ -2,8 +2,11 @@
 (DESIGN.md §9): each maps its wire to one RewardService call and back.
 
 OpenRLHF's and slime's clients send a body they fix themselves, so these two take the
-labeling options from the query string (`?constitution=harmless&principles=4`) and answer
-in their clients' shapes, with the fallback in place of an error they could not read.
+labeling options (and, as their clients send no headers, the API key) from the query string
+(`?constitution=harmless&principles=4&api_key=KEY`) and answer in their clients' shapes.
+Errors are the API's own status and envelope, never a reward: their clients raise for
+status and retry 429/503 (OpenRLHF 5 tries, slime 10 with backoff), and a misspelt
+constitution must stop a run, not train it on a constant (services/rewards.py).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query, Request, Response
 
-from cai_judge.api.deps import CallerDep, ServicesDep, unless_disconnected
+from cai_judge.api.deps import CallerDep, ServicesDep, TrainerCallerDep, unless_disconnected
 from cai_judge.api.errors import ERROR_RESPONSES
 from cai_judge.api.protocol import (
     OpenRLHFRewardRequest,
@@ -56,18 +59,19 @@ async def create_rewards(
     summary="OpenRLHF's --reward.remote_url: each response judged against its label",
 )
 async def openrlhf_rewards(
-    body: OpenRLHFRewardRequest, query: QueryOptions, services: ServicesDep, caller: CallerDep
+    body: OpenRLHFRewardRequest,
+    query: QueryOptions,
+    services: ServicesDep,
+    caller: TrainerCallerDep,
 ) -> OpenRLHFRewardResponse:
-    rewards, fell_back = await services.rewards.reference_with_fallback(
+    rewards = await services.rewards.trainer_rewards(
         body.to_command(query.to_options()),
         caller,
         route="openrlhf",
         timeout_s=services.settings.trainer_reward_timeout_s,
+        param_of=lambda index: f"query.{index}",
     )
-    share = fell_back / len(rewards) if rewards else 0.0
-    return OpenRLHFRewardResponse(
-        rewards=rewards, scores=rewards, extra_logs={"cai_judge_fallback": share}
-    )
+    return OpenRLHFRewardResponse.from_rewards(rewards)
 
 
 @router.post(
@@ -79,13 +83,24 @@ async def slime_rewards(
     body: Annotated[SlimeSample | list[SlimeSample], Body()],
     query: QueryOptions,
     services: ServicesDep,
-    caller: CallerDep,
+    caller: TrainerCallerDep,
 ) -> Any:
     samples = body if isinstance(body, list) else [body]
+
+    def param(index: int, field: str | None = None) -> str:
+        path = [str(index)] if isinstance(body, list) else []
+        return ".".join([*path, field] if field else path) or "response"
+
     command = RewardCommand(
-        query.to_options(), "reference", [s.item(i) for i, s in enumerate(samples)]
+        query.to_options(),
+        "reference",
+        [s.item(i, param(i, "label")) for i, s in enumerate(samples)],
     )
-    rewards, _ = await services.rewards.reference_with_fallback(
-        command, caller, route="slime", timeout_s=services.settings.trainer_reward_timeout_s
+    rewards = await services.rewards.trainer_rewards(
+        command,
+        caller,
+        route="slime",
+        timeout_s=services.settings.trainer_reward_timeout_s,
+        param_of=param,
     )
     return rewards if isinstance(body, list) else rewards[0]

@@ -363,28 +363,34 @@ class CompletionDetail(_message.Message):
     def __init__(self, matches: _Optional[_Iterable[_Union[MatchDetail, _Mapping]]] = ..., mean_margin: _Optional[float] = ..., consistency: _Optional[float] = ...) -> None: ...
 
 class GroupRewards(_message.Message):
-    __slots__ = ("id", "rewards", "provenance", "detail")
+    __slots__ = ("id", "rewards", "provenance", "detail", "converged", "low_confidence")
     ID_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CONVERGED_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     rewards: _containers.RepeatedScalarFieldContainer[float]
     provenance: RewardProvenance
     detail: _containers.RepeatedCompositeFieldContainer[CompletionDetail]
-    def __init__(self, id: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Iterable[_Union[CompletionDetail, _Mapping]]] = ...) -> None: ...
+    converged: bool
+    low_confidence: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, id: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Iterable[_Union[CompletionDetail, _Mapping]]] = ..., converged: _Optional[bool] = ..., low_confidence: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ItemReward(_message.Message):
-    __slots__ = ("id", "reward", "provenance", "detail")
+    __slots__ = ("id", "reward", "provenance", "detail", "low_confidence")
     ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     reward: float
     provenance: RewardProvenance
     detail: CompletionDetail
-    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Union[CompletionDetail, _Mapping]] = ...) -> None: ...
+    low_confidence: bool
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Union[CompletionDetail, _Mapping]] = ..., low_confidence: _Optional[bool] = ...) -> None: ...
 
 class RewardResult(_message.Message):
     __slots__ = ("group", "item", "error")
