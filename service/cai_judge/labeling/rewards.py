@@ -43,6 +43,10 @@ MIN_GROUP = 2
 # alone (a 3-completion round robin moves by < 1e-2), large enough that a completion that
 # wins every match with p_a = 1 gets a finite strength.
 DEFAULT_RIDGE = 1e-2
+# Relative step below which Newton's iterate has stopped moving (`bradley_terry`).
+STEP_TOLERANCE = 1e-12
+# Gradient under which a fit whose line search stalls is at its minimum.
+STALL_GRADIENT = 1e-6
 
 
 class ScheduleError(ValueError):
@@ -240,8 +244,18 @@ def bradley_terry(
                 break
             scale /= 2
         else:
+            # No step lowers the loss at float precision: the minimum, unless the gradient
+            # says otherwise (a sweep without ridge, whose minimum is at infinity).
+            converged = float(np.max(np.abs(gradient))) < STALL_GRADIENT
             break
+        moved = float(np.max(np.abs(candidate - theta)))
         theta, current = candidate, candidate_loss
+        # A Newton step that no longer moves θ (at float precision) is at the minimum,
+        # even where rounding keeps the gradient a hair over `tolerance` (issue 28: one
+        # ordinary 5-completion group in 25 reported converged=False after 100 steps).
+        if moved <= STEP_TOLERANCE * (1.0 + float(np.max(np.abs(theta)))):
+            converged = True
+            break
     theta = theta - theta.mean()
     return BradleyTerryFit([float(x) for x in theta], iteration, converged)
 
