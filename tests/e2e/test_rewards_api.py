@@ -12,7 +12,9 @@ sglang and Megatron), is pinned by a contract test of the exact request it sends
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -177,12 +179,53 @@ def test_the_token_budget_counts_the_units_the_schedule_creates(server: Server) 
         "prompt": PROMPT,
         "completions": [f"Completion {i}: " + "with many words " * 12 for i in range(64)],
     }
+    # Round robin: 2,016 pairs, over the pair limit from the group's shape alone.
     refused = post(server, {"constitution": "harmless", "principles": 1, "groups": [group]})
     assert refused.status_code == 422, refused.text
     error = refused.json()["error"]
+    assert error["param"] == "groups.0.completions" and "2016 pairs" in error["message"]
+    # 8 opponents: 256 pairs fit the shape, and their rendered units pass the token budget.
+    over = post(
+        server, {"constitution": "harmless", "principles": 1, "opponents": 8, "groups": [group]}
+    )
+    assert over.status_code == 422, over.text
+    error = over.json()["error"]
     assert error["param"] == "groups" and f"limit of {TOKEN_BUDGET}" in error["message"]
     body = rewards(server, principles=1, opponents=2, groups=[group])
     assert body["usage"]["pairs"] == 64 and len(body["results"][0]["rewards"]) == 64
+
+
+def test_an_oversized_group_is_refused_at_once_and_labels_go_on_meanwhile(server: Server) -> None:
+    """Issue 28 on a real server: a 64-completion round robin on every principle (2,016
+    pairs, 64,512 score units) held a replica for 2 minutes and /v1/labels for 49 s before
+    its 422. Now it is refused from its shape, and a one-pair label sent with it is
+    answered as fast as alone."""
+    pair = {"id": "p", "prompt": PROMPT, "response_a": COMPLETIONS[0],
+            "response_b": COMPLETIONS[1]}  # fmt: skip
+    label_body = {"constitution": "harmless", "principles": 2, "pairs": [pair]}
+    post(server, label_body, path="/v1/labels")  # warm: the timing below is not a first call
+    began = time.perf_counter()
+    assert post(server, label_body, path="/v1/labels").status_code == 200
+    alone = time.perf_counter() - began
+    group = {"id": "big", "prompt": PROMPT,
+             "completions": [f"Completion {i}: " + "word " * 20 for i in range(64)]}  # fmt: skip
+
+    def timed(body: dict[str, Any], path: str) -> tuple[httpx.Response, float]:
+        began = time.perf_counter()
+        answer = post(server, body, path=path)
+        return answer, time.perf_counter() - began
+
+    with ThreadPoolExecutor(2) as pool:
+        big = pool.submit(timed, {"constitution": "harmless", "groups": [group]}, "/v1/rewards")
+        small = pool.submit(timed, {**label_body, "seed": 1}, "/v1/labels")
+        (refused, refused_s), (labeled, labeled_s) = big.result(), small.result()
+    print(f"refused in {refused_s:.3f} s; /v1/labels {labeled_s:.3f} s (alone {alone:.3f} s)")
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["param"] == "groups.0.completions"
+    assert "64512 score units" in refused.json()["error"]["message"]
+    assert refused_s < 2.0
+    assert labeled.status_code == 200, labeled.text
+    assert labeled_s < max(2.0, 3 * alone)
 
 
 def test_openrlhf_own_http_client_gets_a_reward(server: Server) -> None:
@@ -198,7 +241,8 @@ def test_openrlhf_own_http_client_gets_a_reward(server: Server) -> None:
     query = prompt + COMPLETIONS[1] + "<|im_end|>"
     [answer] = asyncio.run(executor._fetch_rewards_via_http([query], [prompt], [COMPLETIONS[0]]))
     [reward] = answer["rewards"]
-    assert answer["scores"] == [reward] and answer["extra_logs"] == {"cai_judge_fallback": 0.0}
+    assert answer["scores"] == [reward]
+    assert answer["extra_logs"] == {"cai_judge_fallback": [0.0], "cai_judge_fallback_count": 0.0}
     direct = rewards(
         server,
         items=[{"id": "d", "prompt": prompt, "completion": COMPLETIONS[1],
@@ -207,27 +251,31 @@ def test_openrlhf_own_http_client_gets_a_reward(server: Server) -> None:
     assert reward == pytest.approx(direct["results"][0]["reward"], abs=1e-9)
 
 
-def test_openrlhf_route_falls_back_counted_when_an_item_cannot_be_judged(server: Server) -> None:
+def test_openrlhf_route_names_an_item_the_engine_cannot_judge(server: Server) -> None:
+    """Issue 28: this answered 200 and a fallback of 0.5, a value OpenRLHF trained on. A
+    sample the judge cannot take (here over the text limit) is the caller's to see: 422
+    naming it."""
     before = server.metric('cai_judge_reward_fallbacks_total{route="openrlhf"}')
     answer = post(
         server,
         {"query": ["p" + "x" * 300_000], "prompts": ["p"], "labels": ["ref"]},
         path="/v1/rewards/openrlhf?constitution=harmless",
     )
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {
-        "rewards": [0.5],
-        "scores": [0.5],
-        "extra_logs": {"cai_judge_fallback": 1.0},
-    }
-    assert server.metric('cai_judge_reward_fallbacks_total{route="openrlhf"}') == before + 1
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"]["param"] == "query.0"
+    assert "at most 200000 characters" in answer.json()["error"]["message"]
+    assert server.metric('cai_judge_reward_fallbacks_total{route="openrlhf"}') == before
     # OpenRLHF may send empty lists: answered in its shape, nothing judged.
     empty = post(
         server, {"query": [], "prompts": [], "labels": []},
         path="/v1/rewards/openrlhf?constitution=harmless",
     )  # fmt: skip
     assert empty.status_code == 200, empty.text
-    assert empty.json() == {"rewards": [], "scores": [], "extra_logs": {"cai_judge_fallback": 0.0}}
+    assert empty.json() == {
+        "rewards": [],
+        "scores": [],
+        "extra_logs": {"cai_judge_fallback": [], "cai_judge_fallback_count": 0.0},
+    }
 
 
 def test_slime_remote_rm_request(server: Server) -> None:

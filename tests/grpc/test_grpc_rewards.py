@@ -181,6 +181,23 @@ async def test_too_many_groups_is_invalid_argument_with_the_http_message(both: B
     assert error.details() == http["message"] and "limit of 2" in error.details()
 
 
+async def test_an_oversized_group_is_refused_from_its_shape_as_over_http(both: Both):
+    """Issue 28: gRPC Rewards took the same path, rendering 2,016 pairs before its error."""
+    big = {"id": "big", "prompt": PROMPT, "completions": [f"answer {i}" for i in range(64)]}
+    body = {"constitution": "harmless", "groups": [big]}
+    async with both() as wires:
+        error = await refused(wires.stub, request_proto(body))
+        http = (await wires.http.post("/v1/rewards", json=body)).json()["error"]
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_param(error) == http["param"] == "groups.0.completions"
+    assert error.details() == http["message"] and "64512 score units" in error.details()
+    # Beside a group that fits, it is refused in its place, on both wires alike.
+    http_answer, grpc_answer = await over_both(both, {**body, "groups": [big, ONE_GROUP]})
+    assert grpc_answer == http_answer
+    assert grpc_answer["results"][0]["error"]["type"] == "request_too_large"
+    assert len(grpc_answer["results"][1]["rewards"]) == 2
+
+
 @pytest.mark.parametrize(
     ("request_", "code", "param", "words"),
     [
