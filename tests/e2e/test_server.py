@@ -157,11 +157,10 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
             semantic = case.method == "POST" and (
                 case.path == "/v1/constitutions"
                 or (case.path in ("/v1/labels", "/v1/rewards") and body.get("calibrated") is True)
-                # OpenRLHF's three lists go one entry per sample, which JSON Schema cannot say.
-                or (
-                    case.path == "/v1/rewards/openrlhf"
-                    and len({len(body.get(k) or []) for k in ("query", "prompts", "labels")}) > 1
-                )
+                # The trainer routes answer an error, never a reward, for a sample they
+                # cannot judge (issue 28), and JSON Schema cannot say all that makes one:
+                # chat roles out of order, an empty prompt, a query over the judge's context.
+                or case.path in ("/v1/rewards/openrlhf", "/v1/rewards/slime")
                 or (
                     case.path == "/v1/revisions"
                     and body.get("constitution")

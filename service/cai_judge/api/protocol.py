@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
 from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
@@ -577,6 +577,17 @@ class RewardQuery(LabelingOptions):
     )
 
 
+# A trainer's label: whatever its dataset holds, but not null. Null is accepted by the
+# parser and refused with its fix by `reference_text` (a clearer message than a union's
+# type errors); the schema says what is accepted.
+_LABEL_SCHEMA: dict[str, Any] = {
+    "not": {"type": "null"},
+    "description": "the reference answer (a string, or a number, a list or an object, "
+    "judged as its text); null is refused: reference mode needs a reference",
+}
+TrainerLabel = Annotated[Any, WithJsonSchema(_LABEL_SCHEMA)]
+
+
 class OpenRLHFRewardRequest(BaseModel):
     """OpenRLHF 0.11.2's body (openrlhf/utils/agent.py, `_fetch_rewards_via_http`)."""
 
@@ -584,7 +595,7 @@ class OpenRLHFRewardRequest(BaseModel):
 
     query: list[str] = Field(description="prompt + response, decoded with special tokens")
     prompts: list[str]
-    labels: list[Any] = Field(description="the dataset's label: the reference response")
+    labels: list[TrainerLabel] = Field(description="the dataset's label: the reference response")
 
     @model_validator(mode="after")
     def _same_lengths(self) -> OpenRLHFRewardRequest:
@@ -664,7 +675,8 @@ class SlimeSample(BaseModel):
 
     prompt: str | list[ChatMessage]
     response: str
-    label: str | int | float | None = None
+    # Required: slime always sends the key. Null is refused with the fix (`reference_text`).
+    label: TrainerLabel
 
     def item(self, index: int, param: str) -> dict[str, Any]:
         return {
