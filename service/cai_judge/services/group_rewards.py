@@ -225,8 +225,9 @@ class SampleReward:
 
 
 def fit_opponents(opponents: Opponents, size: int) -> Opponents:
-    """The schedule a smaller (partial) group can have: m capped at size − 1 and made to give
-    an even G·m, round robin when no balanced schedule is left."""
+    """The schedule a smaller (partial) group can have: m capped at size − 1, and where G·m
+    is odd rounded up (each completion keeps at least the matches asked for) or, at the cap,
+    down; round robin when that is what is left."""
     if opponents == "all":
         return "all"
     m = min(opponents, size - 1)
