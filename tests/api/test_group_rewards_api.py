@@ -15,7 +15,7 @@ import pytest
 from cai_judge.api.app import create_app
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
-from tests.support.api import Client, assert_envelope
+from tests.support.api import Client
 from tests.support.fake_engine import FakeEngine
 from tests.support.threaded_server import threaded_server
 
