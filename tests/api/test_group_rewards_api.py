@@ -211,3 +211,38 @@ async def test_two_replicas_behind_one_redis_judge_a_group_once(redis_url: str) 
         assert rewards == pytest.approx(expected, abs=1e-9)
         judgements = [app.state.services.group_rewards.assembler.judgements for app in apps]
         assert sorted(judgements) == [0, 1]
+
+
+async def test_the_sample_route_groups_by_the_trainers_key(client: Client) -> None:
+    """verl's adapter: one sample a call, grouped by the key it sends, not by the prompt."""
+    async with client() as http:
+        url = f"/v1/rewards/sample?{OPTIONS}&group_size=2&group_wait_s=10"
+        bodies = [
+            {"prompt": PROMPT, "completion": COMPLETIONS[i], "group_key": f"uid-{i % 2}"}
+            for i in range(4)
+        ]
+        responses = await asyncio.gather(*(http.post(url, json=b) for b in bodies))
+        answers = [r.json() for r in responses]
+        assert {(a["group_size"], a["how"], a["fallback"]) for a in answers} == {
+            (2, "group", False)
+        }
+        for key in (0, 1):
+            pair = [COMPLETIONS[key], COMPLETIONS[key + 2]]
+            expected = await direct_group(http, pair)
+            assert [answers[key]["reward"], answers[key + 2]["reward"]] == pytest.approx(
+                expected, abs=1e-9
+            )
+        assert http.app.state.services.group_rewards.assembler.judgements == 2  # type: ignore[attr-defined]
+
+
+async def test_the_sample_route_without_a_group_size_judges_against_the_label(
+    client: Client,
+) -> None:
+    async with client() as http:
+        body = {"prompt": PROMPT, "completion": COMPLETIONS[1], "label": REFERENCE}
+        answer = (await http.post(f"/v1/rewards/sample?{OPTIONS}", json=body)).json()
+        assert (answer["group_size"], answer["how"], answer["fallback"]) == (1, "reference", False)
+        alone = (
+            await http.post(f"/v1/rewards/sample?{OPTIONS}", json={**body, "label": None})
+        ).json()
+        assert (alone["reward"], alone["how"], alone["fallback"]) == (0.5, "fallback", True)

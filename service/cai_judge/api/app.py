@@ -20,6 +20,7 @@ from cai_judge.api.errors import register_exception_handlers
 from cai_judge.api.middleware import BodyLimitMiddleware, MetricsMiddleware
 from cai_judge.api.protocol import ErrorEnvelope
 from cai_judge.api.routes import constitutions, health, jobs, labels, meta, revisions, rewards
+from cai_judge.api.routes.group_rewards import router as group_rewards_router  # group rewards
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.container import Services, registry_from_settings
@@ -89,6 +90,7 @@ def create_app(
         app.include_router(router)
     app.include_router(revisions.router)
     app.include_router(rewards.router)
+    app.include_router(group_rewards_router)  # group rewards: POST /v1/rewards/sample
     # Without Redis the jobs routes answer 503 naming the setting, and stay out of the
     # OpenAPI document: they cannot work on this deployment.
     app.include_router(jobs.router, include_in_schema=bool(settings.redis_url))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from cai_judge.api.protocol import RewardQuery
 from cai_judge.constants import MAX_GROUP_WAIT_S
-from cai_judge.labeling.reward_schema import MAX_GROUP_SIZE
+from cai_judge.labeling.reward_schema import MAX_GROUP_SIZE, Completion, Prompt
 from cai_judge.labeling.rewards import Opponents
-from cai_judge.services.group_rewards import GroupSpec
+from cai_judge.services.group_rewards import GroupSample, GroupSpec, How, SampleReward
 from cai_judge.services.rewards import Scoring
 from cai_judge.settings import Settings
 
@@ -41,12 +41,55 @@ class TrainerRewardQuery(RewardQuery):
         default="mean", description="Group rewards: `mean` or `bradley_terry`."
     )
 
-    def to_spec(self, settings: Settings) -> GroupSpec:
-        assert self.group_size is not None
+    def to_spec(self, settings: Settings, default_size: int | None = None) -> GroupSpec:
+        size = self.group_size if self.group_size is not None else default_size
+        assert size is not None, "the grouped path needs a group size"
         return GroupSpec(
             self.to_options(),
-            self.group_size,
+            size,
             self.group_wait_s if self.group_wait_s is not None else settings.reward_group_wait_s,
             self.opponents,
             self.scoring,
+        )
+
+
+class SampleRewardRequest(BaseModel):
+    """POST /v1/rewards/sample: one sample of a group, for one-sample trainers without a body
+    of their own (verl's `compute_score`, through the SDK's verl group adapter)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Prompt
+    completion: Completion
+    label: Completion | None = Field(
+        default=None, description="The reference that judges the sample if its group is of one."
+    )
+    group_key: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        default=None,
+        description="The trainer's group id (e.g. verl's uid or a dataset index): samples with "
+        "the same key and options form one group. Unset: the prompt is the key.",
+    )
+
+    def sample(self) -> GroupSample:
+        prompt = (
+            self.prompt if isinstance(self.prompt, str) else [m.model_dump() for m in self.prompt]
+        )
+        return GroupSample(prompt, self.completion, self.label or None, self.group_key)
+
+
+class SampleRewardResponse(BaseModel):
+    reward: float
+    fallback: bool = Field(description="True: not judged (0.5, no advantage); log it.")
+    group_size: int = Field(description="The size of the group it was judged in (1: alone).")
+    how: How = Field(
+        description="`group`, `reference` (a group of one, against its label) or `fallback`."
+    )
+
+    @classmethod
+    def from_reward(cls, reward: SampleReward) -> SampleRewardResponse:
+        return cls(
+            reward=reward.reward,
+            fallback=reward.fallback,
+            group_size=reward.group_size,
+            how=reward.how,
         )

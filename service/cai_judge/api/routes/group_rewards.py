@@ -1,12 +1,22 @@
-"""The grouped path of /v1/rewards/openrlhf and /v1/rewards/slime (`?group_size=G`): each maps
-its trainer's body to samples, one GroupRewardService call, and its trainer's answer
-(services/group_rewards.py, DESIGN.md §9). Called by the routes in routes/rewards.py."""
+"""Group rewards on the wire (services/group_rewards.py, DESIGN.md §9): the grouped path of
+/v1/rewards/openrlhf and /v1/rewards/slime (`?group_size=G`, called by routes/rewards.py), and
+POST /v1/rewards/sample for adapters with no trainer-fixed body (verl). Each maps its body to
+samples, one GroupRewardService call, and its trainer's answer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Annotated
 
-from cai_judge.api.group_protocol import TrainerRewardQuery
+from fastapi import APIRouter, Query
+
+from cai_judge.api.deps import CallerDep, ServicesDep
+from cai_judge.api.errors import ERROR_RESPONSES
+from cai_judge.api.group_protocol import (
+    SampleRewardRequest,
+    SampleRewardResponse,
+    TrainerRewardQuery,
+)
 from cai_judge.api.protocol import OpenRLHFRewardRequest, OpenRLHFRewardResponse, SlimeSample
 from cai_judge.services.container import Services
 from cai_judge.services.group_rewards import GroupSample
@@ -55,3 +65,25 @@ async def slime_grouped(
         grouped, query.to_spec(services.settings), caller, route="slime"
     )
     return [a.reward for a in answers]
+
+
+router = APIRouter(tags=["rewards"])
+
+
+@router.post(
+    "/v1/rewards/sample",
+    response_model=SampleRewardResponse,
+    responses=ERROR_RESPONSES,
+    summary="One sample's reward in its group: held until the group arrives or the wait ends",
+)
+async def sample_reward(
+    body: SampleRewardRequest,
+    query: Annotated[TrainerRewardQuery, Query()],
+    services: ServicesDep,
+    caller: CallerDep,
+) -> SampleRewardResponse:
+    spec = query.to_spec(services.settings, default_size=1)
+    [answer] = await services.group_rewards.sample_rewards(
+        [body.sample()], spec, caller, route="sample"
+    )
+    return SampleRewardResponse.from_reward(answer)
