@@ -246,3 +246,50 @@ async def test_the_sample_route_without_a_group_size_judges_against_the_label(
             await http.post(f"/v1/rewards/sample?{OPTIONS}", json={**body, "label": None})
         ).json()
         assert (alone["reward"], alone["how"], alone["fallback"]) == (0.5, "fallback", True)
+
+
+async def test_verl_group_compute_score_across_two_replicas(redis_url: str) -> None:
+    """The SDK's verl group adapter in two reward workers, each on its own replica: the
+    group's samples (keyed by the dataset index) are judged once, each scored in its group;
+    a constitution typo raises at the first call instead of scoring."""
+    from cai_judge_client import AsyncCaiJudge
+    from cai_judge_client._exceptions import NotFoundError
+    from cai_judge_client.integrations.verl_groups import make_group_compute_score
+
+    apps = [replica(redis_url, FakeEngine(max_model_len=1024)) for _ in range(2)]
+    with threaded_server(apps[0]) as first, threaded_server(apps[1]) as second:
+        workers = [
+            make_group_compute_score(
+                AsyncCaiJudge(base_url=url),
+                constitution="harmless",
+                principles=2,
+                group_size=4,
+                group_wait_s=10,
+                group_key="index",
+                timeout=20,
+            )
+            for url in (first, second)
+        ]
+        scores = await asyncio.gather(
+            *(
+                workers[i % 2](
+                    data_source="hh",
+                    solution_str=COMPLETIONS[i],
+                    ground_truth=REFERENCE,
+                    extra_info={"question": PROMPT, "index": 7},
+                )
+                for i in range(4)
+            )
+        )
+        async with httpx.AsyncClient(base_url=first, timeout=30) as http:
+            expected = await direct_group(http, COMPLETIONS)
+        assert [s["score"] for s in scores] == pytest.approx(expected, abs=1e-9)
+        assert {(s["cai_judge_fallback"], s["cai_judge_group_size"]) for s in scores} == {
+            (0.0, 4.0)
+        }
+        assert sum(app.state.services.group_rewards.assembler.judgements for app in apps) == 1
+        typo = make_group_compute_score(
+            AsyncCaiJudge(base_url=first), constitution="harmles", group_size=4
+        )
+        with pytest.raises(NotFoundError):
+            await typo(solution_str="x", extra_info={"question": PROMPT})
