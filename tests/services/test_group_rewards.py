@@ -232,3 +232,32 @@ def test_a_partial_group_gets_the_nearest_schedule_that_exists(
     opponents: int | str, size: int, fitted: int | str
 ) -> None:
     assert fit_opponents(opponents, size) == fitted  # type: ignore[arg-type]
+
+
+async def test_a_judge_that_never_answers_gives_every_sample_a_retryable_error(
+    stores: list[GroupStore],
+) -> None:
+    replicas = assemblers(stores)
+
+    async def hangs(members: list[dict[str, Any]]) -> list[SlotResult]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(
+            replicas[i].submit(
+                "scope", {"completion": str(i)}, size=2, wait_s=5, judge=hangs, judge_timeout_s=0.2
+            )
+            for i in range(2)
+        ),
+        return_exceptions=True,
+    )
+    assert time.monotonic() - started < 0.2 + GRACE_S + 1.0
+    for result in results:
+        if isinstance(result, BaseException):  # a waiter that gave up first
+            assert isinstance(result, Unavailable)
+            continue
+        with pytest.raises(Unavailable) as caught:
+            raise_error(result)
+        assert caught.value.retry_after_s == 1

@@ -46,7 +46,7 @@ from cai_judge.services.rewards import FALLBACK_REWARD, RewardCommand, RewardSer
 from cai_judge.services.security import Caller
 from cai_judge.settings import Settings
 from cai_judge.store.errors import StoreUnavailable
-from cai_judge.store.groups import GroupStore, MemoryGroupStore, RedisGroupStore
+from cai_judge.store.groups import GroupStore, Joined, MemoryGroupStore, RedisGroupStore
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class GroupAssembler:
         if joined.count >= size:
             claimed = True  # it filled the group: no wait left to spend
             if await self.store.claim(joined.group_id, self.owner, ttl_s):
-                return await self._judged(scope, joined.group_id, joined.slot, judge, ttl_s)
+                return await self._judged(scope, joined, judge, judge_timeout_s, ttl_s)
         while True:
             until = result_until if claimed else wait_until
             raw = await self.store.wait_results(joined.group_id, until - loop.time())
@@ -135,7 +135,7 @@ class GroupAssembler:
             if not claimed:
                 claimed = True
                 if await self.store.claim(joined.group_id, self.owner, ttl_s):
-                    return await self._judged(scope, joined.group_id, joined.slot, judge, ttl_s)
+                    return await self._judged(scope, joined, judge, judge_timeout_s, ttl_s)
                 continue
             raise Unavailable(
                 f"the group this sample joined was not judged within "
@@ -155,20 +155,37 @@ class GroupAssembler:
         return results[slot]
 
     async def _judged(
-        self, scope: str, group_id: str, slot: int, judge: Judge, ttl_s: int
+        self, scope: str, joined: Joined, judge: Judge, judge_timeout_s: float, ttl_s: int
     ) -> SlotResult:
         # Its own task: if this request is cancelled (its client left), the group's other
         # samples still get their results.
-        task = asyncio.create_task(self._judge(scope, group_id, judge, ttl_s))
+        task = asyncio.create_task(
+            self._judge(scope, joined.group_id, judge, judge_timeout_s, ttl_s)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         results = await asyncio.shield(task)
-        return self._slot(results, slot, group_id)
+        return self._slot(results, joined.slot, joined.group_id)
 
-    async def _judge(self, scope: str, group_id: str, judge: Judge, ttl_s: int) -> list[SlotResult]:
+    async def _judge(
+        self, scope: str, group_id: str, judge: Judge, judge_timeout_s: float, ttl_s: int
+    ) -> list[SlotResult]:
         members = [json.loads(raw) for raw in await self.store.close(scope, group_id)]
         try:
-            results = await judge(members)
+            # The judge bounds itself (a fallback past its timeout); this bound is for one
+            # that does not, so the judging request never outlives its waiters.
+            results = await asyncio.wait_for(judge(members), judge_timeout_s + self.grace_s)
+        except TimeoutError:
+            results = [
+                error_result(
+                    Unavailable(
+                        f"the group was not judged within {judge_timeout_s + self.grace_s:.0f} s:"
+                        " retry",
+                        type="group_not_judged",
+                        retry_after_s=self.retry_after_s,
+                    )
+                )
+            ] * len(members)
         except ServiceError as error:
             results = [error_result(error)] * len(members)
         except Exception as error:  # a bug or an engine failure: retryable, never a reward
