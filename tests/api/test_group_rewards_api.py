@@ -293,3 +293,12 @@ async def test_verl_group_compute_score_across_two_replicas(redis_url: str) -> N
         )
         with pytest.raises(NotFoundError):
             await typo(solution_str="x", extra_info={"question": PROMPT})
+
+
+async def test_group_options_without_a_group_size_are_refused(client: Client) -> None:
+    async with client() as http:
+        response = await http.post(
+            f"/v1/rewards/openrlhf?{OPTIONS}&opponents=2", json=openrlhf_body([0])
+        )
+        assert response.status_code == 422, response.text
+        assert "only apply with group_size" in response.json()["error"]["message"]

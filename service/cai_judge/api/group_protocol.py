@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai_judge.api.protocol import RewardQuery
 from cai_judge.constants import MAX_GROUP_WAIT_S
@@ -33,13 +33,27 @@ class TrainerRewardQuery(RewardQuery):
         description="Group rewards: how long a sample waits for the rest of its group before "
         "the group is judged as it is (default: the service's CAI_JUDGE_REWARD_GROUP_WAIT_S).",
     )
-    opponents: Opponents = Field(
-        default="all",
-        description="Group rewards: `all` (round robin) or m matches per completion.",
+    opponents: Opponents | None = Field(
+        default=None,
+        description="Group rewards: `all` (round robin, the default) or m matches per completion.",
     )
-    scoring: Scoring = Field(
-        default="mean", description="Group rewards: `mean` or `bradley_terry`."
+    scoring: Scoring | None = Field(
+        default=None, description="Group rewards: `mean` (the default) or `bradley_terry`."
     )
+
+    @model_validator(mode="after")
+    def _group_options_need_groups(self) -> TrainerRewardQuery:
+        # On the ungrouped path these would be ignored: a forgotten group_size must not pass
+        # silently as reference-mode rewards.
+        given = {
+            "group_wait_s": self.group_wait_s,
+            "opponents": self.opponents,
+            "scoring": self.scoring,
+        }
+        stray = [name for name, value in given.items() if value is not None]
+        if stray and self.group_size is None:
+            raise ValueError(f"{', '.join(stray)} only apply with group_size (group rewards)")
+        return self
 
     def to_spec(self, settings: Settings, default_size: int | None = None) -> GroupSpec:
         size = self.group_size if self.group_size is not None else default_size
@@ -48,8 +62,8 @@ class TrainerRewardQuery(RewardQuery):
             self.to_options(),
             size,
             self.group_wait_s if self.group_wait_s is not None else settings.reward_group_wait_s,
-            self.opponents,
-            self.scoring,
+            self.opponents if self.opponents is not None else "all",
+            self.scoring if self.scoring is not None else "mean",
         )
 
 
