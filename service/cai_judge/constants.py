@@ -11,3 +11,6 @@ MAX_PRINCIPLES = 256
 MAX_COT_TOKENS = 1024
 # Tokens one SL-CAI generation (initial response, critique, revision) may ask for.
 MAX_GENERATION_TOKENS = 4096
+# Group rewards (services/group_rewards.py): the longest a sample may wait for its group. The
+# wait, the judgement and the grace stay under OpenRLHF's 180 s and slime's 120 s timeouts.
+MAX_GROUP_WAIT_S = 30.0

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from cai_judge.constants import MAX_GROUP_WAIT_S
+
 DEFAULT_MODEL = "default"
 
 
@@ -106,6 +108,14 @@ class Settings(BaseSettings):
     # trainer never waits on the judge past them (DESIGN.md §9): what was not judged by
     # then is answered 503 with Retry-After, never a made-up reward.
     trainer_reward_timeout_s: Annotated[float, Field(gt=0)] = 100.0
+    # -- group rewards for one-sample trainers (services/group_rewards.py, DESIGN.md §9)
+    # How long a sample waits for the rest of its group (`group_wait_s` overrides it per call,
+    # up to MAX_GROUP_WAIT_S); then the group is judged as it is.
+    reward_group_wait_s: Annotated[float, Field(gt=0, le=MAX_GROUP_WAIT_S)] = 5.0
+    # A waiter whose group's judge published nothing within wait + trainer_reward_timeout_s +
+    # this answers 503 with Retry-After (the judging replica died): never a silent fallback.
+    reward_group_grace_s: Annotated[float, Field(gt=0)] = 5.0
+    # -- end group rewards
     # On SIGTERM: how long admitted requests may run on before they are cut (503 with
     # Retry-After). Size terminationGracePeriodSeconds above it (README, k8s/).
     drain_timeout_s: Annotated[float, Field(ge=0)] = 30.0

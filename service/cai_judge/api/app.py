@@ -30,6 +30,7 @@ from cai_judge.api.routes import (
     revisions,
     rewards,
 )
+from cai_judge.api.routes.group_rewards import router as group_rewards_router
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.container import Services, registry_from_settings
@@ -100,6 +101,7 @@ def create_app(
         app.include_router(router)
     app.include_router(revisions.router)
     app.include_router(rewards.router)
+    app.include_router(group_rewards_router)  # group rewards: POST /v1/rewards/sample
     # Without Redis the jobs routes answer 503 naming the setting, and stay out of the
     # OpenAPI document: they cannot work on this deployment.
     app.include_router(jobs.router, include_in_schema=bool(settings.redis_url))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,7 @@ from cai_judge.labeling.constitution import ConstitutionRegistry, SharedConstitu
 from cai_judge.labeling.judge import Judge
 from cai_judge.services.admission import Admission
 from cai_judge.services.constitutions import ConstitutionService
+from cai_judge.services.group_rewards import GroupRewardService  # group rewards
 from cai_judge.services.health import HealthService
 from cai_judge.services.jobs import ChunkLabeler, JobConsumer, JobService
 from cai_judge.services.labels import LabelService
@@ -128,6 +130,14 @@ class Services:
             chunk_labeler=ChunkLabeler(labels),
             redis=redis,
         )
+
+    # -- group rewards (services/group_rewards.py): built on first use, over this process's
+    # rewards service and the store every replica shares (Redis) or this process (embedded).
+    @functools.cached_property
+    def group_rewards(self) -> GroupRewardService:
+        return GroupRewardService.over(self.redis, self.rewards, self.settings)
+
+    # -- end group rewards
 
     def job_consumer(self, name: str | None = None) -> JobConsumer | None:
         """A consumer on the shared job stream, or None without Redis."""

@@ -80,3 +80,31 @@ def idempotency(scope_digest: str) -> str:
 
 def job_keys(job_id: str) -> tuple[str, str, str]:
     return job(job_id), job_pairs(job_id), job_results(job_id)
+
+
+# -- group rewards (services/group_rewards.py): one-sample trainers' samples held until their
+# group has arrived. A scope digest hashes the caller, the options, the group size and the group
+# key (the prompt by default): never raw text. Group ids are server-made (uuid4 hex).
+REWARD_GROUP_PREFIX = f"{PREFIX}rgroup:"
+
+
+def reward_group_open(scope_digest: str) -> str:
+    """String: the id of the scope's open group (deleted when the group closes)."""
+    return f"{REWARD_GROUP_PREFIX}open:{scope_digest}"
+
+
+def reward_group_members(group_id: str) -> str:
+    """List of member JSON, one per slot in arrival order. The join script builds this name
+    from REWARD_GROUP_PREFIX in Lua (the group id is only known inside it), so keep the two in
+    step: `{REWARD_GROUP_PREFIX}{group_id}:members`."""
+    return f"{REWARD_GROUP_PREFIX}{group_id}:members"
+
+
+def reward_group_judge(group_id: str) -> str:
+    """String, SET NX: the one replica that judges the group."""
+    return f"{REWARD_GROUP_PREFIX}{group_id}:judge"
+
+
+def reward_group_results(group_id: str) -> str:
+    """String: the group's results, a JSON list with one entry per slot."""
+    return f"{REWARD_GROUP_PREFIX}{group_id}:results"

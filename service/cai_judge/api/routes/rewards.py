@@ -17,21 +17,22 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from cai_judge.api.deps import CallerDep, ServicesDep, TrainerCallerDep, unless_disconnected
 from cai_judge.api.errors import ERROR_RESPONSES
+from cai_judge.api.group_protocol import TrainerRewardQuery  # group rewards
 from cai_judge.api.protocol import (
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
-    RewardQuery,
     RewardsRequest,
     RewardsResponse,
     SlimeSample,
 )
+from cai_judge.api.routes.group_rewards import openrlhf_grouped, slime_grouped  # group rewards
 from cai_judge.services.rewards import RewardCommand
 
 router = APIRouter(tags=["rewards"])
 
 # Nginx's "client closed request": nobody reads it, but logs and metrics should say so.
 CLIENT_CLOSED_REQUEST = 499
-QueryOptions = Annotated[RewardQuery, Query()]
+QueryOptions = Annotated[TrainerRewardQuery, Query()]  # the options, and group rewards
 
 
 @router.post(
@@ -64,6 +65,8 @@ async def openrlhf_rewards(
     services: ServicesDep,
     caller: TrainerCallerDep,
 ) -> OpenRLHFRewardResponse:
+    if query.group_size is not None:  # group rewards (routes/group_rewards.py)
+        return await openrlhf_grouped(body, query, services, caller)
     rewards = await services.rewards.trainer_rewards(
         body.to_command(query.to_options()),
         caller,
@@ -86,6 +89,9 @@ async def slime_rewards(
     caller: TrainerCallerDep,
 ) -> Any:
     samples = body if isinstance(body, list) else [body]
+    if query.group_size is not None:  # group rewards (routes/group_rewards.py)
+        grouped = await slime_grouped(samples, query, services, caller)
+        return grouped if isinstance(body, list) else grouped[0]
 
     def param(index: int, field: str | None = None) -> str:
         path = [str(index)] if isinstance(body, list) else []
