@@ -181,6 +181,17 @@ async def test_a_single_group_too_large_is_a_configuration_error() -> None:
         await reward(prompts=prompts, completions=completions)
 
 
+async def test_a_group_over_the_servers_max_group_size_raises_before_sending() -> None:
+    stub = StubJudge(limits={"max_group_size": 4})
+    reward = group_reward_func(
+        judge_client(stub), num_generations=8, constitution="harmless", principles=1
+    )
+    prompts, completions = batch(prompts=1)
+    with pytest.raises(JudgeConfigurationError, match="max_group_size of 4"):
+        await reward(prompts=prompts, completions=completions)
+    assert stub.requests == []
+
+
 @pytest.mark.parametrize(
     ("answer", "words"),
     [

@@ -189,6 +189,7 @@ class _Plan:
     max_pairs: int | None
     max_units: int | None
     max_body: int | None
+    max_group: int | None
     principles: int | None
 
 
@@ -333,6 +334,7 @@ class RewardCaller:
                 default=None,
             ),
             max_body=getattr(limits, "max_body_bytes", None),
+            max_group=getattr(limits, "max_group_size", None),
             principles=count,
         )
         if known:
@@ -453,6 +455,7 @@ class RewardCaller:
 
         try:
             plan = await asyncio.wait_for(self._learn(api), max(ends - loop.time(), 0.001))
+            _check_group_size(entries, plan.max_group)
             batches = self._batches(entries, plan)
             await asyncio.wait_for(
                 _all([send(batch) for batch in batches]), max(ends - loop.time(), 0.001)
@@ -545,6 +548,15 @@ async def _all(coroutines: list[Coroutine[Any, Any, None]]) -> None:
 def _backoff(attempt: int) -> float:
     """Exponential backoff with full jitter, as the client's own policy (0.5 s to 20 s)."""
     return random.uniform(0, min(20.0, 0.5 * 2**attempt))
+
+
+def _check_group_size(entries: list[dict[str, Any]], limit: int | None) -> None:
+    largest = max((len(e.get("completions", ())) for e in entries), default=0)
+    if limit and largest > limit:
+        raise JudgeConfigurationError(
+            f"a group of {largest} completions is over the server's max_group_size of "
+            f"{limit}: lower num_generations, or raise the server's limit"
+        )
 
 
 def _raise_if_configuration(what: str, index: int, result: Any) -> None:
