@@ -160,3 +160,84 @@ def test_reward_trainer_trains_on_the_sdk_export_of_the_examples(
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     assert len(losses) == 1 and math.isfinite(losses[0])
+
+
+def _readme_verl() -> tuple[str, list[str]]:
+    """The README's verl reward file and its `reward.*` overrides, as a user copies them."""
+    text = (REPO_ROOT / "README.md").read_text()
+    section = text[text.index("**verl**") : text.index("**slime**")]
+    python = section.split("```python\n", 1)[1].split("```", 1)[0]
+    bash = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    overrides = [word for word in bash.split() if word.startswith("reward.")]
+    return python, overrides
+
+
+def test_verl_resolves_the_readme_reward_file_through_its_own_config(
+    server: Server, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verl 0.9.1's main_ppo reads the reward file from `reward.custom_reward_function`:
+    the README's `custom_reward_function.path=…` was silently ignored (verl fell back to its
+    default scorer). Here verl composes its own ppo_trainer config with the README's overrides
+    and its own loader (`load_reward_manager`, what the reward loop calls) resolves the
+    README's file, which reaches the judge through CAI_JUDGE_BASE_URL."""
+    import asyncio
+
+    import numpy as np
+    import torch
+    import verl
+    from hydra import compose, initialize_config_dir
+    from tensordict import TensorDict
+    from transformers import AutoTokenizer
+    from verl import DataProto
+    from verl.trainer.ppo.reward import get_custom_reward_fn, load_reward_manager
+
+    python, overrides = _readme_verl()
+    assert overrides == [
+        "reward.custom_reward_function.path=cai_judge_reward.py",
+        "reward.custom_reward_function.name=compute_score",
+    ]
+    reward_file = tmp_path / "cai_judge_reward.py"
+    reward_file.write_text(python.replace("principles=4", "principles=1"))
+    overrides = [o.replace("cai_judge_reward.py", str(reward_file)) for o in overrides]
+    config_dir = str(Path(verl.__file__).parent / "trainer" / "config")
+    with initialize_config_dir(config_dir=config_dir, version_base=None):
+        config = compose("ppo_trainer", overrides=overrides)
+        # The key the README used to give resolves to nothing: verl's default scorer.
+        legacy = [
+            o.replace("reward.custom_reward_function", "custom_reward_function") for o in overrides
+        ]
+        assert get_custom_reward_fn(compose("ppo_trainer", overrides=legacy)) is None
+
+    monkeypatch.setenv("CAI_JUDGE_BASE_URL", server.url)
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    prompt = "How do I pick a lock?"
+    response_ids = tokenizer.encode("Call a locksmith if it is your own lock.")
+    prompt_ids = tokenizer.encode(prompt)
+    data = DataProto(
+        batch=TensorDict(
+            {
+                "prompts": torch.tensor([prompt_ids]),
+                "responses": torch.tensor([response_ids]),
+                "attention_mask": torch.ones(
+                    1, len(prompt_ids) + len(response_ids), dtype=torch.long
+                ),
+            },
+            batch_size=[1],
+        ),
+        non_tensor_batch={
+            "data_source": np.array(["hh"], dtype=object),
+            "reward_model": np.array([{"ground_truth": "I cannot help with that."}], dtype=object),
+            "extra_info": np.array([{"question": prompt}], dtype=object),
+        },
+    )
+    before = server.metric('cai_judge_reward_requests_total{mode="reference"}')
+
+    async def run() -> dict[str, Any]:
+        # Made inside the loop, as verl's reward loop worker does (the manager keeps it).
+        manager = load_reward_manager(config, tokenizer)
+        return await manager.run_single(data)  # type: ignore[no-any-return]
+
+    result = asyncio.run(run())
+    assert 0.0 < result["reward_score"] < 1.0
+    assert result["reward_extra_info"]["cai_judge_fallback"] == 0.0
+    assert server.metric('cai_judge_reward_requests_total{mode="reference"}') == before + 1

@@ -324,8 +324,11 @@ def test_sdk_types_match_the_live_openapi_schema(server: Server) -> None:
 
 
 async def test_groupwise_reward_ranks_each_group_against_itself(server: Server) -> None:
+    """The deprecated shim over the TRL adapter's group path: groups are consecutive runs
+    of one prompt, judged through /v1/rewards."""
     client = sdk.AsyncCaiJudge(base_url=server.url, api_key=USER_KEY)
-    reward = sdk.groupwise_reward(client, constitution="harmless", principles=1, concurrency=4)
+    with pytest.warns(DeprecationWarning, match="group_reward_func"):
+        reward = sdk.groupwise_reward(client, constitution="harmless", principles=1, concurrency=4)
     chat = [{"role": "user", "content": "My neighbour is noisy. What should I do?"}]
     prompts = ["How do I calm down after an argument?"] * 4 + [chat] * 3 + ["Alone?"]
     completions = [
@@ -341,15 +344,18 @@ async def test_groupwise_reward_ranks_each_group_against_itself(server: Server) 
     # Win probabilities of a pair add to 1, so a group of G has rewards summing to G/2.
     assert sum(rewards[:4]) == pytest.approx(2.0, abs=1e-6)
     assert sum(rewards[4:7]) == pytest.approx(1.5, abs=1e-6)
-    assert rewards[7] == 0.5 and reward.fallback_groups == 0
+    stats = reward.stats  # type: ignore[attr-defined]
+    # The lone completion is the one fallback: nothing to judge it against.
+    assert rewards[7] == 0.5 and (stats.fallbacks, stats.errors, stats.judged) == (1, 0, 7)
     assert len(set(rewards[:4])) > 1  # the judge does tell completions apart
 
     # A judge slower than the timeout: every group falls back, and the call returns in time.
-    hasty = sdk.groupwise_reward(client, constitution="harmless", timeout=0.01, fallback=-1.0)
+    with pytest.warns(DeprecationWarning):
+        hasty = sdk.groupwise_reward(client, constitution="harmless", timeout=0.01, fallback=-1.0)
     started = asyncio.get_running_loop().time()
     assert await hasty(prompts[:4], completions[:4]) == [-1.0] * 4
     assert asyncio.get_running_loop().time() - started < 2.0
-    assert hasty.fallback_groups == 1
+    assert hasty.stats.timeouts == 4  # type: ignore[attr-defined]
     await client.close()
 
 

@@ -1,9 +1,11 @@
-"""The trainer adapters' own logic: grouping, total timeout, fallback, counted errors.
+"""The trainer adapters' own logic: grouping, the deadline, neutral fallbacks, counts.
 
 The rewards API here is an in-test object, not the service: these tests check what the
 adapters do around the call (which groups they form, what they do when the call fails or
-is slow), which no server can be made to produce on demand. The same adapters run against
-a live server, inside the real trainers, in tests/test_rewards_trainers.py.
+is slow), which no server can be made to produce on demand. The HTTP contract of "Rewards at
+training scale" (limits, 422 for size, backpressure) is in test_integrations_http.py; the
+same adapters run against a live server, inside the real trainers, in
+tests/e2e/test_rewards_trainers.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,11 @@ from typing import Any
 import pytest
 
 from cai_judge_client.integrations._core import make_sync
-from cai_judge_client.integrations.openrlhf import make_reward_func
+from cai_judge_client.integrations.openrlhf import (
+    make_reward_func,
+    openrlhf_conversation,
+    openrlhf_response,
+)
 from cai_judge_client.integrations.slime import make_group_rm
 from cai_judge_client.integrations.trl import (
     group_reward_func,
@@ -34,6 +40,7 @@ class RecordingRewards:
 
     def __init__(self, fail: Sequence[str] = (), delay: float = 0.0) -> None:
         self.calls: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = []
+        self.timeouts: list[float | None] = []  # each request's HTTP timeout: the time left
         self.fail = set(fail)
         self.delay = delay
 
@@ -45,6 +52,7 @@ class RecordingRewards:
         }
 
     async def group(self, groups: Sequence[Mapping[str, Any]], **options: Any) -> RewardsResponse:
+        self.timeouts.append(options.pop("timeout", None))
         self.calls.append(("group", [dict(g) for g in groups], options))
         await asyncio.sleep(self.delay)
         results = [
@@ -58,6 +66,7 @@ class RecordingRewards:
     async def reference(
         self, items: Sequence[Mapping[str, Any]], **options: Any
     ) -> RewardsResponse:
+        self.timeouts.append(options.pop("timeout", None))
         self.calls.append(("reference", [dict(i) for i in items], options))
         await asyncio.sleep(self.delay)
         results = [
@@ -101,6 +110,8 @@ async def test_group_reward_judges_groups_of_num_generations() -> None:
         "opponents": "all",
         "scoring": "mean",
     }
+    # The request's own timeout is what is left of the call's deadline (600 s by default).
+    assert 590.0 < api.timeouts[0] <= 600.0  # type: ignore[operator]
     assert reward.stats.fallbacks == 0  # type: ignore[attr-defined]
 
 
@@ -118,10 +129,30 @@ async def test_a_refused_group_falls_back_logged_counted_and_reported(
         )
     assert rewards == [0.01, 0.02, 0.5, 0.5]
     stats = reward.stats  # type: ignore[attr-defined]
-    assert (stats.errors, stats.fallbacks, stats.completions) == (1, 2, 4)
+    # Counted in completions: the refused group is 2 of them.
+    assert (stats.errors, stats.fallbacks, stats.completions, stats.judged) == (2, 2, 4, 2)
     assert "invalid_request: refused (x.1)" in stats.last_errors[0]
     assert "group 1" in caplog.text and "refused" in caplog.text
-    assert metrics == {"cai_judge/fallback_fraction": 0.5, "cai_judge/errors": 1.0}
+    assert metrics == {
+        "cai_judge/fallback_fraction": 0.5,
+        "cai_judge/fallbacks": 2.0,
+        "cai_judge/errors": 2.0,
+        "cai_judge/timeouts": 0.0,
+    }
+
+
+async def test_group_and_reference_modes_count_completions_alike() -> None:
+    """Reference mode counted one error per item and group mode one per group; both now
+    count the completions that fell back."""
+    group = group_reward_func(RecordingRewards(fail=["0"]), num_generations=4, constitution="h")
+    await group(prompts=["p"] * 4, completions=["a", "b", "c", "d"])
+    reference = reference_reward_func(
+        RecordingRewards(fail=["0", "1", "2", "3"]), reference_column="r", constitution="h"
+    )
+    await reference(prompts=["p"] * 4, completions=["a", "b", "c", "d"], r=["x"] * 4)
+    for reward in (group, reference):
+        stats = reward.stats  # type: ignore[attr-defined]
+        assert (stats.errors, stats.fallbacks, stats.completions) == (4, 4, 4)
 
 
 def test_the_sync_wrapper_exposes_the_same_counts() -> None:
@@ -130,18 +161,42 @@ def test_the_sync_wrapper_exposes_the_same_counts() -> None:
     sync = make_sync(reward)
     assert sync(prompts=["p", "p"], completions=["a", "b"]) == [0.5, 0.5]
     assert sync.stats is reward.stats  # type: ignore[attr-defined]
-    assert sync.stats.errors == 1  # type: ignore[attr-defined]
+    assert sync.stats.errors == 2  # type: ignore[attr-defined]  (completions)
 
 
-async def test_a_slow_judge_is_cut_at_the_total_timeout() -> None:
+async def test_a_slow_judge_is_cut_at_the_deadline() -> None:
     api = RecordingRewards(delay=5.0)
-    reward = group_reward_func(api, num_generations=2, constitution="harmless", timeout=0.2)
+    reward = group_reward_func(api, num_generations=2, constitution="harmless", deadline=0.2)
     started = asyncio.get_running_loop().time()
     rewards = await reward(prompts=["p"] * 4, completions=["a", "b", "c", "d"])
     assert asyncio.get_running_loop().time() - started < 2.0
     assert rewards == [0.5] * 4
     stats = reward.stats  # type: ignore[attr-defined]
-    assert (stats.timeouts, stats.fallbacks, stats.errors) == (1, 4, 2)
+    assert (stats.timeouts, stats.fallbacks, stats.errors) == (4, 4, 0)
+
+
+def test_timeout_is_a_deprecated_name_for_deadline() -> None:
+    with pytest.warns(DeprecationWarning, match="deadline="):
+        group_reward_func(RecordingRewards(), num_generations=2, constitution="h", timeout=3.0)
+
+
+async def test_a_fallback_is_the_mean_of_its_judged_group_mates() -> None:
+    """Reference mode with the group known: an unjudged completion gets its judged mates'
+    mean (no advantage over them), not 0.5, which could be above all of them."""
+    api = RecordingRewards(fail=["1"])
+    reward = reference_reward_func(api, reference_column="r", constitution="h", num_generations=3)
+    rewards = await reward(
+        prompts=["p", "p", "p", "q", "q", "q"],
+        completions=["a", "bbbbb", "ccc", "d", "e", "f"],
+        r=["x"] * 6,
+    )
+    assert rewards == pytest.approx([0.01, 0.02, 0.03, 0.01, 0.01, 0.01])
+    assert reward.stats.fallbacks == 1  # type: ignore[attr-defined]
+    # Without the group, the fallback itself.
+    plain = reference_reward_func(
+        RecordingRewards(fail=["0"]), reference_column="r", constitution="h"
+    )
+    assert await plain(prompts=["p", "p"], completions=["a", "bb"], r=["x", "x"]) == [0.5, 0.02]
 
 
 async def test_a_completion_alone_in_its_group_falls_back_counted() -> None:
@@ -149,7 +204,8 @@ async def test_a_completion_alone_in_its_group_falls_back_counted() -> None:
     reward = group_reward_func(api, num_generations=2, constitution="harmless")
     rewards = await reward(prompts=["a", "b", "b"], completions=["x", "yy", "zzz"])
     assert rewards == [0.5, 0.02, 0.03]
-    assert reward.stats.fallbacks == 1  # type: ignore[attr-defined]
+    stats = reward.stats  # type: ignore[attr-defined]
+    assert (stats.fallbacks, stats.completions, stats.judged) == (1, 3, 2)
 
 
 async def test_reference_reward_reads_the_named_column() -> None:
@@ -188,6 +244,43 @@ async def test_verl_compute_score_takes_the_prompt_from_extra_info() -> None:
     }
 
 
+class SlowForSome(RecordingRewards):
+    """Items whose completion starts with "slow" answer after `slow_s`; the rest at once."""
+
+    def __init__(self, slow_s: float) -> None:
+        super().__init__()
+        self.slow_s = slow_s
+
+    async def reference(
+        self, items: Sequence[Mapping[str, Any]], **options: Any
+    ) -> RewardsResponse:
+        if items[0]["completion"].startswith("slow"):
+            await asyncio.sleep(self.slow_s)
+        return await RecordingRewards.reference(self, items, **options)
+
+
+async def test_verl_fallback_flag_is_per_sample_under_concurrency() -> None:
+    """verl awaits many compute_score calls at once. The flag compared a shared counter
+    before and after the call, so a judged sample finishing after another's fallback
+    showed 1.0; each flag is now its own sample's."""
+    compute_score = make_compute_score(SlowForSome(slow_s=0.3), constitution="h", deadline=0.15)
+
+    async def judged_later() -> dict[str, float]:
+        await asyncio.sleep(0.05)  # starts before the slow one falls back, ends after
+        return await compute_score(
+            solution_str="fast", ground_truth="g", extra_info={"question": "q"}
+        )
+
+    async def slow() -> dict[str, float]:
+        return await compute_score(
+            solution_str="slow", ground_truth="g", extra_info={"question": "q"}
+        )
+
+    slow_answer, fast_answer = await asyncio.gather(slow(), judged_later())
+    assert slow_answer == {"score": 0.5, "cai_judge_fallback": 1.0}
+    assert fast_answer == {"score": 0.04, "cai_judge_fallback": 0.0}
+
+
 async def test_slime_group_rm_judges_the_whole_group() -> None:
     api = RecordingRewards()
     group_rm = make_group_rm(api, constitution="harmless", opponents=2)
@@ -196,13 +289,40 @@ async def test_slime_group_rm_judges_the_whole_group() -> None:
     assert api.calls[0][2]["opponents"] == 2
 
 
-def test_openrlhf_reward_func_falls_back_in_its_shape() -> None:
-    reward_func = make_reward_func(RecordingRewards(), constitution="harmless")
-    answer = reward_func(["q1"], ["p1"], ["l1"])
+CHATML_PROMPT = (
+    "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.<|im_end|>\n"
+    "<|im_start|>user\nHow do I pick a lock?<|im_end|>\n<|im_start|>assistant\n"
+)
+
+
+def test_openrlhf_reward_func_judges_the_conversation_and_counts_fallbacks() -> None:
+    """File mode sent OpenRLHF's body to the server's route, which answered 0.5 for what it
+    could not judge without the SDK counting it; it now goes through the one rewards path:
+    the server's in-place errors are counted and flagged per sample."""
+    api = RecordingRewards(fail=["1"])
+    reward_func = make_reward_func(api, constitution="harmless")
+    query = CHATML_PROMPT + "I cannot help with that.<|im_end|><|endoftext|>"
+    answer = reward_func([query, CHATML_PROMPT + "x"], [CHATML_PROMPT] * 2, ["No.", "No."])
     assert answer == {
-        "rewards": [0.5],
-        "scores": [0.5],
-        "extra_logs": {"cai_judge_fallback": 1.0},
+        "rewards": [0.24, 0.5],
+        "scores": [0.24, 0.5],
+        "extra_logs": {"cai_judge_fallback": 0.5},
     }
-    assert reward_func.stats.errors == 1  # type: ignore[attr-defined]
-    assert "server said no" in reward_func.stats.last_errors[0]  # type: ignore[attr-defined]
+    [(mode, items, _)] = api.calls
+    assert mode == "reference"
+    assert items[0]["prompt"] == [{"role": "user", "content": "How do I pick a lock?"}]
+    assert items[0]["completion"] == "I cannot help with that."
+    assert items[0]["reference"] == "No."
+    stats = reward_func.stats  # type: ignore[attr-defined]
+    assert (stats.fallbacks, stats.errors, stats.completions) == (1, 1, 2)
+
+
+def test_openrlhf_prompt_forms() -> None:
+    llama = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe nice.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nHi?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert openrlhf_conversation(llama) == [{"role": "user", "content": "Hi?"}]
+    assert openrlhf_conversation("plain prompt") == "plain prompt"
+    assert openrlhf_response("plain prompt answer</s>", "plain prompt") == "answer"

@@ -1,190 +1,78 @@
-"""Online rewards for RL: groupwise relative judging under a constitution.
+"""Deprecated: `groupwise_reward` is now a thin shim over the TRL adapter's group path.
 
-`groupwise_reward(...)` returns an async `reward_func(prompts, completions, **kwargs) ->
-list[float]` for TRL's `GRPOTrainer` (which runs async reward functions on its own event
-loop) and any trainer with that signature (`make_sync` wraps it for trainers that call it
-synchronously).
+The SDK has one reward path (docs/DESIGN.md §9: "adapters are thin, and none is a second code
+path"): `cai_judge_client.integrations.trl.group_reward_func`, which sends whole groups to
+`POST /v1/rewards` (the service schedules the pairs and computes the rewards), in requests
+that fit the server's limits, under one deadline, with neutral and counted fallbacks. This
+module's first release labelled every pair itself through `/v1/labels`, grouped completions
+by equal prompt text (so two dataset rows with the same prompt became one group of 2G), and
+turned refused pairs into silent ties. `groupwise_reward` now warns and delegates.
 
-GRPO samples a group of completions per prompt and only needs rewards that rank a group's
-members against each other, so each completion is judged pairwise against the other
-completions of its group, and its reward is its mean win probability over them (groupwise
-relative judging, TRL #4707): for a group of G, G·(G−1)/2 pairs, each label's `p_a` counting
-as a's win probability and `1 − p_a` as b's (the label is already debiased over both orders,
-docs/DESIGN.md §2). All pairs of a group share their prompt, so they also share the judge's
-prefix cache.
-
-A slow or failing judge never hangs training (OpenRLHF #1123): the whole call is bounded by
-`timeout`, and a group whose judging failed or did not finish in time gets `fallback` for
-every completion (the default 0.5, a tie everywhere, gives that group zero advantage, so it
-neither helps nor harms the update). A pair the judge refuses counts as a tie.
+Groups are the trainer's: `num_generations` consecutive completions. Without it (the first
+release's signature), a group is a maximal run of consecutive completions with the same
+prompt, which is what TRL hands a process when each prompt is a distinct dataset row.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import threading
-from collections.abc import Callable, Coroutine, Sequence
+import warnings
 from typing import Any
 
-from cai_judge_client._client import AsyncCaiJudge
-from cai_judge_client.types import Aggregator, PairError
+from cai_judge_client.integrations._core import (
+    DEFAULT_CONCURRENCY,
+    AsyncRewardFunc,
+    make_sync,
+)
+from cai_judge_client.integrations.trl import _group_reward
+from cai_judge_client.types import Aggregator
 
 __all__ = ["AsyncRewardFunc", "groupwise_reward", "make_sync"]
 
-logger = logging.getLogger("cai_judge_client.rewards")
-
-AsyncRewardFunc = Callable[..., Coroutine[Any, Any, list[float]]]
-
-
-def _text(completion: Any) -> str:
-    """A completion as text: TRL passes strings, or chat messages for conversational data."""
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        return str(completion[-1].get("content", ""))
-    if isinstance(completion, dict):
-        return str(completion.get("content", ""))
-    return str(completion)
-
-
-def _judge_prompt(prompt: Any) -> str | list[dict[str, str]]:
-    if isinstance(prompt, str):
-        return prompt
-    return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]
-
-
-def _groups(prompts: Sequence[Any]) -> list[list[int]]:
-    """Indices of completions sharing a prompt, in order of first appearance."""
-    by_prompt: dict[str, list[int]] = {}
-    for index, prompt in enumerate(prompts):
-        key = prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
-        by_prompt.setdefault(key, []).append(index)
-    return list(by_prompt.values())
+# Long enough that a run of equal prompts is never cut by it: the shim groups by runs.
+_WHOLE_RUN = 2**31 - 1
 
 
 def groupwise_reward(
-    client: AsyncCaiJudge | None = None,
+    client: Any | None = None,
     *,
     constitution: str,
     principles: int | str = "all",
     seed: int = 0,
     aggregator: Aggregator = "mean_logodds",
-    concurrency: int = 8,
+    concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float = 120.0,
     fallback: float = 0.5,
-    pairs_per_request: int = 64,
+    pairs_per_request: int | None = None,
+    num_generations: int | None = None,
     name: str | None = None,
 ) -> AsyncRewardFunc:
-    """An async GRPO reward: each completion's mean win probability within its group.
+    """Deprecated: use `integrations.trl.group_reward_func(client, num_generations=G, ...)`.
 
-    Completions are grouped by identical prompt (GRPO's repeated prompts). `concurrency`
-    bounds the label requests in flight; `timeout` bounds the whole call, in seconds;
-    `fallback` is the reward of every completion in a group that could not be judged, and of
-    a completion alone in its group. Without `client`, one `AsyncCaiJudge()` per event loop
-    is made from `CAI_JUDGE_BASE_URL` and `CAI_JUDGE_API_KEY`.
+    The same reward (each completion's mean win probability within its group), computed by
+    that function. `timeout` is its whole-call `deadline`; `pairs_per_request` is no longer
+    used (requests are sized from the server's limits).
     """
-    if concurrency < 1 or pairs_per_request < 1 or timeout <= 0:
-        raise ValueError("concurrency and pairs_per_request must be >= 1 and timeout > 0")
-    clients: dict[int, tuple[asyncio.AbstractEventLoop, AsyncCaiJudge]] = {}
-
-    def judge() -> AsyncCaiJudge:
-        if client is not None:
-            return client
-        # An httpx.AsyncClient belongs to the loop it first ran on; a trainer that calls
-        # through asyncio.run() each step gets a fresh loop, and so a fresh client.
-        loop = asyncio.get_running_loop()
-        held = clients.get(id(loop))
-        if held is None or held[0] is not loop:
-            clients.clear()
-            held = (loop, AsyncCaiJudge())
-            clients[id(loop)] = held
-        return held[1]
-
-    async def judge_group(
-        api: AsyncCaiJudge, semaphore: asyncio.Semaphore, prompt: Any, texts: list[str]
-    ) -> list[float]:
-        size = len(texts)
-        if size < 2:
-            return [fallback] * size
-        judged_prompt = _judge_prompt(prompt)
-        pairs = [
-            {
-                "id": f"{a}-{b}",
-                "prompt": judged_prompt,
-                "response_a": texts[a],
-                "response_b": texts[b],
-            }
-            for a in range(size)
-            for b in range(a + 1, size)
-        ]
-        wins = [0.0] * size
-
-        async def label(batch: list[dict[str, Any]]) -> None:
-            async with semaphore:
-                answer = await api.label(
-                    batch, constitution=constitution, principles=principles, seed=seed,
-                    aggregator=aggregator,
-                )  # fmt: skip
-            for pair, result in zip(batch, answer.labels, strict=True):
-                a, b = (int(x) for x in pair["id"].split("-"))
-                p_a = 0.5 if isinstance(result, PairError) else result.p_a
-                wins[a] += p_a
-                wins[b] += 1.0 - p_a
-
-        await asyncio.gather(
-            *(
-                label(pairs[i : i + pairs_per_request])
-                for i in range(0, len(pairs), pairs_per_request)
-            )
-        )
-        return [w / (size - 1) for w in wins]
-
-    async def reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        api = judge()
-        semaphore = asyncio.Semaphore(concurrency)
-        groups = _groups(prompts)
-        tasks = [
-            asyncio.ensure_future(
-                judge_group(api, semaphore, prompts[g[0]], [_text(completions[i]) for i in g])
-            )
-            for g in groups
-        ]
-        done, not_done = await asyncio.wait(tasks, timeout=timeout) if tasks else (set(), set())
-        for task in not_done:
-            task.cancel()
-        if not_done:
-            await asyncio.gather(*not_done, return_exceptions=True)
-        rewards = [fallback] * len(completions)
-        fell_back = 0
-        for group, task in zip(groups, tasks, strict=True):
-            if task in done and task.exception() is None:
-                for index, value in zip(group, task.result(), strict=True):
-                    rewards[index] = value
-                continue
-            fell_back += 1
-            why = "timed out" if task in not_done else repr(task.exception())
-            logger.warning("judge fell back to %s for a group of %d: %s", fallback, len(group), why)
-        reward.fallback_groups += fell_back  # type: ignore[attr-defined]
-        return rewards
-
-    reward.__name__ = name or f"cai_judge_{constitution.split('@', 1)[0]}".replace("-", "_")
-    reward.fallback_groups = 0  # type: ignore[attr-defined]
-    return reward
-
-
-def make_sync(reward: AsyncRewardFunc) -> Callable[..., list[float]]:
-    """The same reward for trainers that call reward functions synchronously: runs it on a
-    private event loop in a daemon thread (one loop, so one connection pool, for all calls)."""
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, name="cai-judge-reward", daemon=True).start()
-
-    def sync_reward(prompts: list[Any], completions: list[Any], **kwargs: Any) -> list[float]:
-        future = asyncio.run_coroutine_threadsafe(reward(prompts, completions, **kwargs), loop)
-        return future.result()
-
-    sync_reward.__name__ = getattr(reward, "__name__", "cai_judge_reward")
-    return sync_reward
+    warnings.warn(
+        "cai_judge_client.groupwise_reward is deprecated: use "
+        "cai_judge_client.integrations.trl.group_reward_func(client, num_generations=G, ...), "
+        "which groups by the trainer's num_generations and sizes requests to the server",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    if num_generations is not None and num_generations < 2:
+        raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")
+    return _group_reward(
+        client,
+        num_generations=num_generations or _WHOLE_RUN,
+        options={
+            "constitution": constitution,
+            "principles": principles,
+            "seed": seed,
+            "aggregator": aggregator,
+        },
+        deadline=timeout,
+        concurrency=concurrency,
+        per_request=None,
+        fallback=fallback,
+        name=name or f"cai_judge_{constitution.split('@', 1)[0]}".replace("-", "_"),
+    )

@@ -10,8 +10,10 @@ slime (THUDM/slime at 624b824a, `slime/rollout/rm_hub/__init__.py`) has two ways
   sample carrying `.prompt` and `.response`. `make_group_rm` builds that function: the group
   is judged against itself (group mode), one reward per sample, in order.
 
-A failed or timed-out call gives every sample of the group `fallback` (0.5: zero advantage),
-logged and counted (`group_rm.stats`).
+A group not judged before `deadline` (or refused in place) gives every sample `fallback`
+(0.5, the same for the whole group: zero advantage), logged and counted (`group_rm.stats`);
+configuration errors raise. slime awaits many groups at once: `concurrency` bounds the
+requests in flight across them.
 """
 
 from __future__ import annotations
@@ -19,7 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from cai_judge_client.integrations._core import RewardCaller, completion_text, judge_prompt
+from cai_judge_client.integrations._core import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE_S,
+    RewardCaller,
+    completion_text,
+    judge_prompt,
+)
+from cai_judge_client.integrations.trl import resolve_deadline
 from cai_judge_client.reward_types import Opponents, Scoring
 
 __all__ = ["make_group_rm"]
@@ -34,8 +43,10 @@ def make_group_rm(
     aggregator: str | None = None,
     opponents: Opponents = "all",
     scoring: Scoring = "mean",
-    timeout: float = 110.0,
+    deadline: float = DEFAULT_DEADLINE_S,
+    concurrency: int = DEFAULT_CONCURRENCY,
     fallback: float = 0.5,
+    timeout: float | None = None,
 ) -> Callable[..., Coroutine[Any, Any, list[float]]]:
     """`group_rm(args, samples) -> list[float]` for slime's `--group-rm`; in your module:
 
@@ -52,20 +63,22 @@ def make_group_rm(
             "opponents": opponents,
             "scoring": scoring,
         },
-        timeout=timeout,
+        deadline=resolve_deadline(deadline, timeout),
         fallback=fallback,
+        concurrency=concurrency,
     )
 
     async def group_rm(args: Any, samples: Sequence[Any], **kwargs: Any) -> list[float]:
         if not samples:
             return []
         if len(samples) < 2:
-            return [caller.fall_back_alone("a group of 1", "nothing to judge it against")]
+            caller.alone("a group of 1", "nothing to judge it against")
+            return [fallback]
         prompt = judge_prompt(samples[0].prompt)
         [rewards] = await caller.groups(
             [(prompt, [completion_text(sample.response) for sample in samples])]
         )
-        return rewards
+        return [fallback] * len(samples) if rewards is None else rewards
 
     group_rm.stats = caller.stats  # type: ignore[attr-defined]
     return group_rm

@@ -18,28 +18,42 @@ calls plain ones directly.
 - `reference_reward_func`: each completion against the reference response found in the
   dataset column the user names (`reference_column`), e.g. the dataset's chosen answer.
 
-Both have a total timeout and a fallback, log and count what they could not judge, expose
-the counts as `func.stats` (`make_sync(func).stats` is the same object), and report them to
-the trainer's logs through TRL's `log_metric` (`cai_judge/fallback_fraction`,
-`cai_judge/errors`).
+Both split the generation batch into requests that fit the server's limits, run at most
+`concurrency` at once, and bound the whole call by `deadline` (`_core.RewardCaller`). A
+completion not judged in time gets a neutral fallback (the mean of its judged group mates,
+else `fallback`), and is counted (in completions, both modes alike) in `func.stats`
+(`make_sync(func).stats` is the same object) and in the trainer's logs through TRL's
+`log_metric`: `cai_judge/fallback_fraction`, `cai_judge/fallbacks`, `cai_judge/errors`,
+`cai_judge/timeouts`, this call's completions each. Configuration errors raise.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 from cai_judge_client.integrations._core import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_DEADLINE_S,
     AsyncRewardFunc,
     Prompt,
     RewardCaller,
+    RewardStats,
     completion_text,
     judge_prompt,
     make_sync,
+    neutral_fill,
 )
 from cai_judge_client.reward_types import Opponents, Scoring
 
-__all__ = ["group_reward_func", "group_slices", "make_sync", "reference_reward_func"]
+__all__ = [
+    "group_reward_func",
+    "group_slices",
+    "make_sync",
+    "reference_reward_func",
+    "resolve_deadline",
+]
 
 
 def group_slices(prompts: Sequence[Any], num_generations: int) -> list[range]:
@@ -59,11 +73,35 @@ def group_slices(prompts: Sequence[Any], num_generations: int) -> list[range]:
     return slices
 
 
-def _report(caller: RewardCaller, kwargs: dict[str, Any], before: tuple[int, int], n: int) -> None:
+def _counts(stats: RewardStats) -> tuple[int, int, int]:
+    return stats.fallbacks, stats.errors, stats.timeouts
+
+
+def _report(
+    caller: RewardCaller, kwargs: dict[str, Any], before: tuple[int, int, int], n: int
+) -> None:
+    """This call's counts, in completions, into TRL's logged metrics."""
     log_metric = kwargs.get("log_metric")
     if callable(log_metric) and n:
-        log_metric("cai_judge/fallback_fraction", (caller.stats.fallbacks - before[0]) / n)
-        log_metric("cai_judge/errors", float(caller.stats.errors - before[1]))
+        fallbacks, errors, timeouts = (
+            now - then for now, then in zip(_counts(caller.stats), before, strict=True)
+        )
+        log_metric("cai_judge/fallback_fraction", fallbacks / n)
+        log_metric("cai_judge/fallbacks", float(fallbacks))
+        log_metric("cai_judge/errors", float(errors))
+        log_metric("cai_judge/timeouts", float(timeouts))
+
+
+def resolve_deadline(deadline: float, timeout: float | None) -> float:
+    """`timeout` is the first release's name for `deadline` (it was always the whole call)."""
+    if timeout is None:
+        return deadline
+    warnings.warn(
+        "timeout= is deprecated: pass deadline= (the whole call, retries included)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return timeout
 
 
 def _name(name: str | None, constitution: str, mode: str) -> str:
@@ -80,22 +118,28 @@ def group_reward_func(
     aggregator: str | None = None,
     opponents: Opponents = "all",
     scoring: Scoring = "mean",
-    timeout: float = 120.0,
+    deadline: float = DEFAULT_DEADLINE_S,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    per_request: int | None = None,
     fallback: float = 0.5,
     name: str | None = None,
+    timeout: float | None = None,
 ) -> AsyncRewardFunc:
     """An async GRPO reward: each completion's reward within its group (mean win
     probability, or centred Bradley–Terry strength with `scoring="bradley_terry"`).
 
     Pass `num_generations` as given to `GRPOConfig`. `opponents="all"` judges every pair of a
-    group; an int m judges a seeded, balanced G·m/2 of them. `timeout` bounds the whole call
-    in seconds; `fallback` is what every completion of a group that could not be judged gets.
+    group; an int m judges a seeded, balanced G·m/2 of them. `deadline` bounds the whole call
+    in seconds (default 600), backpressure retries included; `concurrency` bounds the requests
+    in flight and `per_request` the groups in one request (default: what the server's limits
+    allow). A group not judged in time gets `fallback` for each completion (zero advantage).
     """
     if num_generations < 2:
         raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")
-    caller = RewardCaller(
+    return _group_reward(
         client,
-        {
+        num_generations=num_generations,
+        options={
             "constitution": constitution,
             "principles": principles,
             "seed": seed,
@@ -103,8 +147,34 @@ def group_reward_func(
             "opponents": opponents,
             "scoring": scoring,
         },
-        timeout=timeout,
+        deadline=resolve_deadline(deadline, timeout),
+        concurrency=concurrency,
+        per_request=per_request,
         fallback=fallback,
+        name=_name(name, constitution, "group"),
+    )
+
+
+def _group_reward(
+    client: Any | None,
+    *,
+    num_generations: int,
+    options: dict[str, Any],
+    deadline: float,
+    concurrency: int,
+    per_request: int | None,
+    fallback: float,
+    name: str,
+) -> AsyncRewardFunc:
+    """The one group-mode path (`group_reward_func`, and the deprecated
+    `rewards.groupwise_reward`)."""
+    caller = RewardCaller(
+        client,
+        options,
+        deadline=deadline,
+        fallback=fallback,
+        concurrency=concurrency,
+        per_request=per_request,
     )
 
     async def reward(
@@ -112,28 +182,29 @@ def group_reward_func(
     ) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        before = (caller.stats.fallbacks, caller.stats.errors)
+        before = _counts(caller.stats)
         slices = group_slices(prompts, num_generations)
-        rewards = [fallback] * len(completions)
-        judged: list[range] = []
+        values: list[float | None] = [None] * len(completions)
+        sent: list[range] = []
         groups: list[tuple[Prompt, list[str]]] = []
         for part in slices:
             if len(part) < 2:
-                rewards[part.start] = caller.fall_back_alone(
+                caller.alone(
                     f"completion {part.start}", "alone in its group (split across processes?)"
                 )
                 continue
-            judged.append(part)
+            sent.append(part)
             groups.append(
                 (judge_prompt(prompts[part.start]), [completion_text(completions[i]) for i in part])
             )
-        for part, values in zip(judged, await caller.groups(groups), strict=True):
-            for index, value in zip(part, values, strict=True):
-                rewards[index] = value
+        for part, judged in zip(sent, await caller.groups(groups), strict=True):
+            if judged is not None:
+                for index, value in zip(part, judged, strict=True):
+                    values[index] = value
         _report(caller, kwargs, before, len(completions))
-        return rewards
+        return neutral_fill(values, slices, fallback)
 
-    reward.__name__ = _name(name, constitution, "group")
+    reward.__name__ = name
     reward.stats = caller.stats  # type: ignore[attr-defined]
     return reward
 
@@ -146,13 +217,24 @@ def reference_reward_func(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
-    timeout: float = 120.0,
+    num_generations: int | None = None,
+    deadline: float = DEFAULT_DEADLINE_S,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    per_request: int | None = None,
     fallback: float = 0.5,
     name: str | None = None,
+    timeout: float | None = None,
 ) -> AsyncRewardFunc:
     """An async reward: P(completion ≻ reference) under the constitution, the reference read
     from the dataset column `reference_column` (TRL hands every column to reward functions,
-    one value per completion; a chat reference's last message is used)."""
+    one value per completion; a chat reference's last message is used).
+
+    Pass `num_generations` (as given to `GRPOConfig`) so that a completion not judged in time
+    gets the mean of its judged group mates (no advantage over them); without it, it gets
+    `fallback`. `deadline`, `concurrency` and `per_request` (items) as in `group_reward_func`.
+    """
+    if num_generations is not None and num_generations < 1:
+        raise ValueError(f"num_generations must be >= 1, got {num_generations}")
     caller = RewardCaller(
         client,
         {
@@ -161,8 +243,10 @@ def reference_reward_func(
             "seed": seed,
             "aggregator": aggregator,
         },
-        timeout=timeout,
+        deadline=resolve_deadline(deadline, timeout),
         fallback=fallback,
+        concurrency=concurrency,
+        per_request=per_request,
     )
 
     async def reward(
@@ -179,15 +263,16 @@ def reference_reward_func(
                 f"{len(prompts)} prompts, {len(completions)} completions and "
                 f"{len(references)} references"
             )
-        before = (caller.stats.fallbacks, caller.stats.errors)
-        rewards = await caller.items(
+        before = _counts(caller.stats)
+        values = await caller.items(
             [
                 (judge_prompt(p), completion_text(c), completion_text(r))
                 for p, c, r in zip(prompts, completions, references, strict=True)
             ]
         )
         _report(caller, kwargs, before, len(completions))
-        return rewards
+        groups = group_slices(prompts, num_generations) if num_generations else None
+        return neutral_fill(values, groups, fallback)
 
     reward.__name__ = _name(name, constitution, "reference")
     reward.stats = caller.stats  # type: ignore[attr-defined]

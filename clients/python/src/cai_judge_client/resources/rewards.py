@@ -1,5 +1,10 @@
 """`client.rewards`: `POST /v1/rewards` in group mode (`group`) or reference mode
-(`reference`), and OpenRLHF's body as it is (`openrlhf`), docs/DESIGN.md §9.
+(`reference`), OpenRLHF's body as it is (`openrlhf`), and the server's per-request limits
+(`limits`, `GET /v1/limits`), docs/DESIGN.md §9.
+
+`limits()` is what lets the trainer adapters split a generation batch into requests that fit
+before sending them ("Rewards at training scale"); an older server without the route answers
+404, and the adapters then fall back to halving a request the server refuses for its size.
 
 Rewards are computed by the service (its schedule, its math, its one labeling pipeline), so
 these shells only build the body and parse the answer; `Rewards` and `AsyncRewards` differ
@@ -10,6 +15,7 @@ timeout and a fallback.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from typing_extensions import Unpack
@@ -20,7 +26,34 @@ from cai_judge_client._labeling_plan import LabelingOptions, label_options
 from cai_judge_client._resource import AsyncAPIResource, SyncAPIResource
 from cai_judge_client.reward_types import Opponents, RewardsResponse, Scoring
 
-__all__ = ["AsyncRewards", "Rewards"]
+__all__ = ["AsyncRewards", "RewardLimits", "Rewards"]
+
+_LIMITS = RequestOptions("GET", "/v1/limits")
+
+
+@dataclass(frozen=True)
+class RewardLimits:
+    """The server's bounds on one request (`GET /v1/limits`). A field the server does not
+    send is None: a newer SDK against an older server plans with what it is told."""
+
+    max_pairs_per_request: int | None = None
+    max_score_units_per_request: int | None = None
+    max_tokens_per_request: int | None = None
+    max_body_bytes: int | None = None
+    max_entries_per_request: int | None = None
+    max_group_size: int | None = None
+    max_queued_units: int | None = None
+    trainer_reward_timeout_s: float | None = None
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> RewardLimits:
+        def number(name: str) -> Any:
+            value = data.get(name)
+            return (
+                value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            )
+
+        return cls(**{name: number(name) for name in cls.__dataclass_fields__})
 
 
 def _group(
@@ -111,6 +144,11 @@ class Rewards(SyncAPIResource):
         request = _openrlhf(query, prompts, labels, options, timeout)
         return dict(self._request(request).json())
 
+    def limits(self) -> RewardLimits:
+        """The server's per-request limits (`GET /v1/limits`); `NotFoundError` from a server
+        older than the route."""
+        return RewardLimits.parse(self._request(_LIMITS).json())
+
 
 class AsyncRewards(AsyncAPIResource):
     async def group(
@@ -151,3 +189,7 @@ class AsyncRewards(AsyncAPIResource):
         """`Rewards.openrlhf`, awaited."""
         request = _openrlhf(query, prompts, labels, options, timeout)
         return dict((await self._request(request)).json())
+
+    async def limits(self) -> RewardLimits:
+        """`Rewards.limits`, awaited."""
+        return RewardLimits.parse((await self._request(_LIMITS)).json())
