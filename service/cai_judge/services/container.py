@@ -52,6 +52,13 @@ def registry_from_settings(settings: Settings) -> ConstitutionRegistry:
 
 
 def authenticator_from_settings(settings: Settings) -> Authenticator:
+    if not settings.auth_enabled:
+        # Settings refuse a key list that is set but empty unless CAI_JUDGE_ALLOW_OPEN is
+        # on; either way an open service is said once, loudly, at start.
+        logger.warning(
+            "auth is open: no API key is checked and every caller is admin (%s)",
+            "CAI_JUDGE_ALLOW_OPEN=true" if settings.allow_open else "no CAI_JUDGE_API_KEY_HASHES",
+        )
     return Authenticator(settings.api_key_hashes, settings.admin_key_hashes)
 
 
