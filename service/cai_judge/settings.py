@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     # Unset: the embedded in-memory default (label cache and registry in this process,
     # not durable, not shared; batch jobs refused with 503). Set: `redis://host:6379/0`.
     redis_url: str | None = None
+    # The label cache's own Redis (unset: `redis_url`'s). The cache may be evicted, jobs
+    # and the registry may not: a cache Redis with `allkeys-lru` beside a `noeviction` one
+    # for the rest keeps cache pressure from evicting finished results, idempotency keys
+    # and half-uploaded pair lists, or from refusing job writes (docs/deploy.md "Redis").
+    cache_redis_url: str | None = None
     redis_max_connections: Annotated[int, Field(ge=1)] = 64
     # The label cache fails open: a lookup slower than this falls through to the engine.
     cache_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
