@@ -103,8 +103,9 @@ def project_problems(job: dict[str, Any]) -> list[str]:
 
 
 def service_max_model_len() -> str:
-    config = yaml.safe_load((ROOT / "k8s" / "base" / "configmap.yaml").read_text())
-    return str(config["data"]["CAI_JUDGE_MAX_MODEL_LEN"])
+    lines = (ROOT / "k8s" / "base" / "config.env").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+    return settings["CAI_JUDGE_MAX_MODEL_LEN"]
 
 
 def storage_problems(job: dict[str, Any], groups: list[tuple[str, Any]]) -> list[str]:
