@@ -55,6 +55,13 @@ lint: setup
 	@# Rendered as `kubectl apply -k k8s/ray` applies it (namespace, NetworkPolicy).
 	$(VENV)/bin/kubectl kustomize k8s/ray > build/k8s/ray.yaml
 	$(VENV)/bin/python scripts/validate_rayjob.py build/k8s/ray.yaml
+	@# Every manifest docs/deploy.md applies, as a reader following it gets it.
+	@set -e; $(VENV)/bin/python scripts/render_deploy_docs.py build/k8s/docs > build/k8s/docs.txt; \
+	while read -r file kind; do \
+		echo "$$file"; \
+		if [ "$$kind" = rayjob ]; then $(VENV)/bin/python scripts/validate_rayjob.py "$$file"; \
+		else $(VENV)/bin/kubernetes-validate --strict --quiet "$$file"; fi; \
+	done < build/k8s/docs.txt
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra
