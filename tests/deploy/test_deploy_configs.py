@@ -170,6 +170,9 @@ def test_api_keys_come_from_files_kept_out_of_git(
     for name in ("hashes.json", "admin-hashes.json"):
         ignored = subprocess.run(["git", "check-ignore", "-q", str(keys / name)], cwd=ROOT)
         assert ignored.returncode == 0, f"{name} must be git-ignored"
+    redis_env = ROOT / "k8s/components/redis-secret/redis.env"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(redis_env)], cwd=ROOT)
+    assert ignored.returncode == 0, "the Redis password file must be git-ignored"
     _, docs = overlay
     (secret,) = [d for d in docs if _named(d, "Secret", "cai-judge-api-keys")]
     # Generated: its name carries a hash of the keys, so a key change rolls the pods.
