@@ -35,6 +35,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check service tests bench clients/python examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile.*
+	$(VENV)/bin/python scripts/freeze_constraints.py --check
 	@# The release workflow that builds and pushes the images the manifests pull.
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@# Every overlay as the cluster gets it: rendered, schema-checked, its alert rules
