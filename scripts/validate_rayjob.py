@@ -153,6 +153,12 @@ def storage_problems(job: dict[str, Any], groups: list[tuple[str, Any]]) -> list
     return problems
 
 
+def _is_operator(peer: dict[str, Any]) -> bool:
+    """The KubeRay operator's pods, in whatever namespace: it polls the job API."""
+    labels = peer.get("podSelector", {}).get("matchLabels", {})
+    return labels == {"app.kubernetes.io/name": "kuberay-operator"}
+
+
 def network_problems(documents: list[dict[str, Any]]) -> list[str]:
     """The Ray pods' ports reach only the Ray pods and the submitter Job's pod."""
     jobs = [d for d in documents if d.get("kind") == "RayJob"]
@@ -183,12 +189,15 @@ def network_problems(documents: list[dict[str, Any]]) -> list[str]:
             for index, rule in enumerate(policy["spec"].get("ingress", [])):
                 peers = rule.get("from", [])
                 open_peer = not peers or any(
-                    "namespaceSelector" in peer or "ipBlock" in peer for peer in peers
+                    "ipBlock" in peer
+                    or ("namespaceSelector" in peer and not _is_operator(peer))
+                    or ("namespaceSelector" not in peer and not peer.get("podSelector"))
+                    for peer in peers
                 )
                 if open_peer:
                     problems.append(
                         f"NetworkPolicy/{policy['metadata']['name']}: ingress[{index}] admits "
-                        "pods beyond this namespace's Ray pods and submitter"
+                        "pods beyond this namespace's Ray pods, its submitter and the operator"
                     )
     return problems
 

@@ -89,6 +89,10 @@ def test_rayjob_is_valid_against_kuberays_crd_and_the_projects_needs(tmp_path: P
          "              batch.kubernetes.io/job-name",
          "        - namespaceSelector: {}\n          podSelector:\n            matchLabels:\n"
          "              batch.kubernetes.io/job-name", "ingress[1] admits pods beyond"),
+        # The operator's rule widened to every pod of every namespace.
+        ("networkpolicy.yaml", "        - namespaceSelector: {}\n          podSelector:\n"
+         "            matchLabels:\n              app.kubernetes.io/name: kuberay-operator\n",
+         "        - namespaceSelector: {}\n", "ingress[1] admits pods beyond"),
     ],
 )  # fmt: skip
 def test_the_rayjob_starts_on_the_documented_storage(
