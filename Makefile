@@ -35,6 +35,9 @@ lint: setup
 	$(VENV)/bin/ruff format --check service tests bench clients/python examples
 	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint docker/Dockerfile.*
+	$(VENV)/bin/python scripts/freeze_constraints.py --check
+	@# The release workflow that builds and pushes the images the manifests pull.
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	@# Every overlay as the cluster gets it: rendered, schema-checked, its alert rules
 	@# through promtool (the Operator's PrometheusRule `spec` is a plain rules file).
 	@# The API-key files are kept out of git: render-k8s.sh fills absent ones with a
@@ -50,7 +53,16 @@ lint: setup
 	done
 	promtool check rules docker/compose/alerts.yml
 	@# The RayJob against KubeRay's CRD schema (kubernetes-validate takes no CRD).
-	$(VENV)/bin/python scripts/validate_rayjob.py k8s/ray/rayjob.yaml
+	@# Rendered as `kubectl apply -k k8s/ray` applies it (namespace, NetworkPolicy).
+	$(VENV)/bin/kubectl kustomize k8s/ray > build/k8s/ray.yaml
+	$(VENV)/bin/python scripts/validate_rayjob.py build/k8s/ray.yaml
+	@# Every manifest docs/deploy.md applies, as a reader following it gets it.
+	@set -e; $(VENV)/bin/python scripts/render_deploy_docs.py build/k8s/docs > build/k8s/docs.txt; \
+	while read -r file kind; do \
+		echo "$$file"; \
+		if [ "$$kind" = rayjob ]; then $(VENV)/bin/python scripts/validate_rayjob.py "$$file"; \
+		else $(VENV)/bin/kubernetes-validate --strict --quiet "$$file"; fi; \
+	done < build/k8s/docs.txt
 
 test: lint
 	$(VENV)/bin/python -m pytest -ra

@@ -7,15 +7,18 @@ import it; turning a setting into something real (a model path) is the engine's 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from cai_judge.constants import MAX_GROUP_WAIT_S
 
 DEFAULT_MODEL = "default"
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def _default_cache_dir() -> Path:
@@ -83,11 +86,16 @@ class Settings(BaseSettings):
     # -- the HTTP service --------------------------------------------------------------
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
-    # sha256 hex digests of the accepted API keys; empty means no auth. Keys themselves
-    # are never stored or logged (`cai-judge hash-key` prints a digest).
+    # sha256 hex digests of the accepted API keys (`printf %s "$KEY" | sha256sum`, or
+    # `cai-judge hash-key`). Keys themselves are never stored or logged. Unset: no auth
+    # (a local service). Set, it must hold a digest: a list that a broken key recipe left
+    # empty (`[""]`) would otherwise open the service with admin rights to every caller.
     api_key_hashes: list[str] = Field(default_factory=list)
     # Admin keys may also add constitutions; they are valid ordinary keys as well.
     admin_key_hashes: list[str] = Field(default_factory=list)
+    # Run without keys although a key list is set (empty): every caller is admin. The
+    # start-up log and /health/ready (`"auth": "open"`) say so whenever auth is off.
+    allow_open: bool = False
     max_pairs_per_request: Annotated[int, Field(ge=1)] = 256
     max_body_bytes: Annotated[int, Field(ge=1024)] = 8 * 2**20
     # Prompt tokens of a request's unique score units. Bounds the engine time one request
@@ -155,6 +163,11 @@ class Settings(BaseSettings):
     # Unset: the embedded in-memory default (label cache and registry in this process,
     # not durable, not shared; batch jobs refused with 503). Set: `redis://host:6379/0`.
     redis_url: str | None = None
+    # The label cache's own Redis (unset: `redis_url`'s). The cache may be evicted, jobs
+    # and the registry may not: a cache Redis with `allkeys-lru` beside a `noeviction` one
+    # for the rest keeps cache pressure from evicting finished results, idempotency keys
+    # and half-uploaded pair lists, or from refusing job writes (docs/deploy.md "Redis").
+    cache_redis_url: str | None = None
     redis_max_connections: Annotated[int, Field(ge=1)] = 64
     # The label cache fails open: a lookup slower than this falls through to the engine.
     cache_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
@@ -212,6 +225,38 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [url.strip() for url in text.split(",") if url.strip()]
         return value
+
+    @field_validator("api_key_hashes", "admin_key_hashes", mode="after")
+    @classmethod
+    def _check_digests(cls, value: list[str]) -> list[str]:
+        digests = []
+        for index, entry in enumerate(value):
+            digest = entry.strip().lower()
+            if not _SHA256_HEX.fullmatch(digest):
+                # Never echo the entry: a raw key pasted here would land in the log.
+                found = "is blank" if not digest else f"has {len(digest)} characters"
+                raise ValueError(
+                    f"entry {index} {found}, not a sha256 digest (64 hex characters); "
+                    'make one with `printf %s "$KEY" | sha256sum | cut -d" " -f1`'
+                )
+            digests.append(digest)
+        return digests
+
+    @model_validator(mode="after")
+    def _refuse_open_by_accident(self) -> Self:
+        key_fields = {"api_key_hashes", "admin_key_hashes"} & self.model_fields_set
+        if key_fields and not self.auth_enabled and not self.allow_open:
+            names = " and ".join(f"CAI_JUDGE_{name.upper()}" for name in sorted(key_fields))
+            raise ValueError(
+                f"{names} set but holding no key digest: the service would run open, every "
+                "caller an admin. Put at least one digest there, or set "
+                "CAI_JUDGE_ALLOW_OPEN=true to run without keys on purpose"
+            )
+        return self
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_key_hashes or self.admin_key_hashes)
 
     def use_chat_template(self) -> bool | None:
         return {"auto": None, "on": True, "off": False}[self.chat_template]

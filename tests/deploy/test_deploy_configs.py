@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 import base64
 import functools
+import hashlib
 import json
 import re
 import shutil
@@ -69,8 +70,17 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     return [doc for doc in yaml.safe_load_all(out) if doc]
 
 
+def _named(document: dict[str, Any], kind: str, name: str) -> bool:
+    """`name`, or for generated ConfigMaps and Secrets `name-<content hash>`."""
+    actual = document["metadata"]["name"]
+    if document["kind"] != kind:
+        return False
+    generated = kind in {"ConfigMap", "Secret"} and re.fullmatch(rf"{name}-[a-z0-9]{{10}}", actual)
+    return actual == name or bool(generated)
+
+
 def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    found = [d for d in docs if _named(d, kind, name)]
     assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
     return found[0]
 
@@ -160,8 +170,11 @@ def test_api_keys_come_from_files_kept_out_of_git(
     for name in ("hashes.json", "admin-hashes.json"):
         ignored = subprocess.run(["git", "check-ignore", "-q", str(keys / name)], cwd=ROOT)
         assert ignored.returncode == 0, f"{name} must be git-ignored"
+    redis_env = ROOT / "k8s/components/redis-secret/redis.env"
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(redis_env)], cwd=ROOT)
+    assert ignored.returncode == 0, "the Redis password file must be git-ignored"
     _, docs = overlay
-    (secret,) = [d for d in docs if d["kind"] == "Secret"]
+    (secret,) = [d for d in docs if _named(d, "Secret", "cai-judge-api-keys")]
     # Generated: its name carries a hash of the keys, so a key change rolls the pods.
     assert re.fullmatch(r"cai-judge-api-keys-[a-z0-9]{10}", secret["metadata"]["name"])
     env = {e["name"]: e for e in judge_container(docs)["env"]}
@@ -238,39 +251,90 @@ def _redis_url(docs: list[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     return "configmap", {"value": data.get("CAI_JUDGE_REDIS_URL")}
 
 
-def test_every_multi_replica_overlay_shares_one_redis(overlay: tuple[str, list[dict[str, Any]]]):
-    """Without one Redis, a constitution added on one pod is 404 on the others, /v1/jobs
-    is 503 and the cache is per pod."""
+def _secret_value(docs: list[dict[str, Any]], ref: dict[str, str]) -> str:
+    secret = one(docs, "Secret", ref["name"].rsplit("-", 1)[0])
+    assert secret["metadata"]["name"] == ref["name"]
+    return base64.b64decode(secret["data"][ref["key"]]).decode()
+
+
+def _redis_arg(container: dict[str, Any], name: str) -> str:
+    args: list[str] = container["args"]
+    return args[args.index(name) + 1]
+
+
+def _bytes(quantity: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([a-zA-Z]*)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * {"": 1, "gb": 10**9, "mb": 10**6, "Gi": 2**30, "Mi": 2**20}[unit]
+
+
+def test_every_multi_replica_overlay_shares_two_redis_roles(
+    overlay: tuple[str, list[dict[str, Any]]],
+):
+    """Without Redis, a constitution added on one pod is 404 on the others, /v1/jobs is 503
+    and the cache is per pod. Two roles (issue 29): the jobs Redis never evicts (a full one
+    refuses writes, it never drops a finished job or an idempotency key), the cache Redis
+    evicts any key; both take a password that reaches the judges only through a Secret."""
     _, docs = overlay
     hpa = one(docs, "HorizontalPodAutoscaler", "cai-judge")
     assert hpa["spec"]["maxReplicas"] > 1
-    source, url = _redis_url(docs)
-    assert source == "configmap" and url["value"], "a multi-replica overlay needs Redis"
-    host, port = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)/\d+", url["value"]).groups()  # type: ignore[union-attr]
-    service = one(docs, "Service", host)
-    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
-    redis = one(docs, "StatefulSet", host)
-    assert matches(service["spec"]["selector"], redis["spec"]["template"]["metadata"]["labels"])
-    container = redis["spec"]["template"]["spec"]["containers"][0]
-    args = container["args"]
-    assert args[args.index("--appendonly") + 1] == "yes"
-    data_dir = args[args.index("--dir") + 1]
-    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    env = {e["name"]: e for e in judge_container(docs).get("env", [])}
+    assert "CAI_JUDGE_REDIS_URL" not in one(docs, "ConfigMap", "cai-judge")["data"]
+    roles = {}
+    for setting, policy in (("CAI_JUDGE_REDIS_URL", "noeviction"),
+                            ("CAI_JUDGE_CACHE_REDIS_URL", "allkeys-lru")):  # fmt: skip
+        url = _secret_value(docs, env[setting]["valueFrom"]["secretKeyRef"])
+        password, host, port = re.fullmatch(  # type: ignore[union-attr]
+            r"redis://:(\w+)@([a-z0-9-]+):(\d+)/\d+", url
+        ).groups()
+        service = one(docs, "Service", host)
+        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+        kind = "StatefulSet" if policy == "noeviction" else "Deployment"
+        redis = one(docs, kind, host)
+        labels = redis["spec"]["template"]["metadata"]["labels"]
+        assert matches(service["spec"]["selector"], labels)
+        container = redis["spec"]["template"]["spec"]["containers"][0]
+        assert _redis_arg(container, "--maxmemory-policy") == policy
+        # The password it requires is the one in the judges' URL.
+        assert _redis_arg(container, "--requirepass") == "$(REDIS_PASSWORD)"
+        redis_env = {e["name"]: e for e in container["env"]}
+        ref = redis_env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert _secret_value(docs, ref) == password
+        assert redis_env["REDISCLI_AUTH"]["valueFrom"] == redis_env["REDIS_PASSWORD"]["valueFrom"]
+        # Memory: a fork (AOF rewrite) may copy every page it writes: half the limit.
+        limit = _bytes(container["resources"]["limits"]["memory"])
+        maxmemory = _bytes(_redis_arg(container, "--maxmemory"))
+        forks = _redis_arg(container, "--appendonly") == "yes" or _redis_arg(container, "--save")
+        assert maxmemory <= limit * (0.5 if forks else 0.8), (host, maxmemory, limit)
+        # The judges' egress reaches it, and nothing but judges reaches it.
+        egress = one(docs, "NetworkPolicy", "cai-judge")["spec"]["egress"]
+        assert any(
+            matches(t.get("podSelector", {}).get("matchLabels", {"x": "x"}), labels)
+            for rule in egress for t in rule["to"]
+        )  # fmt: skip
+        ingress = one(docs, "NetworkPolicy", host)["spec"]["ingress"]
+        assert ingress[0]["from"] == [
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "cai-judge",
+                                             "app.kubernetes.io/component": "judge"}}}
+        ]  # fmt: skip
+        roles[policy] = (redis, container)
+    jobs, container = roles["noeviction"]
+    assert _redis_arg(container, "--appendonly") == "yes"
+    data_dir = _redis_arg(container, "--dir")
+    (claim,) = jobs["spec"]["volumeClaimTemplates"]
     assert {"name": claim["metadata"]["name"], "mountPath": data_dir} in container["volumeMounts"]
-    # The judges' egress reaches it, and nothing but judges reaches it.
-    egress = one(docs, "NetworkPolicy", "cai-judge")["spec"]["egress"]
-    assert any(
-        matches(t.get("podSelector", {}).get("matchLabels", {"x": "x"}),
-                redis["spec"]["template"]["metadata"]["labels"])
-        for rule in egress for t in rule["to"]
-    )  # fmt: skip
-    ingress = one(docs, "NetworkPolicy", host)["spec"]["ingress"]
-    assert ingress[0]["from"] == [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "cai-judge",
-                                         "app.kubernetes.io/component": "judge"}}}
-    ]  # fmt: skip
+    one(docs, "PodDisruptionBudget", "cai-judge-redis")
     # Every deployment's model is /models/judge: the revision keeps checkpoints apart.
     assert one(docs, "ConfigMap", "cai-judge")["data"]["CAI_JUDGE_MODEL_REVISION"]
+
+
+def test_a_changed_setting_rolls_the_pods(overlay: tuple[str, list[dict[str, Any]]]):
+    """The ConfigMap is generated (configMapGenerator): its name carries a hash of its
+    content, and the Deployment refers to that name, so a change is a new pod template."""
+    _, docs = overlay
+    config = one(docs, "ConfigMap", "cai-judge")
+    assert re.fullmatch(r"cai-judge-[a-z0-9]{10}", config["metadata"]["name"])
+    refs = [e["configMapRef"]["name"] for e in judge_container(docs)["envFrom"]]
+    assert config["metadata"]["name"] in refs
 
 
 def test_a_managed_redis_comes_from_a_secret_and_is_reachable(tmp_path: Path):
@@ -395,7 +459,7 @@ def test_every_prefill_rate_in_the_manifests_is_one_of_the_docs():
                 1000 if figure.endswith("k") else 1
             )
             assert int(value) in rates, f"{path.relative_to(ROOT)}: {figure} tokens/s"
-    hpa = (ROOT / "k8s/overlays/gpu/hpa-queue-depth.yaml").read_text()
+    hpa = (ROOT / "k8s/components/gpu/hpa-queue-depth.yaml").read_text()
     (seconds,) = re.findall(r"≈ (\d+) s of work", hpa)
     plan = _sizing_table()["gpu"]
     assert int(seconds) == round(2048 * plan["unit_tokens"] / plan["rate"])
@@ -662,11 +726,32 @@ def test_the_docs_deploy_commands_render(tmp_path: Path):
     blocks = re.findall(
         r"cat > (deploy/[\w-]+)/kustomization.yaml <<'EOF'\n(.*?)\nEOF\n", text, re.DOTALL
     )
-    assert {name for name, _ in blocks} == {"deploy/one-gpu", "deploy/n-gpus", "deploy/fleet"}
+    assert {name for name, _ in blocks} == {
+        "deploy/one-gpu", "deploy/n-gpus", "deploy/fleet", "deploy/gitops"
+    }  # fmt: skip
     shutil.copytree(ROOT / "k8s", tmp_path / "k8s")
-    keys = tmp_path / "k8s/components/api-keys"
-    (keys / "hashes.json").write_text(json.dumps(["0" * 64]))
-    (keys / "admin-hashes.json").write_text("[]")
+    for path in ("k8s/components/api-keys/hashes.json", "k8s/components/api-keys/admin-hashes.json",
+                 "k8s/components/redis-secret/redis.env"):  # fmt: skip
+        (tmp_path / path).unlink(missing_ok=True)  # a developer's own, if any
+    # The composed overlay renders from git alone (no key or password file), and holds no
+    # Secret: the store makes them.
+    (gitops,) = [body for name, body in blocks if name == "deploy/gitops"]
+    (tmp_path / "deploy/gitops").mkdir(parents=True)
+    (tmp_path / "deploy/gitops/kustomization.yaml").write_text(gitops + "\n")
+    composed = kustomize(tmp_path / "deploy/gitops")
+    assert {d["metadata"].get("namespace") for d in composed} == {"cai-judge"}
+    assert not [d for d in composed if d["kind"] == "Secret"]
+    one(composed, "StatefulSet", "cai-judge-redis")
+    blocks = [(name, body) for name, body in blocks if name != "deploy/gitops"]
+    # The secrets step the docs name, as a user runs it: the keys printed once, files written.
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(ROOT / "scripts/k8s-secrets.sh", tmp_path / "scripts")
+    assert "bash scripts/k8s-secrets.sh" in text
+    made = subprocess.run(["bash", "scripts/k8s-secrets.sh"], cwd=tmp_path, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    key = re.search(r"API key \(.*\): ([0-9a-f]{64})", made.stdout).group(1)  # type: ignore[union-attr]
+    hashes = json.loads((tmp_path / "k8s/components/api-keys/hashes.json").read_text())
+    assert hashes == [hashlib.sha256(key.encode()).hexdigest()]
     for name, body in blocks:
         (tmp_path / name).mkdir(parents=True)
         (tmp_path / name / "kustomization.yaml").write_text(body + "\n")
@@ -676,5 +761,7 @@ def test_the_docs_deploy_commands_render(tmp_path: Path):
         assert data["CAI_JUDGE_MODEL_REVISION"] == "my-judge-v1"
         hpa = one(docs, "HorizontalPodAutoscaler", "cai-judge")["spec"]
         if hpa["maxReplicas"] > 1:
-            assert data["CAI_JUDGE_REDIS_URL"]
+            env = {e["name"] for e in judge_container(docs)["env"]}
+            assert {"CAI_JUDGE_REDIS_URL", "CAI_JUDGE_CACHE_REDIS_URL"} <= env
             one(docs, "StatefulSet", "cai-judge-redis")
+            one(docs, "Deployment", "cai-judge-redis-cache")

@@ -79,6 +79,8 @@ def build_settings(**overrides: object) -> Settings:
         return Settings(**values)  # type: ignore[arg-type]
     except ValidationError as error:
         field, problem = _first_field_problem(error)
+        if not field:  # a rule over several settings (Settings' model validators)
+            raise fail(f"invalid settings: {problem.removeprefix('Value error, ')}") from None
         # A flag the user typed is named as the flag; anything else came from the environment.
         if field in values:
             usage_error(_option_name(field, {}), problem)
@@ -121,6 +123,8 @@ def label_options(**values: Any) -> LabelOptions:
         return LabelOptions(**values)
     except ValidationError as error:
         field, problem = _first_field_problem(error)
+        if not field:  # a rule over several settings (Settings' model validators)
+            raise fail(f"invalid settings: {problem.removeprefix('Value error, ')}") from None
         usage_error(_option_name(field, _LABEL_OPTION_SOURCES), problem)
 
 

@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import logging
 import os
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,10 +78,13 @@ class VllmEngineConfig:
 
 
 def resolve_threads_bind(setting: str) -> str:
-    """`all` binds the worker to every core this process may use (e.g. "0-1")."""
+    """`all` binds the worker to every core this process may use (e.g. "0-1"), at most as
+    many as its cgroup's CPU quota allows (engine/cpu_quota.py)."""
     if setting != "all":
         return setting
-    cores = sorted(os.sched_getaffinity(0))
+    from cai_judge.engine.cpu_quota import cap_cores, read_cpu_limit
+
+    cores = cap_cores(os.sched_getaffinity(0), read_cpu_limit(), socket.gethostname())
     if cores == list(range(cores[0], cores[-1] + 1)):
         return f"{cores[0]}-{cores[-1]}"
     return ",".join(str(c) for c in cores)

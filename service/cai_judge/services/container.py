@@ -7,7 +7,9 @@ cache sits in front of it (Judge -> cache -> batching -> engine), so a cached un
 waits for a batch window.
 
 State (DESIGN.md §5): with CAI_JUDGE_REDIS_URL set, the cache, the constitution registry
-and batch jobs live in Redis through one asyncio connection pool; unset, the cache and
+and batch jobs live in Redis through one asyncio connection pool (the cache on its own
+Redis when CAI_JUDGE_CACHE_REDIS_URL names another, so that evicting cache entries never
+touches jobs); unset, the cache and
 registry live in this process (not durable, not shared) and jobs answer 503.
 """
 
@@ -54,6 +56,13 @@ def registry_from_settings(settings: Settings) -> ConstitutionRegistry:
 
 
 def authenticator_from_settings(settings: Settings) -> Authenticator:
+    if not settings.auth_enabled:
+        # Settings refuse a key list that is set but empty unless CAI_JUDGE_ALLOW_OPEN is
+        # on; either way an open service is said once, loudly, at start.
+        logger.warning(
+            "auth is open: no API key is checked and every caller is admin (%s)",
+            "CAI_JUDGE_ALLOW_OPEN=true" if settings.allow_open else "no CAI_JUDGE_API_KEY_HASHES",
+        )
     return Authenticator(settings.api_key_hashes, settings.admin_key_hashes)
 
 
@@ -74,6 +83,7 @@ class Services:
     jobs: JobService
     chunk_labeler: ChunkLabeler
     redis: Any = None  # redis.asyncio.Redis when configured
+    cache_redis: Any = None  # the label cache's own Redis, when CAI_JUDGE_CACHE_REDIS_URL differs
     _consumer_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
@@ -92,9 +102,16 @@ class Services:
             from cai_judge.store.redis import RedisUnitCache, connect
 
             redis = connect(settings)
-            store = RedisUnitCache(redis)
+            cache_url = settings.cache_redis_url
+            if cache_url and cache_url != settings.redis_url:
+                # Its own Redis: what may be evicted apart from what may not.
+                cache_redis = connect(settings, cache_url)
+            else:
+                cache_redis = redis
+            store = RedisUnitCache(cache_redis)
             job_store = RedisJobStore(redis, ttl_s=settings.jobs_ttl_s)
         else:
+            cache_redis = None
             store = MemoryUnitCache(settings.cache_max_entries)
         cache = CachingEngine(
             batching,
@@ -129,6 +146,7 @@ class Services:
             jobs=JobService(job_store, labels, settings),
             chunk_labeler=ChunkLabeler(labels),
             redis=redis,
+            cache_redis=cache_redis if cache_redis is not redis else None,
         )
 
     # -- group rewards (services/group_rewards.py): built on first use, over this process's
@@ -165,6 +183,7 @@ class Services:
         await self.cache.shutdown()
         await self.engine.shutdown()
         self.judge.close()
-        if self.redis is not None:
-            with contextlib.suppress(Exception):
-                await self.redis.aclose()
+        for client in (self.redis, self.cache_redis):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -45,6 +45,9 @@ class HealthService:
             "draining": "yes" if admission.draining else "no",
             # Reported, not a reason to be unready: admission answers a full queue 503.
             "queue": f"{admission.queued_units}/{settings.max_queued_units}",
+            # Stated, not a reason to be unready: `open` means no key is checked and every
+            # caller is admin (CAI_JUDGE_ALLOW_OPEN, or no key setting at all).
+            "auth": "keys" if settings.auth_enabled else "open",
         }
         if admission.engine_dead:
             checks["engine"] = "dead"

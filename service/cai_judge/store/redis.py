@@ -23,12 +23,14 @@ SOCKET_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 1.0
 
 
-def connect(settings: Settings) -> Redis:
-    """A client on a fresh pool; nothing is contacted until the first command."""
-    if not settings.redis_url:
+def connect(settings: Settings, url: str | None = None) -> Redis:
+    """A client on a fresh pool for `url` (default: CAI_JUDGE_REDIS_URL); nothing is
+    contacted until the first command."""
+    url = url or settings.redis_url
+    if not url:
         raise ValueError("CAI_JUDGE_REDIS_URL is not set")
     pool = ConnectionPool.from_url(
-        settings.redis_url,
+        url,
         max_connections=settings.redis_max_connections,
         socket_timeout=SOCKET_TIMEOUT_S,
         socket_connect_timeout=CONNECT_TIMEOUT_S,
