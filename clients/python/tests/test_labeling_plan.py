@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cai_judge_client._exceptions import APIStatusError, make_status_error
+from cai_judge_client._exceptions import APIStatusError, JobResultsGone, make_status_error
 from cai_judge_client._labeling_plan import (
     OPTION_DEFAULTS,
     DatasetRun,
@@ -267,11 +267,18 @@ def test_waiting_past_the_deadline_names_the_jobs_last_status() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "over"),
-    [("running", False), ("succeeded", False), ("failed", True), ("cancelled", True)],
+    ("state", "done", "over"),
+    [("running", 1, False), ("failed", 2, True), ("cancelled", 1, True)],
 )
 def test_an_empty_page_ends_the_results_only_of_a_job_that_stopped_short(
-    state: str, over: bool
+    state: str, done: int, over: bool
 ) -> None:
-    finished = state != "running"
-    assert results_over(job(state, done=4 if finished else 1)) is over
+    assert results_over(job(state, done=done), 2) is over
+
+
+@pytest.mark.parametrize("state", ["succeeded", "succeeded_with_errors", "failed"])
+def test_an_empty_page_of_a_job_with_every_result_written_says_they_are_gone(state: str) -> None:
+    # Every pair has a result, yet none came back: evicted, and asking again will not help.
+    with pytest.raises(JobResultsGone, match=r"job-1 is .* evicted") as raised:
+        results_over(job(state, done=4), 2)
+    assert (raised.value.job_id, raised.value.cursor, raised.value.total) == ("job-1", 2, 4)

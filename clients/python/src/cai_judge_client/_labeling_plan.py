@@ -36,7 +36,7 @@ from cai_judge_client._dataset import (
     renumber,
     result_line,
 )
-from cai_judge_client._exceptions import APIStatusError
+from cai_judge_client._exceptions import APIStatusError, JobResultsGone
 from cai_judge_client._jobs import wire_options
 from cai_judge_client.types import (
     Aggregator,
@@ -248,7 +248,17 @@ def check_deadline(job: Job, deadline: float | None, timeout: float | None) -> N
         )
 
 
-def results_over(job: Job) -> bool:
-    """After an empty results page: the job was already over (failed or cancelled) when
-    it was last read, so nothing more will come."""
-    return job.finished and job.state != "succeeded"
+def results_over(job: Job, cursor: int) -> bool:
+    """After an empty results page from `cursor`, with `job` as read before that page:
+    True when nothing more will come (a failed or cancelled job stopped short of it), False
+    while the job runs (ask again after the poll interval).
+
+    A job whose every pair has a result (all `succeeded*` jobs, and a `failed` one whose
+    pairs all failed) answers a page at any cursor below its total, so an empty one means
+    the results are gone: JobResultsGone, rather than asking again for ever.
+    """
+    if not job.finished:
+        return False
+    if job.done + job.failed >= job.total:
+        raise JobResultsGone(job.id, job.state, cursor, job.total)
+    return True
