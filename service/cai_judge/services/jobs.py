@@ -237,9 +237,9 @@ class JobService:
         quota = self.quota()
         # A retry of a job this key already made (its answer was lost) gets that job back,
         # whatever the key's usage: its own job is in that usage, so checking the quota
-        # first would refuse it with 429 and count its pairs twice. The body is still read
-        # and hashed, and `create` returns the job or refuses another body under the key;
-        # should the job vanish meanwhile, `create` checks the quota itself.
+        # first would refuse it with 429 and count its pairs twice. The body is still read,
+        # hashed and stored (then discarded): `create` returns the job or refuses another
+        # body under the key, and should the job vanish meanwhile, checks the quota itself.
         replay = await store.idempotent_job(scope) if scope is not None else None
         used = await store.usage(owner)  # StoreUnavailable: 503, nothing stored
         if replay is None and used["active_jobs"] + 1 > quota.active_jobs:
