@@ -11,7 +11,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from cai_judge.grpc.errors import http_code, to_grpc
+from cai_judge.grpc.errors import domain_to_grpc, http_code, to_grpc
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.protocol import command_from_proto, label_to_proto, pair_from_proto
 from cai_judge.services.errors import (
@@ -24,6 +24,7 @@ from cai_judge.services.errors import (
     Unauthenticated,
     Unavailable,
 )
+from cai_judge.store.errors import StoreContended
 from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -197,3 +198,15 @@ def test_the_stale_stub_check_fails_after_a_proto_edit(tmp_path: Path):
     stale = subprocess.run(check, env=env, capture_output=True, text=True)
     assert stale.returncode == 1
     assert "make protos" in stale.stderr
+
+
+def test_a_contended_store_is_unavailable_with_retry_info():
+    # Concurrent submits that outran the store's retries: UNAVAILABLE with a retry delay,
+    # as HTTP answers 503 with Retry-After; never INTERNAL.
+    mapped = domain_to_grpc(StoreContended("RedisJobStore.create", 64, 5.0), retry_after_s=3)
+    assert mapped is not None and mapped.code == grpc.StatusCode.UNAVAILABLE
+    metadata = dict(mapped.trailing_metadata)
+    assert metadata["retry-after"] == "3"
+    status = status_pb2.Status.FromString(metadata["grpc-status-details-bin"])
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "store_contended"

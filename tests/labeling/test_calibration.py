@@ -27,13 +27,17 @@ from cai_judge.evaluation.calibration import (
     GoldInfo,
     LengthSample,
     build_report,
+    calibration_samples,
     cross_validate,
     debiased_margins,
     estimate_length_sensitivity,
     fit_terms,
     pooled_length_sensitivity,
 )
+from cai_judge.evaluation.gold import GoldPair
+from cai_judge.evaluation.protocols import PairScores
 from cai_judge.evaluation.render import write_calibration_report
+from cai_judge.evaluation.runner import JudgeRun, ScoredPair
 from cai_judge.labeling.calibration import (
     CalibrationError,
     CalibrationProfile,
@@ -47,8 +51,14 @@ from cai_judge.labeling.calibration import (
     raw_label,
     read_profile,
 )
-from cai_judge.labeling.label_math import Aggregator, preferred_from_margin, sigmoid
-from cai_judge.labeling.schema import ConstitutionRef, Label, TemplateRef
+from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.labeling.label_math import (
+    Aggregator,
+    PrincipleBreakdown,
+    preferred_from_margin,
+    sigmoid,
+)
+from cai_judge.labeling.schema import ConstitutionRef, Label, TemplateRef, Usage
 
 KEY = ProfileKey(
     model="judge-m",
@@ -274,6 +284,55 @@ def test_cross_validation_never_scores_a_pair_it_was_fitted_on():
         assert result.logits[i] == (fold_of[s.pair_id] + 1) * s.margin
         if s.pair_id.endswith("-swapped"):
             assert fold_of[s.pair_id] == fold_of[s.pair_id.removesuffix("-swapped")]
+
+
+def gold_run(prompts: list[object], pairs_per_prompt: list[int]) -> JudgeRun:
+    """A judge run over gold pairs, `pairs_per_prompt[i]` of them (different responses)
+    for prompt i; every principle scored, the numbers not under test."""
+    spec = ConstitutionRegistry.with_builtins().resolve("harmless")
+    scored = []
+    for i, (prompt, count) in enumerate(zip(prompts, pairs_per_prompt, strict=True)):
+        for j in range(count):
+            gold = GoldPair.model_validate({
+                "id": f"q{i}-{j}", "prompt": prompt, "response_a": f"Answer {j} to {i}.",
+                "response_b": f"Another answer {j}.", "preferred": "a" if j % 2 else "b",
+            })  # fmt: skip
+            margin = 0.1 * (j + 1) * (1 if j % 2 else -1)
+            breakdowns = tuple(
+                PrincipleBreakdown(pid, margin, -margin, margin, 0.0, True, 0.9)
+                for pid in spec.principle_ids
+            )
+            scored.append(ScoredPair(gold, PairScores(gold.id, breakdowns)))
+    return JudgeRun("judge-m", spec, tuple(scored), (), Usage(), 0, 0.5)
+
+
+def test_folds_keep_every_prompt_in_one_fold_and_stay_balanced():
+    # 10 prompts with 2 to 9 pairs each, text and chat: pairs of one prompt share most of
+    # what the judge reads, so a fold that saw some of them must not score the others.
+    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    prompts: list[object] = [f"Prompt number {i}?" for i in range(8)] + [chat, chat[1:]]
+    sizes = [2, 9, 3, 5, 4, 6, 2, 7, 3, 5]
+    run = gold_run(prompts, sizes)
+    tokens = {scored.gold.id: (10, 12) for scored in run.scored}
+    samples = calibration_samples(run, tokens)
+    result = cross_validate(samples, FitSpec(), folds=5, seed=3)
+    folds_of_prompt: dict[str, set[int]] = {}
+    for scored, fold in zip(run.scored, result.fold_of, strict=True):
+        folds_of_prompt.setdefault(json.dumps(scored.gold.prompt, default=str), set()).add(fold)
+    assert len(folds_of_prompt) == 10
+    assert all(len(folds) == 1 for folds in folds_of_prompt.values()), folds_of_prompt
+    # Balanced as whole prompts allow: 46 pairs in 5 folds, no fold off by a large prompt.
+    counts = [list(result.fold_of).count(k) for k in range(5)]
+    assert min(counts) >= 1 and max(counts) - min(counts) <= max(sizes), counts
+
+
+def test_a_chat_prompt_groups_by_its_messages():
+    chat = [{"role": "user", "content": "Hi?"}]
+    run = gold_run([chat, chat, json.dumps(chat), [{"role": "user", "content": "Hello?"}]],
+                   [1, 1, 1, 1])  # fmt: skip
+    groups = [s.group for s in calibration_samples(run, {s.gold.id: (1, 1) for s in run.scored})]
+    # The same messages group together; a text prompt that spells their JSON does not.
+    assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
 
 
 def test_folds_refuse_more_folds_than_pairs():

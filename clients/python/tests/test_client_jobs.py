@@ -15,6 +15,7 @@ import httpx
 import pytest
 import respx
 
+import cai_judge_client as sdk
 from sdk_support import BASE_URL, Judge, pairs
 
 
@@ -65,3 +66,26 @@ async def test_wait_job_times_out_with_the_last_status(judge: Judge) -> None:
         )
         with pytest.raises(TimeoutError, match="1 of 4 pairs"):
             await judge("wait_job", "job-6", poll_interval=0.01, timeout=0.1, progress=False)
+
+
+async def test_results_evicted_from_a_finished_job_end_with_a_clear_error(judge: Judge) -> None:
+    # A succeeded job whose results the server no longer holds: each page comes back
+    # empty. The iteration used to re-ask without sleeping (~800 requests/s, for ever).
+    served = 0
+
+    def empty_page(request: httpx.Request) -> httpx.Response:
+        nonlocal served
+        served += 1
+        if served > 50:  # the old loop: fail the test instead of spinning for ever
+            raise AssertionError("iter_job_results kept asking for results that are gone")
+        return httpx.Response(200, text="", headers={"X-Next-Cursor": "2", "X-Job-State":
+                                                     "succeeded"})  # fmt: skip
+
+    with respx.mock(base_url=BASE_URL) as mock:
+        mock.get("/v1/jobs/job-7").mock(
+            return_value=httpx.Response(200, json=status("job-7", "succeeded", 4, 4))
+        )
+        pages = mock.get("/v1/jobs/job-7/results").mock(side_effect=empty_page)
+        with pytest.raises(sdk.JobResultsGone, match="evicted") as raised:
+            await judge.collect("iter_job_results", "job-7", cursor=2, poll_interval=0.01)
+    assert raised.value.cursor == 2 and pages.call_count == 1

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cai_judge_client._exceptions import APIStatusError, make_status_error
+from cai_judge_client._exceptions import APIStatusError, JobResultsGone, make_status_error
 from cai_judge_client._labeling_plan import (
     OPTION_DEFAULTS,
     DatasetRun,
@@ -161,6 +161,95 @@ def test_a_run_resumes_after_the_lines_its_output_holds(tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def write_labels(output: Path, *labels: dict[str, Any]) -> bytes:
+    output.write_text("".join(json.dumps(line) + "\n" for line in labels))
+    return output.read_bytes()
+
+
+COT = {"mode": "cot", "raw_margin": 0.8, "raw_p_a": 0.69, "cot_max_probability": 0.95,
+       "cot_max_tokens": 64, "rationales": []}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("file_fields", "options", "named"),
+    [
+        # Another version of the same constitution, pinned by the run.
+        ({}, {"constitution": "harmless@" + "w" * 12}, "constitution"),
+        ({}, {"seed": 3}, "seed"),
+        ({}, {"per_principle": True}, "per_principle"),
+        ({"per_principle": []}, {}, "per_principle"),
+        ({}, {"aggregator": "mean_prob"}, "aggregator"),
+        ({}, {"calibrated": True}, "calibrated"),
+        ({}, {"mode": "cot"}, "mode"),
+        (COT, {"mode": "cot", "cot_max_tokens": 32}, "cot_max_tokens"),
+    ],
+)
+def test_a_resume_with_other_options_is_refused_before_anything_is_sent(
+    tmp_path: Path, file_fields: dict[str, Any], options: dict[str, Any], named: str
+) -> None:
+    output = tmp_path / "labels.jsonl"
+    before = write_labels(output, {**label_json("p0"), **file_fields})
+    with pytest.raises(ValueError, match=named):
+        DatasetRun.start(pairs(3), {"constitution": "harmless", "principles": 1, **options},
+                         chunk_size=2, concurrency=1, progress=False, total=None,
+                         output=output)  # fmt: skip
+    assert output.read_bytes() == before
+
+
+def test_a_resume_with_the_same_options_is_accepted(tmp_path: Path) -> None:
+    output = tmp_path / "labels.jsonl"
+    write_labels(output, {**label_json("p0"), **COT})
+    for version in ("", "@" + "v" * 8):  # the latest, or the file's version by its prefix
+        run = DatasetRun.start(
+            pairs(3), {"constitution": "harmless" + version, "principles": 1, "mode": "cot"},
+            chunk_size=2, concurrency=1, progress=False, total=None, output=output,
+        )  # fmt: skip
+        assert run.summary.resumed == 1
+        run.close()
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        # `constitution="harmless"` now resolves to another version on the server.
+        ({"constitution": {"id": "harmless", "version": "w" * 64}}, "constitution"),
+        ({"model": "another-judge"}, "model"),
+        ({"template": {"id": "cai-mc-v1", "version": "t2"}}, "template"),
+        ({"calibration": {"profile": "other", "raw_margin": 0.1, "raw_p_a": 0.5}}, "calibrated"),
+    ],
+)
+def test_a_new_label_the_server_made_otherwise_is_not_appended(
+    tmp_path: Path, changed: dict[str, Any], named: str
+) -> None:
+    output = tmp_path / "labels.jsonl"
+    first = label_json("p0")
+    if "calibration" in changed:
+        first["calibration"] = {"profile": "fitted", "raw_margin": 0.1, "raw_p_a": 0.5}
+    before = write_labels(output, first)
+    options = {"constitution": "harmless", "principles": 1, "calibrated": "calibration" in changed}
+    run = DatasetRun.start(pairs(3), options, chunk_size=2, concurrency=1, progress=False,
+                           total=None, output=output)  # fmt: skip
+    with pytest.raises(ValueError, match=named) as raised:
+        run.keep(Label.model_validate({**label_json("p1"), **changed}))
+    assert "line 2" in str(raised.value)
+    run.close()
+    assert output.read_bytes() == before
+
+
+def test_a_cot_resume_with_the_servers_default_budget_checks_the_budget(tmp_path: Path) -> None:
+    # cot_max_tokens=None is the server's default: only the first new label says which.
+    output = tmp_path / "labels.jsonl"
+    before = write_labels(output, {**label_json("p0"), **COT})
+    options = {"constitution": "harmless", "principles": 1, "mode": "cot"}
+    run = DatasetRun.start(pairs(3), options, chunk_size=2, concurrency=1, progress=False,
+                           total=None, output=output)  # fmt: skip
+    with pytest.raises(ValueError, match="cot_max_tokens"):
+        run.keep(Label.model_validate({**label_json("p1"), **COT, "cot_max_tokens": 128}))
+    run.keep(Label.model_validate({**label_json("p1"), **COT}))
+    run.close()
+    assert output.read_bytes().startswith(before) and len(output.read_text().splitlines()) == 2
+
+
 @pytest.mark.parametrize(("size", "concurrency"), [(0, 1), (1, 0)])
 def test_a_run_refuses_sizes_below_one(size: int, concurrency: int) -> None:
     with pytest.raises(ValueError, match="must be >= 1"):
@@ -178,11 +267,18 @@ def test_waiting_past_the_deadline_names_the_jobs_last_status() -> None:
 
 
 @pytest.mark.parametrize(
-    ("state", "over"),
-    [("running", False), ("succeeded", False), ("failed", True), ("cancelled", True)],
+    ("state", "done", "over"),
+    [("running", 1, False), ("failed", 2, True), ("cancelled", 1, True)],
 )
 def test_an_empty_page_ends_the_results_only_of_a_job_that_stopped_short(
-    state: str, over: bool
+    state: str, done: int, over: bool
 ) -> None:
-    finished = state != "running"
-    assert results_over(job(state, done=4 if finished else 1)) is over
+    assert results_over(job(state, done=done), 2) is over
+
+
+@pytest.mark.parametrize("state", ["succeeded", "succeeded_with_errors", "failed"])
+def test_an_empty_page_of_a_job_with_every_result_written_says_they_are_gone(state: str) -> None:
+    # Every pair has a result, yet none came back: evicted, and asking again will not help.
+    with pytest.raises(JobResultsGone, match=r"job-1 is .* evicted") as raised:
+        results_over(job(state, done=4), 2)
+    assert (raised.value.job_id, raised.value.cursor, raised.value.total) == ("job-1", 2, 4)

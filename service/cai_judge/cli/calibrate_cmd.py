@@ -64,7 +64,7 @@ from cai_judge.evaluation.calibration import (
     length_info,
     length_only_report,
     length_samples,
-    pair_group,
+    prompt_group,
 )
 from cai_judge.evaluation.render import calibration_rows, fmt_num, fmt_pct
 from cai_judge.labeling.calibration import (
@@ -394,9 +394,10 @@ def _load_gold_set(gold_path: Path, folds: int) -> list[GoldPair]:
             "temperature and the cross-validated numbers are mostly noise. Label more gold "
             "pairs, or fit the length debiasing alone with --unlabeled."
         )
-    groups = len({pair_group(g) for g in gold})
+    groups = len({prompt_group(g) for g in gold})
     if folds > groups:
-        raise fail(f"--folds {folds} is more than the {groups} distinct pairs in {gold_path}")
+        # Cross-validation keeps a prompt's pairs in one fold (evaluation/calibration.py).
+        raise fail(f"--folds {folds} is more than the {groups} distinct prompts in {gold_path}")
     return gold
 
 

@@ -190,6 +190,7 @@ def _check_resume(
 
     if not existing.ids:
         return None
+    cot = options.mode == "cot"
     run: dict[str, Any] = {
         "model": model_display_name(settings),
         "constitution": {"id": spec.id, "version": spec.version},
@@ -198,6 +199,11 @@ def _check_resume(
         "seed": options.seed,
         "aggregator": options.aggregator.value,
         "calibration": {"profile": profile.hash} if profile is not None else None,
+        # As the Judge stamps them on a label (labeling/judge.py).
+        "per_principle": [] if options.per_principle else None,
+        "mode": options.mode,
+        "cot_max_tokens": options.rationale_tokens if cot else None,
+        "cot_max_probability": options.cot_max_probability if cot else None,
     }
     # The template last: it needs the tokenizer, and a file from another model or
     # constitution is refused without loading anything.
@@ -205,7 +211,7 @@ def _check_resume(
     found = existing.mismatches(provenance(run), cheap)
     template_version = None
     if not found:
-        template_version = _template_version(settings, spec, options.mode == "cot")
+        template_version = _template_version(settings, spec, cot)
         run["template"] = {"id": spec.template, "version": template_version}
         found = existing.mismatches(provenance(run), ("template",))
     if found:
@@ -308,9 +314,9 @@ def label_command(
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
-    Resuming needs the model, constitution, template, principles, seed, aggregator and
-    calibration profile it had. With --ray, labels on a Ray cluster instead (no resuming),
-    and INPUT and OUTPUT may be URIs.
+    Resuming needs the model, constitution, template, principles, seed, aggregator,
+    calibration profile, per-principle, mode and CoT settings it had. With --ray, labels on
+    a Ray cluster instead (no resuming), and INPUT and OUTPUT may be URIs.
     """
     _check_locations(input_path, output, ray)
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)

@@ -140,8 +140,11 @@ class ResumeError(ValueError):
 
 # What a label records about how it was made, by the option that sets it. Two labels of
 # one file that differ in any of these come from different judges (DESIGN.md §3: a label
-# depends on the model, the template, the constitution and the principles chosen), so a
-# file is only resumed by a run that agrees with it on all of them.
+# depends on the model, the template, the constitution and the principles chosen; a CoT
+# label on its rationale budget and clamp too) or have different shapes (per_principle),
+# so a file is only resumed by a run that agrees with it on all of them. The SDK's
+# `label_dataset` resume compares the same fields, formatted alike (it cannot import this
+# module: tests/cli/test_resume_provenance.py holds the two to one definition).
 PROVENANCE_OPTIONS: dict[str, str] = {
     "model": "--model",
     "constitution": "--constitution",
@@ -151,6 +154,11 @@ PROVENANCE_OPTIONS: dict[str, str] = {
     "aggregator": "--aggregator",
     # A calibrated label's numbers come from its profile: two profiles are two judges.
     "calibration": "--calibration",
+    "per_principle": "--per-principle",
+    "mode": "--mode",
+    # A CoT label's numbers depend on its rationales, so on their budget, and on the clamp.
+    "cot_max_tokens": "--cot-max-tokens",
+    "cot_max_probability": "CAI_JUDGE_COT_MAX_PROBABILITY",
 }
 _MISSING = "(none)"
 
@@ -178,6 +186,10 @@ def provenance(record: Mapping[str, Any]) -> dict[str, str]:
         "seed": plain(record.get("seed")),
         "aggregator": plain(record.get("aggregator")),
         "calibration": profile(record.get("calibration")),
+        "per_principle": "on" if record.get("per_principle") is not None else "off",
+        "mode": plain(record.get("mode") or "plain"),
+        "cot_max_tokens": plain(record.get("cot_max_tokens")),
+        "cot_max_probability": plain(record.get("cot_max_probability")),
     }
 
 

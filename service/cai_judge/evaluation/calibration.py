@@ -67,7 +67,7 @@ class CalibrationSample:
     """One scored gold pair, as the label the service would serve for it."""
 
     pair_id: str
-    # Pairs with the same prompt and the same two responses, in either order.
+    # Pairs with the same prompt (prompt_group): cross-validation keeps them in one fold.
     group: str
     margin: float
     tokens_a: int
@@ -153,11 +153,22 @@ class FitResult:
 # -- samples ---------------------------------------------------------------------------
 
 
-def pair_group(pair: Pair) -> str:
-    """Content key shared by a pair and its swap (and by exact copies under other ids)."""
-    first, second = sorted((pair.response_a, pair.response_b))
-    material = json.dumps([pair.prompt_key(), first, second], ensure_ascii=False)
-    return hashlib.sha256(material.encode()).hexdigest()
+def prompt_group(pair: Pair) -> str:
+    """The cross-validation group of a pair: its prompt (a chat prompt as the canonical
+    JSON of its messages), so that every pair of one prompt, a pair's swap and copies of it
+    included, falls in one fold.
+
+    Pairs that share a prompt share much of what the judge reads, so a fold fitted with
+    some of them and scored on the others would measure a fit on what it saw: the
+    cross-validated figures would leak.
+    """
+    material: list[object] = (
+        ["text", pair.prompt]
+        if isinstance(pair.prompt, str)
+        else ["chat", [m.model_dump() for m in pair.prompt]]
+    )
+    canonical = json.dumps(material, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _label_numbers(
@@ -203,7 +214,7 @@ def calibration_samples(
         samples.append(
             CalibrationSample(
                 pair_id=gold.id,
-                group=pair_group(gold),
+                group=prompt_group(gold),
                 margin=margin,
                 tokens_a=tokens_a,
                 tokens_b=tokens_b,
@@ -232,7 +243,7 @@ def length_samples(
         samples.append(
             LengthSample(
                 pair_id=pair.id,
-                group=pair_group(pair),
+                group=prompt_group(pair),
                 margin=margin,
                 tokens_a=tokens_a,
                 tokens_b=tokens_b,
@@ -390,13 +401,27 @@ FitFunction = Callable[[Sequence[CalibrationSample], FitSpec], FitResult]
 
 
 def assign_folds(samples: Sequence[CalibrationSample], folds: int, seed: int) -> list[int]:
-    """A fold per sample: groups shuffled by `seed`, then dealt round-robin, so fold sizes
-    differ by at most one group and a group never straddles two folds."""
-    groups = sorted({s.group for s in samples})
+    """A fold per sample, a group (a prompt's pairs) never straddling two folds.
+
+    Groups are shuffled by `seed`, then placed largest first, each in the fold that holds
+    the fewest pairs so far (the lowest such fold on a tie): folds differ in size by at
+    most the largest group, and with groups of one pair this deals them round-robin.
+    """
+    sizes: dict[str, int] = {}
+    for sample in samples:
+        sizes[sample.group] = sizes.get(sample.group, 0) + 1
+    groups = sorted(sizes)
     if folds < 2 or folds > len(groups):
-        raise ValueError(f"folds must be from 2 to {len(groups)} (distinct pairs), got {folds}")
-    order = np.random.default_rng(seed).permutation(len(groups))
-    fold_of_group = {groups[g]: position % folds for position, g in enumerate(order)}
+        raise ValueError(f"folds must be from 2 to {len(groups)} (distinct prompts), got {folds}")
+    shuffled = [groups[g] for g in np.random.default_rng(seed).permutation(len(groups))]
+    # A stable sort: groups of one size keep their shuffled order.
+    shuffled.sort(key=lambda group: -sizes[group])
+    load = [0] * folds
+    fold_of_group: dict[str, int] = {}
+    for group in shuffled:
+        fold = load.index(min(load))
+        fold_of_group[group] = fold
+        load[fold] += sizes[group]
     return [fold_of_group[s.group] for s in samples]
 
 

@@ -7,7 +7,7 @@ given situation alike. `type` is the stable, machine-readable kind a client can 
 
 from __future__ import annotations
 
-from cai_judge.store.errors import StoreUnavailable
+from cai_judge.store.errors import StoreContended, StoreUnavailable
 
 
 class ServiceError(Exception):
@@ -77,7 +77,17 @@ class TooLarge(InvalidRequest):
 
 
 def from_store(error: StoreUnavailable, retry_after_s: int) -> Unavailable:
-    """The 503 a store that cannot be reached gets, on every wire: retry later or elsewhere."""
+    """The 503 a store that cannot be reached gets, on every wire: retry later or elsewhere.
+
+    A contended store (concurrent submits from one key outran its retries) is 503 too, with
+    its own type: the same retry recovers, and the client can tell the two apart."""
+    if isinstance(error, StoreContended):
+        return Unavailable(
+            f"{error}; nothing was stored: retry after the delay (a job submission with the "
+            "same Idempotency-Key is safe to retry)",
+            type="store_contended",
+            retry_after_s=retry_after_s,
+        )
     return Unavailable(
         f"{error}; nothing was changed by this call as far as the service knows: retry "
         "(a job submission with the same Idempotency-Key is safe to retry)",

@@ -34,12 +34,13 @@ from cai_judge.services.errors import (
     RateLimited,
     TooLarge,
     Unavailable,
+    from_store,
 )
 from cai_judge.services.labels import LabelCommand, LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.security import Caller
 from cai_judge.settings import Settings
-from cai_judge.store.errors import StoreUnavailable
+from cai_judge.store.errors import StoreContended, StoreUnavailable
 from cai_judge.store.jobs import (
     FINAL_STATES,
     IdempotencyKeyReused,
@@ -234,8 +235,14 @@ class JobService:
             scope = hashlib.sha256(f"{caller.identity}\0{idempotency_key}".encode()).hexdigest()
         owner = owner_of(caller)
         quota = self.quota()
+        # A retry of a job this key already made (its answer was lost) gets that job back,
+        # whatever the key's usage: its own job is in that usage, so checking the quota
+        # first would refuse it with 429 and count its pairs twice. The body is still read,
+        # hashed and stored (then discarded): `create` returns the job or refuses another
+        # body under the key, and should the job vanish meanwhile, checks the quota itself.
+        replay = await store.idempotent_job(scope) if scope is not None else None
         used = await store.usage(owner)  # StoreUnavailable: 503, nothing stored
-        if used["active_jobs"] + 1 > quota.active_jobs:
+        if replay is None and used["active_jobs"] + 1 > quota.active_jobs:
             raise self._over_quota("active_jobs", quota.active_jobs, used["active_jobs"])
         job_id = uuid.uuid4().hex
         total = 0
@@ -252,9 +259,9 @@ class JobService:
                         type="too_many_pairs",
                         param="pairs",
                     )
-                if used["pairs_queued"] + total > quota.pairs:
+                if replay is None and used["pairs_queued"] + total > quota.pairs:
                     raise self._over_quota("pairs_queued", quota.pairs, used["pairs_queued"])
-                if used["bytes_stored"] + size > quota.bytes:
+                if replay is None and used["bytes_stored"] + size > quota.bytes:
                     raise self._over_quota("bytes_stored", quota.bytes, used["bytes_stored"])
                 digest.update(line)
                 digest.update(b"\n")
@@ -295,6 +302,9 @@ class JobService:
         except QuotaExceeded as over:  # other submissions of this key raced this one
             await self._discard_quietly(job_id)
             raise self._over_quota(over.field, over.limit, over.used) from None
+        except StoreContended as contended:  # they kept racing it: come back, never 500
+            await self._discard_quietly(job_id)
+            raise from_store(contended, settings.retry_after_s) from None
         except BaseException:  # StoreUnavailable included: 503, and nothing is kept
             await self._discard_quietly(job_id)
             raise

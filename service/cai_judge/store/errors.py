@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ParamSpec, TypeVar
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +33,27 @@ class StoreUnavailable(Exception):
         self.cause = cause
         super().__init__(
             f"the store (Redis) is unreachable while {what} ({type(cause).__name__}: {cause})"
+        )
+
+
+class StoreContended(StoreUnavailable):
+    """A transaction kept losing its optimistic lock to concurrent writers of the same keys
+    (many submits from one key race on its usage), past the store's bounded retries.
+
+    Nothing was written. It is a StoreUnavailable so that every transport answers it 503
+    with Retry-After, as it answers an unreachable Redis: retrying is the recovery.
+    """
+
+    def __init__(self, what: str, attempts: int, waited_s: float) -> None:
+        self.what = what
+        self.attempts = attempts
+        self.waited_s = waited_s
+        self.cause = WatchError(f"lost the race {attempts} times in {waited_s:.2f} s")
+        # Exception's own __init__: StoreUnavailable's message says "unreachable".
+        Exception.__init__(
+            self,
+            f"the store is contended while {what}: concurrent writes to the same keys won "
+            f"{attempts} times in a row over {waited_s:.2f} s",
         )
 
 

@@ -11,8 +11,10 @@ The key layout and the rules at length: docs/internals.md, section "store/jobs.p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError, WatchError
 
 from cai_judge.store import keys
-from cai_judge.store.errors import raises_store_unavailable
+from cai_judge.store.errors import StoreContended, raises_store_unavailable
 
 ACTIVE_STATES = ("queued", "running")
 FINAL_STATES = ("succeeded", "succeeded_with_errors", "failed", "cancelled")
@@ -30,6 +32,14 @@ STATES = ACTIVE_STATES + FINAL_STATES
 # Result lines are read from Redis this many at a time, so a page stops near its byte
 # bound without ever holding `limit` lines it will not send.
 RESULT_READ_BATCH = 64
+# Creating a job WATCHes its key's usage, so concurrent submits from one key make all but
+# one retry. Contention is normal: each retry waits a random time up to a doubling bound
+# (full jitter, so the losers spread out instead of colliding again), within a total time
+# after which the submit is told to come back (503), never failed.
+CREATE_MAX_ATTEMPTS = 64
+CREATE_BUDGET_S = 5.0
+CREATE_BACKOFF_FIRST_S = 0.002
+CREATE_BACKOFF_CAP_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +248,9 @@ class RedisJobStore:
         # this client never decodes, so replies are handled as bytes.
         self.redis: Any = redis
         self.ttl_s = ttl_s
+        # The bounds on create's retries under contention (tests lower them).
+        self.create_max_attempts = CREATE_MAX_ATTEMPTS
+        self.create_budget_s = CREATE_BUDGET_S
         self._write_results = redis.register_script(_WRITE_RESULTS)
         self._finish = redis.register_script(_FINISH)
         self._mark_started = redis.register_script(_MARK_STARTED)
@@ -276,12 +289,19 @@ class RedisJobStore:
         """Make the job and queue its chunks; or return the job this key already made.
 
         Returns (job id, created). Raises IdempotencyKeyReused for the same key with
-        another body, QuotaExceeded when the owner's active jobs would pass `quota`.
+        another body, QuotaExceeded when the owner's active jobs would pass `quota`, and
+        StoreContended when concurrent submits of the owner kept winning the race for
+        `create_max_attempts` tries or `create_budget_s` seconds (nothing is written).
+        The idempotency key is looked up before the quota: a retry gets its job back
+        whatever the owner's usage.
         """
         job_key = keys.job(record.id)
         idem_key = keys.idempotency(idempotency_scope) if idempotency_scope else None
         usage_key = keys.owner_usage(record.owner)
-        for _ in range(5):
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             async with self.redis.pipeline(transaction=True) as pipe:
                 try:
                     await pipe.watch(usage_key, *([idem_key] if idem_key else []))
@@ -331,8 +351,26 @@ class RedisJobStore:
                     await pipe.execute()
                     return record.id, True
                 except WatchError:
-                    continue  # another submission with this key raced us: look again
-        raise RuntimeError("idempotency key or quota contended five times in a row")
+                    pass  # another submission with this key raced us: look again
+            waited = time.monotonic() - started
+            if attempt >= self.create_max_attempts or waited >= self.create_budget_s:
+                raise StoreContended("RedisJobStore.create", attempt, waited)
+            bound = min(CREATE_BACKOFF_CAP_S, CREATE_BACKOFF_FIRST_S * 2**attempt)
+            await asyncio.sleep(min(random.uniform(0, bound), self.create_budget_s - waited))
+
+    async def idempotent_job(self, idempotency_scope: str) -> tuple[str, str] | None:
+        """(job id, body digest) of the job this scope made, while that job exists.
+
+        A submit looks here before its quota: a retry of a job already made is answered
+        with that job, and the job's own usage is not counted against its retry.
+        """
+        existing = await self.redis.get(keys.idempotency(idempotency_scope))
+        if existing is None:
+            return None
+        job_id, _, digest = existing.decode().partition(" ")
+        if not await self.redis.exists(keys.job(job_id)):
+            return None
+        return job_id, digest
 
     @staticmethod
     def _check_quota(raw: dict[bytes, bytes], record: JobRecord, quota: Quota) -> None:

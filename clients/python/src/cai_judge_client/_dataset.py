@@ -113,8 +113,155 @@ class ResumeMismatch(ValueError):
     pass
 
 
+# What a label records about how it was made. Two labels that differ in any of these come
+# from different judges or runs (the model, the template, the constitution version, the
+# principles and their seed, the aggregator, the calibration profile, CoT's rationale
+# budget and clamp) or have different shapes (`per_principle`), so an output file is only
+# resumed, and only appended to, by a run whose labels agree with it on all of them.
+# These are the fields the CLI's resume compares (`cai-judge label`), formatted alike; the
+# SDK cannot import the service, so tests/cli/test_resume_provenance.py holds the two to
+# one definition. Each maps to the option (or the server's setting) that decides it.
+RESUME_FIELDS: dict[str, str] = {
+    "model": "the server's judge model",
+    "constitution": "constitution",
+    "template": "the server's judge template",
+    "selection": "principles",
+    "seed": "seed",
+    "aggregator": "aggregator",
+    "calibration": "calibrated (the server's calibration profile)",
+    "per_principle": "per_principle",
+    "mode": "mode",
+    "cot_max_tokens": "cot_max_tokens",
+    "cot_max_probability": "the server's CoT clamp (CAI_JUDGE_COT_MAX_PROBABILITY)",
+}
+MISSING = "(none)"
+
+
+def provenance(record: dict[str, Any]) -> dict[str, str]:
+    """A label record's RESUME_FIELDS as comparable text (a label as the wire sends it)."""
+
+    def ref(value: Any) -> str:
+        if isinstance(value, dict) and "id" in value and "version" in value:
+            return f"{value['id']}@{value['version']}"
+        return MISSING
+
+    def plain(value: Any) -> str:
+        return MISSING if value is None else str(value)
+
+    calibration = record.get("calibration")
+    return {
+        "model": plain(record.get("model")),
+        "constitution": ref(record.get("constitution")),
+        "template": ref(record.get("template")),
+        "selection": plain(record.get("selection")),
+        "seed": plain(record.get("seed")),
+        "aggregator": plain(record.get("aggregator")),
+        "calibration": (
+            str(calibration["profile"])
+            if isinstance(calibration, dict) and "profile" in calibration
+            else MISSING
+        ),
+        "per_principle": "on" if record.get("per_principle") is not None else "off",
+        "mode": plain(record.get("mode") or "plain"),
+        "cot_max_tokens": plain(record.get("cot_max_tokens")),
+        "cot_max_probability": plain(record.get("cot_max_probability")),
+    }
+
+
+def label_provenance(label: Label) -> dict[str, str]:
+    return provenance(label.model_dump(mode="json", exclude_none=True))
+
+
+def _run_disagrees(name: str, found: str, expect: dict[str, Any]) -> str | None:
+    """What this run asks for in field `name` when it is known before anything is sent
+    and `found` is not it; None when it agrees or only the server knows (the model, the
+    template, the latest version, the profile, the default CoT budget: those are checked
+    against the server's first new label, see `ResumeCheck.check`)."""
+    cot = expect.get("mode", "plain") == "cot"
+    wanted: str | None
+    if name == "constitution":
+        asked = str(expect["constitution"])
+        asked_id, at, asked_version = asked.partition("@")
+        found_id, _, found_version = found.partition("@")
+        if found_id != asked_id or (at and not found_version.startswith(asked_version)):
+            return asked
+        return None
+    if name == "calibration":
+        calibrated = bool(expect.get("calibrated", False))
+        if calibrated != (found != MISSING):
+            return "a profile" if calibrated else MISSING
+        return None
+    if name == "selection":
+        wanted = str(expect.get("principles", "all"))
+    elif name == "seed":
+        wanted = str(expect.get("seed", 0))
+    elif name == "aggregator":
+        wanted = str(expect.get("aggregator", "mean_logodds"))
+    elif name == "per_principle":
+        wanted = "on" if expect.get("per_principle", False) else "off"
+    elif name == "mode":
+        wanted = "cot" if cot else "plain"
+    elif name == "cot_max_tokens":
+        given = expect.get("cot_max_tokens")
+        wanted = (str(given) if given is not None else None) if cot else MISSING
+    elif name == "cot_max_probability":
+        wanted = None if cot else MISSING
+    else:
+        wanted = None
+    return wanted if wanted is not None and wanted != found else None
+
+
+class ResumeCheck:
+    """Keeps an output file to one run's labels: every label it holds or gets agrees on
+    RESUME_FIELDS with the file's first label.
+
+    What the options decide is checked against the resumed lines before anything is sent;
+    what only the server knows (its model and template, the version `constitution="id"`
+    resolves to today, its calibration profile and CoT defaults) is checked on each new
+    label before it is written, so a resume against a changed server stops without
+    appending a line.
+    """
+
+    def __init__(self, path: Path, expect: dict[str, Any]) -> None:
+        self.path = path
+        self.expect = expect
+        self.first: dict[str, str] | None = None
+        self.lines = 0
+
+    def _fix(self) -> str:
+        return f"use another output file, or delete {self.path} to start over"
+
+    def resumed(self, line_no: int, label: Label) -> None:
+        found = label_provenance(label)
+        for name, value in found.items():
+            wanted = _run_disagrees(name, value, self.expect)
+            if wanted is not None:
+                raise ResumeMismatch(
+                    f"{self.path} line {line_no} was labeled with {RESUME_FIELDS[name]}="
+                    f"{value!r}, this run asks for {wanted!r}; {self._fix()}"
+                )
+        self._agrees(line_no, found, "holds")
+
+    def check(self, label: Label) -> None:
+        """Before writing `label` as the file's next line."""
+        self._agrees(self.lines + 1, label_provenance(label), "would get")
+
+    def _agrees(self, line_no: int, found: dict[str, str], verb: str) -> None:
+        if self.first is None:
+            self.first = found
+            return
+        for name, value in found.items():
+            if value != self.first[name]:
+                raise ResumeMismatch(
+                    f"{self.path} line {line_no} {verb} a label made with "
+                    f"{RESUME_FIELDS[name]}={value!r}, but its first line was made with "
+                    f"{self.first[name]!r}: one file would mix two judges' labels; "
+                    f"{self._fix()}"
+                )
+
+
 def _check_resumed(
-    line_no: int, result: LabelResult, pair: dict[str, Any], expect: dict[str, Any], path: Path
+    line_no: int, result: LabelResult, pair: dict[str, Any], check: ResumeCheck, path: Path
 ) -> None:
     fix = f"use another output file, or delete {path} to start over"
     pair_id = _pair_id(pair)
@@ -124,30 +271,14 @@ def _check_resumed(
             f"{pair_id!r}: the output is from other input; {fix}"
         )
     if isinstance(result, Label):
-        constitution_id = str(expect["constitution"]).split("@", 1)[0]
-        found = {
-            "constitution": result.constitution.id,
-            "principles": result.selection,
-            "aggregator": result.aggregator,
-            "calibrated": result.calibration is not None,
-            "mode": result.mode or "plain",
-        }
-        wanted = {"constitution": constitution_id, "principles": expect["principles"],
-                  "aggregator": expect["aggregator"],
-                  "calibrated": bool(expect.get("calibrated", False)),
-                  "mode": expect.get("mode", "plain")}  # fmt: skip
-        for name, value in wanted.items():
-            if found[name] != value:
-                raise ResumeMismatch(
-                    f"{path} line {line_no} was labeled with {name}={found[name]!r}, this run "
-                    f"asks for {name}={value!r}; {fix}"
-                )
+        check.resumed(line_no, result)
 
 
 def open_resumable(
     path: Path, pairs: Iterator[IndexedPair], expect: dict[str, Any], summary: DatasetSummary
-) -> IO[str]:
-    """Open `path` for appending after the pairs it already holds (consumed from `pairs`).
+) -> tuple[IO[str], ResumeCheck]:
+    """Open `path` for appending after the pairs it already holds (consumed from `pairs`),
+    with the check each label written next must pass (`ResumeCheck.check`).
 
     A half-written last line (a killed run) is cut off and its pair labeled again. So is
     a line whose result is a transient error (the server's engine was unreachable), with
@@ -155,6 +286,7 @@ def open_resumable(
     after it come back from the server's label cache.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    check = ResumeCheck(path, expect)
     if path.exists():
         with path.open("rb+") as raw:
             good_bytes = 0
@@ -176,11 +308,12 @@ def open_resumable(
                     raise ResumeMismatch(
                         f"{path} has more lines than the input has pairs; use another output file"
                     ) from None
-                _check_resumed(line_no, result, pair, expect, path)
+                _check_resumed(line_no, result, pair, check, path)
                 summary.resumed += 1
                 good_bytes += len(line)
             raw.truncate(good_bytes)
-    return path.open("a", encoding="utf-8")
+    check.lines = summary.resumed
+    return path.open("a", encoding="utf-8"), check
 
 
 class Progress:

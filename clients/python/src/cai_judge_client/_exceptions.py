@@ -22,6 +22,7 @@ __all__ = [
     "CaiJudgeError",
     "ConflictError",
     "InternalServerError",
+    "JobResultsGone",
     "NotFoundError",
     "PermissionDeniedError",
     "RateLimitError",
@@ -33,6 +34,20 @@ __all__ = [
 
 class CaiJudgeError(Exception):
     """Base of everything this SDK raises."""
+
+
+class JobResultsGone(CaiJudgeError):
+    """A finished job's results are no longer on the server: every pair of the job has a
+    result, yet a page from `cursor` came back empty. The server evicted them (Redis under
+    memory pressure) or lost them; they do not come back by asking again: resubmit."""
+
+    def __init__(self, job_id: str, state: str, cursor: int, total: int) -> None:
+        self.job_id, self.state, self.cursor, self.total = job_id, state, cursor, total
+        super().__init__(
+            f"job {job_id} is {state} with all {total} results written, but the server no "
+            f"longer holds them from result {cursor} on: they were evicted or lost (asking "
+            "again will not bring them back); submit the pairs again as a new job"
+        )
 
 
 class APIError(CaiJudgeError):

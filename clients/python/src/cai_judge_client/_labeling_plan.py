@@ -25,6 +25,7 @@ from cai_judge_client._dataset import (
     DatasetSummary,
     IndexedPair,
     Progress,
+    ResumeCheck,
     as_dict,
     chunk_error,
     chunked,
@@ -35,12 +36,13 @@ from cai_judge_client._dataset import (
     renumber,
     result_line,
 )
-from cai_judge_client._exceptions import APIStatusError
+from cai_judge_client._exceptions import APIStatusError, JobResultsGone
 from cai_judge_client._jobs import wire_options
 from cai_judge_client.types import (
     Aggregator,
     ConstitutionSpec,
     Job,
+    Label,
     LabelResponse,
     LabelResult,
     Mode,
@@ -168,6 +170,7 @@ class DatasetRun:
     summary: DatasetSummary
     progress: Progress
     sink: IO[str] | None = field(default=None)
+    resume: ResumeCheck | None = field(default=None)
 
     @classmethod
     def start(
@@ -191,14 +194,15 @@ class DatasetRun:
         full = label_options(options)
         indexed: Iterator[IndexedPair] = enumerate(as_dict(p) for p in pairs)
         sink = None
+        resume = None
         if output is not None:
             summary.output = Path(output)
-            sink = open_resumable(summary.output, indexed, full, summary)
+            sink, resume = open_resumable(summary.output, indexed, full, summary)
         elif keep:
             summary.results = []
         size = total if total is not None else length_hint(pairs)
         bar = Progress(progress, size, summary.resumed, "labeling")
-        return cls(full, indexed, chunk_size, concurrency, summary, bar, sink)
+        return cls(full, indexed, chunk_size, concurrency, summary, bar, sink, resume)
 
     def chunks(self) -> Iterator[Chunk]:
         return chunked(self.indexed, self.chunk_size)
@@ -214,6 +218,11 @@ class DatasetRun:
 
     def keep(self, result: LabelResult) -> None:
         if self.sink is not None:
+            if self.resume is not None:
+                if isinstance(result, Label):
+                    # Raises before the line is written: the file keeps one judge's labels.
+                    self.resume.check(result)
+                self.resume.lines += 1
             self.sink.write(result_line(result))
         elif self.summary.results is not None:
             self.summary.results.append(result)
@@ -239,7 +248,17 @@ def check_deadline(job: Job, deadline: float | None, timeout: float | None) -> N
         )
 
 
-def results_over(job: Job) -> bool:
-    """After an empty results page: the job was already over (failed or cancelled) when
-    it was last read, so nothing more will come."""
-    return job.finished and job.state != "succeeded"
+def results_over(job: Job, cursor: int) -> bool:
+    """After an empty results page from `cursor`, with `job` as read before that page:
+    True when nothing more will come (a failed or cancelled job stopped short of it), False
+    while the job runs (ask again after the poll interval).
+
+    A job whose every pair has a result (all `succeeded*` jobs, and a `failed` one whose
+    pairs all failed) answers a page at any cursor below its total, so an empty one means
+    the results are gone: JobResultsGone, rather than asking again for ever.
+    """
+    if not job.finished:
+        return False
+    if job.done + job.failed >= job.total:
+        raise JobResultsGone(job.id, job.state, cursor, job.total)
+    return True

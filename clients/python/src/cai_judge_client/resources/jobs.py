@@ -118,7 +118,8 @@ class Jobs(SyncAPIResource):
 
         Pages of `page_size` lines; a page holds only the finished prefix, so an empty page
         means "not yet" and is asked again after `poll_interval`. Stops at the job's total,
-        or where a failed or cancelled job stopped.
+        or where a failed or cancelled job stopped. Raises JobResultsGone when a finished
+        job's results are no longer on the server (evicted): asking again would not help.
         """
         job = self.retrieve(job_id)
         while cursor < job.total:
@@ -127,7 +128,7 @@ class Jobs(SyncAPIResource):
             yield from results
             if results:
                 continue
-            if results_over(job):
+            if results_over(job, cursor):
                 return
             job = self.retrieve(job_id)
             if not job.finished:
@@ -204,7 +205,7 @@ class AsyncJobs(AsyncAPIResource):
                 yield result
             if results:
                 continue
-            if results_over(job):
+            if results_over(job, cursor):
                 return
             job = await self.retrieve(job_id)
             if not job.finished:
