@@ -210,7 +210,9 @@ async def test_two_replicas_behind_one_redis_judge_a_group_once(redis_url: str) 
             for response in responses:
                 assert response.status_code == 200, response.text
             rewards = [r.json()["rewards"][0] for r in responses]
-            assert [r.json()["extra_logs"]["cai_judge_group_size"] for r in responses] == [[4.0]] * 4
+            assert [r.json()["extra_logs"]["cai_judge_group_size"] for r in responses] == [
+                [4.0]
+            ] * 4
             direct = await http.post(
                 f"{first}/v1/rewards",
                 json={
