@@ -62,6 +62,9 @@ def probes_figure(probes: Sequence[ProbeResult]) -> Figure:
         capsize=2,
         color=[_FAMILY_COLORS[p.family] for p in probes],
     )
+    for y, (value, _, high) in zip(ys, bars, strict=True):
+        # A rate of 0 draws no bar: the number says it was measured, not missing.
+        ax.text(min(value + high, 0.92) + 0.01, y, f"{100 * value:.0f}%", va="center", fontsize=6)
     ax.set_yticks(ys, [f"{p.family} · {p.probe}" for p in probes], fontsize=7)
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
     ax.set_xlim(0, 1)
