@@ -10,7 +10,15 @@ import sys
 
 import typer
 
-from cai_judge.cli import calibrate_cmd, eval_cmd, label_cmd, revise_cmd, serve_cmd, worker_cmd
+from cai_judge.cli import (
+    calibrate_cmd,
+    eval_cmd,
+    label_cmd,
+    probe_cmd,
+    revise_cmd,
+    serve_cmd,
+    worker_cmd,
+)
 from cai_judge.cli.constitutions_cmd import constitutions_app
 from cai_judge.cli.model_cmd import model_app
 
@@ -23,6 +31,7 @@ label_cmd.register(app)
 revise_cmd.register(app)
 eval_cmd.register(app)
 calibrate_cmd.register(app)
+probe_cmd.register(app)
 serve_cmd.register(app)
 worker_cmd.register(app)
 app.add_typer(model_app, name="model")
