@@ -1,8 +1,14 @@
 """Throughput: cai-judge against the baselines a careful vLLM user would write, and a floor.
 
-    .venv/bin/python -m bench.throughput --quick   # 8 min on the 2-core CI machine
+    .venv/bin/python -m bench.throughput --quick   # ~4.5 min on the 2-core CI machine
     .venv/bin/python -m bench.throughput           # 16 pairs, 3 reps, K 1/4/16: ~65 min there
                                                    # (estimated from the cells of a 16-pair run)
+
+`--quick`: 8 pairs, K 4 and 16, 2 reps, the long workload on naive-first and cai-judge only,
+naive-first timed on 2 principles and scaled. naive-first so timed is the same work at every
+K (the same pairs, the same first 2 principles), so it runs once per workload and rep and
+each K's cell scales it: with 3 reps and naive-first run per cell, 77 s of the quick
+run's 415 s of timed paths (bench/results/throughput.json) were that repeat (NOTES.md §15).
 
 One engine (the service's: AsyncLLM, its core in its own process), one run. Every path
 judges the same pairs with the same principles (the first K of `harmless`, so no path
@@ -405,9 +411,14 @@ async def run_cell(
     reps: int,
     paths: Sequence[str],
     naive_first_principles: int | None,
+    naive_first_runs: dict[int, list[PathRun]] | None = None,
 ) -> Cell:
+    """One (workload, K) cell. `naive_first_runs` (timed principles -> one run per rep) is
+    shared by the cells of one workload: naive-first timed on the same first principles of
+    the same pairs is the same work at every K, so it runs once and each cell scales it."""
     spec_k = first_principles(spec, k)
     timed = min(k, naive_first_principles or k)
+    shared = naive_first_runs if naive_first_runs is not None else {}
     results: dict[str, PathResult] = {}
     with PeakRss(os.getpid()) as memory:
         for rep in range(reps):
@@ -416,8 +427,14 @@ async def run_cell(
             for name in [*paths[shift:], *paths[:shift]]:
                 path_spec = first_principles(spec, timed) if name == "naive-first" else spec_k
                 scale = k / timed if name == "naive-first" else 1.0
-                await judge.engine.reset_prefix_cache()
-                run = await RUNNERS[name](judge, pairs, path_spec)
+                earlier = shared.get(timed, []) if name == "naive-first" else []
+                if rep < len(earlier):
+                    run = earlier[rep]
+                else:
+                    await judge.engine.reset_prefix_cache()
+                    run = await RUNNERS[name](judge, pairs, path_spec)
+                    if name == "naive-first":
+                        shared.setdefault(timed, []).append(run)
                 result = results.setdefault(
                     name,
                     PathResult(
@@ -568,11 +585,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # shortest is the fastest, and it is measured around every cell anyway).
         start_batches = FASTEST_BATCH if args.quick else SATURATION_BATCHES
         rates.append(await peak_prefill_rate(judge, pool, 0, start_batches))
+        naive_first_runs: dict[str, dict[int, list[PathRun]]] = {w: {} for w in args.workloads}
         for workload, k in itertools.product(args.workloads, args.k):
             paths = [p for p in PATHS if p in args.paths.get(workload, PATHS)]
             cell = await run_cell(
                 judge, workload, workloads[workload], spec, k, args.reps, paths,
-                args.naive_first_principles,
+                args.naive_first_principles, naive_first_runs[workload],
             )  # fmt: skip
             cells.append(cell)
             rates.append(await peak_prefill_rate(judge, pool, len(rates), FASTEST_BATCH))
@@ -613,10 +631,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="K 4/16, 8 pairs, 3 reps, naive-first on 2 principles"
+        "--quick", action="store_true", help="K 4/16, 8 pairs, 2 reps, naive-first on 2 principles"
     )
     parser.add_argument("--pairs", type=int, help="pairs per cell (default 16; quick 8)")
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, help="repetitions per cell (default 3; quick 2)")
     parser.add_argument("--k", type=int, nargs="+", help="principles per pair (default 1 4 16)")
     parser.add_argument("--naive-first-principles", type=int,
                         help="time naive-first on this many principles and scale to K "
@@ -631,6 +649,7 @@ def main() -> None:
     args = parser.parse_args()
     args.mode = "quick" if args.quick else "full"
     args.pairs = args.pairs or (8 if args.quick else 16)
+    args.reps = args.reps or (2 if args.quick else 3)
     args.k = args.k or ([4, 16] if args.quick else [1, 4, 16])
     if args.quick and args.naive_first_principles is None:
         args.naive_first_principles = 2

@@ -26,6 +26,9 @@ PAIRS = [
     {"id": f"p{i}", "prompt": f"Question {i}?", "response_a": f"Answer {i}.", "response_b": "No."}
     for i in range(6)
 ]
+# A line break to str.splitlines, written raw below (ensure_ascii=False, as the SDK writes):
+# one line, one pair, for --ray as for the CLI (issue 33).
+PAIRS[2]["prompt"] = "Question 2?\u2028Answer briefly."
 # A pair and its swap: the same units, so antisymmetry holds to the bit within a batch.
 PAIRS.append({**PAIRS[0], "id": "p0-swapped", "response_a": "No.", "response_b": "Answer 0."})
 
@@ -47,7 +50,8 @@ def plain_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) ->
     tmp_path = tmp_path_factory.mktemp("plain")
     pairs = tmp_path / "pairs.jsonl"
     rows: list[object] = [*PAIRS[:3], {"id": "bad", "prompt": "x", "response_a": ""}, *PAIRS[3:]]
-    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n{not json\n")
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    pairs.write_text(text + "\n{not json\n", encoding="utf-8")
     output = tmp_path / "cli.jsonl"
     plain = run_cli(
         "label", str(pairs), "-o", str(output), "--model", str(tiny_model_dir), *COMMON,
@@ -128,6 +132,33 @@ def local_ray() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def test_ray_reads_jsonl_lines_as_the_cli_does(tmp_path: Path, local_ray: None):
+    # Ray Data's read_text split at U+2028, U+2029 and U+0085 (written raw by
+    # json.dumps(ensure_ascii=False)) and failed the whole file on one byte that is not
+    # UTF-8: here each pair is one row, the bad byte one row's error (issue 33).
+    import pyarrow as pa
+
+    from cai_judge.labeling.schema import Pair
+    from cai_judge.ray.run import read_pairs_dataset
+    from cai_judge.ray.stage import parse_rows
+
+    pairs = [
+        {**p, "prompt": f"line{mark}break"}
+        for p, mark in zip(PAIRS[:3], "\u2028\u2029\x85", strict=True)
+    ]
+    lines = [json.dumps(p, ensure_ascii=False).encode() for p in pairs]
+    source = tmp_path / "pairs.jsonl"
+    source.write_bytes(b"\n".join([lines[0], b"\xff{", lines[1], b"", lines[2]]) + b"\n")
+
+    rows = read_pairs_dataset(str(source)).take_all()
+    parsed = parse_rows(pa.Table.from_pylist(rows))
+    assert len(parsed) == 5
+    assert [(n, r.id) for n, r in enumerate(parsed, 1) if isinstance(r, Pair)] == [
+        (1, "p0"), (3, "p1"), (5, "p2"),
+    ]  # fmt: skip
+    assert parsed[1] == "not UTF-8 text (byte 0xff at column 1)" and parsed[3] is None
 
 
 def _actor_processes() -> list[psutil.Process]:

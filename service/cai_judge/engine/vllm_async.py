@@ -311,6 +311,10 @@ class VllmEngine(VllmScorer):
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from cai_judge.engine import lifeline
+
+        # The core process must not outlive this one when it is killed (lifeline.py).
+        lifeline.install()
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_arguments(config)))
         tokenizer = AutoTokenizer.from_pretrained(config.model)
         identity = await asyncio.to_thread(engine_identity, config, llm.model_config)

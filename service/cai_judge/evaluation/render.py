@@ -12,9 +12,7 @@ import io
 from collections.abc import Sequence
 from html import escape
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from cai_judge.evaluation.calibration import (
     CalibratedComparison,
@@ -32,6 +30,11 @@ from cai_judge.evaluation.report import (
     ProtocolReport,
 )
 from cai_judge.labeling.schema import PairError
+
+if TYPE_CHECKING:
+    # Imported where a figure is drawn: matplotlib costs ~0.6 s (more on a busy machine),
+    # and every `cai-judge` command imports this module through its command group.
+    from matplotlib.figure import Figure
 
 CHANCE = 0.5
 
@@ -70,6 +73,9 @@ def fmt_signed_estimate(found: Estimate | None) -> str:
 
 
 def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     return figure

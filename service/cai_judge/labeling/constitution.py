@@ -28,7 +28,10 @@ from pydantic import (
 
 from cai_judge.labeling.templates import TEMPLATES
 from cai_judge.labeling.validation import describe_validation_error
-from cai_judge.store.errors import StoreUnavailable
+
+# `cai_judge.store.errors` (it imports redis-py: ~0.2 s idle, more on a busy machine) is
+# imported by the SharedConstitutionRegistry methods that catch its StoreUnavailable: only
+# servers build that registry, and every `cai-judge` command imports this module.
 
 _ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 Identifier = Annotated[str, Field(pattern=_ID_PATTERN)]
@@ -330,6 +333,8 @@ class SharedConstitutionRegistry(ConstitutionRegistry):
         return self.store.add(spec.id, spec.version, spec.canonical_json(), reserve=reserve)
 
     def is_reserved(self, constitution_id: str) -> bool:
+        from cai_judge.store.errors import StoreUnavailable
+
         if super().is_reserved(constitution_id):
             return True
         try:
@@ -338,6 +343,8 @@ class SharedConstitutionRegistry(ConstitutionRegistry):
             return False
 
     def add(self, spec: ConstitutionSpec, *, reserve: bool = False) -> ConstitutionSpec:
+        from cai_judge.store.errors import StoreUnavailable
+
         if reserve:
             stored = super().add(spec, reserve=True)
             try:  # so other replicas refuse run-time versions of this id as well
@@ -355,6 +362,8 @@ class SharedConstitutionRegistry(ConstitutionRegistry):
         return super().add(spec)
 
     def ids(self) -> list[str]:
+        from cai_judge.store.errors import StoreUnavailable
+
         local = set(super().ids())
         try:
             shared = self.store.ids()
@@ -401,6 +410,8 @@ class SharedConstitutionRegistry(ConstitutionRegistry):
         return super().resolve(ref)
 
     def _sync_quietly(self, constitution_id: str) -> None:
+        from cai_judge.store.errors import StoreUnavailable
+
         try:
             self._sync(constitution_id)
         except StoreUnavailable as error:  # serve what this replica has seen

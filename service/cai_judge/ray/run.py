@@ -158,14 +158,18 @@ def _open_sink(output: str) -> Iterator[_Sink]:
 
 
 def read_pairs_dataset(source: str) -> Any:
-    """Pairs as a Ray Dataset: Parquet by its columns, anything else as JSON Lines text.
+    """Pairs as a Ray Dataset: Parquet by its columns, anything else as JSON Lines.
 
-    JSON Lines go in as raw text, one row per line, blank lines kept: Arrow's JSON reader
-    would refuse a file whose `prompt` is a string on one line and chat messages on another,
-    and one bad line would fail the whole read instead of that line alone.
+    JSON Lines go in as each line's bytes, one row per line, blank lines kept, split on
+    "\n" alone (`lines.py`: Ray Data's `read_text` splits at U+2028 too, and fails a whole
+    file on one byte that is not UTF-8). Arrow's JSON reader would refuse a file whose
+    `prompt` is a string on one line and chat messages on another, and one bad line would
+    fail the whole read instead of that line alone.
     """
     import pyarrow.fs as pafs
     import ray.data
+
+    from cai_judge.ray.lines import JsonLinesDatasource
 
     # Ray Data resolves a path or a URI pyarrow knows as `resolve_location` does, so those go
     # in as given; a scheme only fsspec knows goes in as its filesystem (by itself, Ray Data
@@ -176,7 +180,7 @@ def read_pairs_dataset(source: str) -> Any:
         filesystem, path = None, source
     if _is_parquet(source):
         return ray.data.read_parquet(path, filesystem=filesystem)
-    return ray.data.read_text(path, filesystem=filesystem, drop_empty_lines=False)
+    return ray.data.read_datasource(JsonLinesDatasource(path, filesystem=filesystem))
 
 
 def _init_ray() -> None:

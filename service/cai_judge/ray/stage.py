@@ -7,8 +7,9 @@ same call `cai-judge label` makes per batch, so the labels are the CLI's. Ray Da
 synchronously, one batch at a time, so the actor keeps one event loop of its own and runs each
 batch to completion on it (the engine's replies are delivered to the loop that asked).
 
-A batch is Arrow (JSON Lines as one `text` column, so a bad line is reported, not fatal, as
-the CLI reports it; Parquet as the pair columns). Each input row gives exactly one output row:
+A batch is Arrow (JSON Lines as one `line` column of each line's bytes, so a bad line, or a
+byte that is not UTF-8, is reported, not fatal, as the CLI reports it; Parquet as the pair
+columns). Each input row gives exactly one output row:
 `label` (the label as `cai-judge label` writes it), `error` (why that row has none) or neither
 (a blank line), `pair_id` (the id of a row that parsed as a pair), and the batch's usage on its
 first row, so the driver can number lines, find repeated ids, sum usage and write in input
@@ -41,6 +42,8 @@ LABEL = "label"
 ERROR = "error"
 PAIR_ID = "pair_id"
 USAGE = "usage"
+# The input column of a JSON Lines file (`lines.py`): a line's bytes.
+LINE = "line"
 
 
 @dataclass(frozen=True)
@@ -78,10 +81,26 @@ def _parse_record(raw: Any) -> Pair | str:
         return describe_validation_error(error, whole="(line)")
 
 
+def _parse_line(raw: bytes) -> Pair | str | None:
+    """A JSON Lines row as `lines.py` reads it: the line's bytes, decoded here, alone."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {error.start + 1})"
+    return _parse_text(line)
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+
+
 def parse_rows(batch: pa.Table) -> list[Pair | str | None]:
     """Each row of an input batch as a pair, a reason it is not one, or None (blank)."""
-    if batch.column_names == ["text"]:
-        return [_parse_text(line) for line in batch.column("text").to_pylist()]
+    # The reader's column, by name and type: a Parquet file of pairs has at least three.
+    if batch.column_names == [LINE] and _is_bytes(batch.schema.field(LINE).type):
+        return [_parse_line(raw) for raw in batch.column(LINE).to_pylist()]
     return [_parse_record(row) for row in batch.to_pylist()]
 
 
