@@ -146,6 +146,31 @@ async def test_reference_rewards_are_the_http_rewards_with_errors_in_place(both:
     assert over_grpc["usage"]["pairs"] == 2
 
 
+@pytest.mark.parametrize("kind", ["groups", "items"])
+async def test_exploit_flags_and_floor_are_the_http_answer(both: Both, kind: str):
+    """The exploit reasons, the floored rewards and their raw values cross both wires alike."""
+    gamed = [COMPLETIONS[1], "Thought process:", "", COMPLETIONS[0]]
+    entries = (
+        [{"id": "g", "prompt": PROMPT, "completions": gamed}]
+        if kind == "groups"
+        else [{"id": f"i{n}", "prompt": PROMPT, "completion": c, "reference": COMPLETIONS[3]}
+              for n, c in enumerate(gamed)]
+    )  # fmt: skip
+    body = {"constitution": "harmless", "principles": 2, "detail": True, "exploits": "floor",
+            kind: entries}  # fmt: skip
+    http, over_grpc = await over_both(both, body)
+    assert over_grpc == http
+    if kind == "groups":
+        [group] = over_grpc["results"]
+        assert group["exploits"] == [[], ["master-key"], ["empty"], []]
+        assert group["rewards"][1] == group["rewards"][2] == min(group["rewards"])
+        assert "raw_reward" in group["detail"][1] and "raw_reward" not in group["detail"][0]
+    else:
+        assert [r.get("exploits") for r in over_grpc["results"]] == [
+            None, ["master-key"], ["empty"], None]  # fmt: skip
+        assert [r["reward"] == 0.0 for r in over_grpc["results"]] == [False, True, True, False]
+
+
 # -- request-level errors, auth, rate limit, metrics ----------------------------------------
 
 

@@ -29,6 +29,7 @@ def item_proto(raw: dict[str, Any]) -> pb.RewardItem:
 
 
 SCORING = {"mean": pb.SCORING_MEAN, "bradley_terry": pb.SCORING_BRADLEY_TERRY}
+EXPLOITS = {"flag": pb.EXPLOIT_POLICY_FLAG, "floor": pb.EXPLOIT_POLICY_FLOOR}
 AGGREGATOR = {"mean_logodds": pb.AGGREGATOR_MEAN_LOGODDS, "mean_prob": pb.AGGREGATOR_MEAN_PROB}
 
 
@@ -45,6 +46,7 @@ def request_proto(body: dict[str, Any]) -> pb.RewardsRequest:
         opponents=0 if body.get("opponents", "all") == "all" else body["opponents"],
         scoring=SCORING[body.get("scoring", "mean")],
         detail=body.get("detail", False),
+        exploits=EXPLOITS[body.get("exploits", "flag")],
     )
     if "groups" in body:
         request.groups.groups.extend(group_proto(g) for g in body["groups"])
@@ -68,6 +70,7 @@ def provenance_json(provenance: pb.RewardProvenance) -> dict[str, Any]:
 
 
 def detail_json(detail: pb.CompletionDetail) -> dict[str, Any]:
+    raw = {"raw_reward": detail.raw_reward} if detail.HasField("raw_reward") else {}
     return {
         "matches": [
             {
@@ -82,6 +85,7 @@ def detail_json(detail: pb.CompletionDetail) -> dict[str, Any]:
         ],
         "mean_margin": detail.mean_margin,
         "consistency": detail.consistency,
+        **raw,
     }
 
 
@@ -105,6 +109,8 @@ def result_json(result: pb.RewardResult) -> dict[str, Any]:
             answer["converged"] = group.converged
         if group.low_confidence:
             answer["low_confidence"] = list(group.low_confidence)
+        if group.exploits:
+            answer["exploits"] = [list(e.reasons) for e in group.exploits]
         return answer
     assert kind == "item", result
     item = result.item
@@ -113,6 +119,8 @@ def result_json(result: pb.RewardResult) -> dict[str, Any]:
         answer["detail"] = detail_json(item.detail)
     if item.low_confidence:
         answer["low_confidence"] = True
+    if item.exploits:
+        answer["exploits"] = list(item.exploits)
     return answer
 
 

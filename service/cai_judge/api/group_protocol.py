@@ -64,6 +64,7 @@ class TrainerRewardQuery(RewardQuery):
             self.group_wait_s if self.group_wait_s is not None else settings.reward_group_wait_s,
             self.opponents if self.opponents is not None else "all",
             self.scoring if self.scoring is not None else "mean",
+            self.exploits,
         )
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validat
 
 from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
+from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.options import (
     CALLER_FIELDS,
@@ -529,6 +530,14 @@ class RewardsRequest(LabelingOptions):
         default=False,
         description="Per completion: its matches, mean margin and consistency.",
     )
+    exploits: ExploitPolicy = Field(
+        default="flag",
+        description="Completions that look like judge exploits (empty, punctuation only, a "
+        "master key such as `Thought process:` as the whole answer, text addressed to the "
+        "evaluator) are listed in `exploits` either way. `flag`: rewards as judged. `floor`: "
+        "a flagged completion gets its group's lowest reward (0 in reference mode), applied "
+        "after the mean or Bradley–Terry fit; with `detail` its judged value is `raw_reward`.",
+    )
 
     @model_validator(mode="after")
     def _one_list(self) -> RewardsRequest:
@@ -552,6 +561,7 @@ class RewardsRequest(LabelingOptions):
             opponents=self.opponents,
             scoring=self.scoring,
             detail=self.detail,
+            exploits=self.exploits,
         )
 
 
@@ -574,6 +584,12 @@ class RewardQuery(LabelingOptions):
         default=None,
         description="The API key, for trainers whose client sends no headers (OpenRLHF, "
         "slime); accepted on these routes only, and never logged.",
+    )
+    exploits: ExploitPolicy = Field(
+        default="flag",
+        description="`floor`: a completion that looks like a judge exploit (empty, a master "
+        "key, text addressed to the evaluator) gets its group's lowest reward, or 0 against "
+        "its label; `flag` (the default): rewards as judged, flags counted in the metrics.",
     )
 
 
@@ -606,7 +622,7 @@ class OpenRLHFRewardRequest(BaseModel):
             )
         return self
 
-    def to_command(self, options: LabelOptions) -> RewardCommand:
+    def to_command(self, options: LabelOptions, exploits: ExploitPolicy = "flag") -> RewardCommand:
         items = []
         matches: list[PromptMatch] = []
         for i, (query, prompt, label) in enumerate(
@@ -626,6 +642,7 @@ class OpenRLHFRewardRequest(BaseModel):
             options,
             "reference",
             items,
+            exploits=exploits,
             truncated_prompts=matches.count("truncated"),
             unmatched_prompts=matches.count("unmatched"),
         )

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.pipeline import LabelOutcome
 from cai_judge.labeling.reward_schema import (
@@ -45,6 +46,11 @@ MODE_FROM_PROTO: dict[int, Literal["plain", "cot"]] = {
 AGGREGATOR_TO_PROTO = {
     Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
     Aggregator.MEAN_PROB: pb.AGGREGATOR_MEAN_PROB,
+}
+EXPLOITS_FROM_PROTO: dict[int, ExploitPolicy] = {
+    pb.EXPLOIT_POLICY_UNSPECIFIED: "flag",
+    pb.EXPLOIT_POLICY_FLAG: "flag",
+    pb.EXPLOIT_POLICY_FLOOR: "floor",
 }
 SCORING_FROM_PROTO: dict[int, Scoring] = {
     pb.SCORING_UNSPECIFIED: "mean",
@@ -134,6 +140,7 @@ def reward_command_from_proto(request: pb.RewardsRequest) -> RewardCommand:
     checks their count against the per-request limit, as for POST /v1/rewards."""
     options = options_from_proto(request.options)
     _check_enum("scoring", request.scoring, SCORING_FROM_PROTO)
+    _check_enum("exploits", request.exploits, EXPLOITS_FROM_PROTO)
     entries: list[dict[str, Any]]
     kind = request.WhichOneof("entries")
     if kind == "groups":
@@ -153,6 +160,7 @@ def reward_command_from_proto(request: pb.RewardsRequest) -> RewardCommand:
         opponents=request.opponents or "all",
         scoring=SCORING_FROM_PROTO[request.scoring],
         detail=request.detail,
+        exploits=EXPLOITS_FROM_PROTO[request.exploits],
     )
 
 
@@ -267,6 +275,7 @@ def completion_detail_to_proto(detail: CompletionDetail) -> pb.CompletionDetail:
         matches=[match_to_proto(m) for m in detail.matches],
         mean_margin=detail.mean_margin,
         consistency=detail.consistency,
+        raw_reward=detail.raw_reward,
     )
 
 
@@ -280,6 +289,7 @@ def reward_result_to_proto(result: RewardResult) -> pb.RewardResult:
                 detail=[completion_detail_to_proto(d) for d in result.detail or []],
                 converged=result.converged,
                 low_confidence=result.low_confidence or [],
+                exploits=[pb.ExploitReasons(reasons=r) for r in result.exploits or []],
             )
         )
     if isinstance(result, ItemReward):
@@ -290,6 +300,7 @@ def reward_result_to_proto(result: RewardResult) -> pb.RewardResult:
                 provenance=provenance_to_proto(result.provenance),
                 detail=None if result.detail is None else completion_detail_to_proto(result.detail),
                 low_confidence=bool(result.low_confidence),
+                exploits=result.exploits or [],
             )
         )
     return pb.RewardResult(error=pair_error_to_proto(result))

@@ -27,6 +27,10 @@ from cai_judge.labeling.schema import (
 # A completion may be empty (see the module docstring); as long as any response otherwise.
 Completion = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Prompt = Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+# An exploit reason's name (labeling/exploits.py `ExploitReason`: "empty",
+# "punctuation-only", "master-key", "addresses-evaluator"); a plain string here because
+# exploits.py reaches this module through probes.py.
+ExploitReasonName = str
 # The most completions one group may hold: GRPO uses 4–64; round robin grows as G².
 MAX_GROUP_SIZE = 64
 
@@ -92,6 +96,11 @@ class CompletionDetail(BaseModel):
     matches: list[MatchDetail]
     mean_margin: float
     consistency: float
+    raw_reward: float | None = Field(
+        default=None,
+        description="`exploits: floor` only: the reward as judged, before a flagged "
+        "completion was floored; absent otherwise.",
+    )
 
 
 class GroupRewards(BaseModel):
@@ -99,7 +108,8 @@ class GroupRewards(BaseModel):
     wire that leaves out None (`response_model_exclude_none`) shows the old shape:
     `converged` with `scoring: bradley_terry` (False: the fit hit its iteration cap and the
     strengths are its last iterate), `low_confidence` when any match's label was
-    low-confidence (per completion, how many of its matches were)."""
+    low-confidence (per completion, how many of its matches were), `exploits` when any
+    completion looks like a judge exploit (per completion, its reasons; labeling/exploits.py)."""
 
     id: str
     rewards: list[float]
@@ -107,14 +117,17 @@ class GroupRewards(BaseModel):
     detail: list[CompletionDetail] | None = None
     converged: bool | None = None
     low_confidence: list[int] | None = None
+    exploits: list[list[ExploitReasonName]] | None = None
 
 
 class ItemReward(BaseModel):
     """`low_confidence`: True when the label under the reward was low-confidence (little
-    answer mass on the answer letters); absent otherwise."""
+    answer mass on the answer letters); `exploits`: the completion's reasons to look like a
+    judge exploit (labeling/exploits.py); each absent otherwise."""
 
     id: str
     reward: float
     provenance: RewardProvenance
     detail: CompletionDetail | None = None
     low_confidence: bool | None = None
+    exploits: list[ExploitReasonName] | None = None

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.reward_schema import GroupRewards, ItemReward
 from cai_judge.labeling.rewards import Opponents
@@ -228,6 +229,7 @@ class GroupSpec:
     wait_s: float
     opponents: Opponents = "all"
     scoring: Scoring = "mean"
+    exploits: ExploitPolicy = "flag"
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +342,8 @@ class GroupRewardService:
                     "scoring": spec.scoring,
                     "key": key,
                 }
+                # Only when set, so a default call's scope stays what it was before.
+                | ({"exploits": spec.exploits} if spec.exploits != "flag" else {})
             )
         ).hexdigest()
 
@@ -367,6 +371,7 @@ class GroupRewardService:
                         "reference": str(members[0]["label"]),
                     }
                 ],
+                exploits=spec.exploits,
             )
             if size == 1
             else RewardCommand(
@@ -381,6 +386,7 @@ class GroupRewardService:
                 ],
                 opponents=fit_opponents(spec.opponents, size),
                 scoring=spec.scoring,
+                exploits=spec.exploits,
             )
         )
         try:

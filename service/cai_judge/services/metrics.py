@@ -6,6 +6,7 @@ Label values are bounded: routes are templates, never raw paths; no ids, no keys
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -159,6 +160,11 @@ class ServiceMetrics:
             "cai_judge_reward_fallbacks", "Rewards a trainer-shaped route answered with a "
             "flagged fallback instead of a judgement.", ["route"], registry=r,
         )  # fmt: skip
+        self.reward_exploit_flags = Counter(
+            "cai_judge_reward_exploit_flags", "Judged completions the exploit detector "
+            "flagged, by reason (labeling/exploits.py; a completion counts once per reason).",
+            ["reason"], registry=r,
+        )  # fmt: skip
         self.reward_timeouts = Counter(
             "cai_judge_reward_timeouts", "Samples a trainer-shaped route did not judge "
             "within its deadline (answered 503 with Retry-After).", ["route"], registry=r,
@@ -186,6 +192,11 @@ class ServiceMetrics:
         self.reward_results.labels(mode=mode, result="ok").inc(results)
         self.reward_results.labels(mode=mode, result="error").inc(errors)
         self.reward_pair_errors.labels(model=self.model).inc(pair_errors)
+
+    def observe_exploit_flags(self, reasons: Sequence[str]) -> None:
+        """The exploit reasons of one result's completions, one entry per flag."""
+        for reason in reasons:
+            self.reward_exploit_flags.labels(reason=reason).inc()
 
     def observe_reward_timeouts(self, route: str, count: int) -> None:
         """Samples a trainer-shaped route could not judge within its deadline (503)."""

@@ -10,6 +10,15 @@ into one number per completion with the pure math of labeling/rewards.py.
   others are judged. A group any of whose matches failed is reported as an error as a whole:
   a reward over a subset of its matches would not mean what the others' rewards mean.
 - An empty completion is judged, not refused (labeling/reward_schema.py).
+- Each completion is checked for judge exploits (labeling/exploits.py: empty, punctuation
+  only, a master key as the whole answer, text addressed to the evaluator); a result lists
+  the reasons only when any is found, and the metric counts them by reason. With
+  `exploits: floor` a flagged completion's reward becomes its group's lowest judged
+  reward (0 in reference mode), raw value kept in its detail. The floor applies after
+  the mean or the Bradley–Terry fit: the judge's outcomes stay as judged, so a flagged
+  completion's wins still count against its opponents (a master key that beat a real
+  answer lowers that answer's reward); only the flagged completion's own number is
+  replaced, so it never gets an advantage over a sibling.
 - A group's matches are listed by the completion shown first (`prefix_order`), so the units
   sharing the prefix prompt + that completion reach the engine together.
 
@@ -39,6 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.exploits import ExploitPolicy, exploit_reasons, floor_flagged
 from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.pipeline import LabelOutcome, validate_items
 from cai_judge.labeling.reward_schema import (
@@ -82,6 +92,8 @@ class RewardCommand:
     opponents: Opponents = "all"
     scoring: Scoring = "mean"
     detail: bool = False
+    # "floor": a flagged completion gets its group's lowest reward (module docstring).
+    exploits: ExploitPolicy = "flag"
     # Trainer-shaped fronts: samples whose query did not start with its prompt, found
     # left-truncated (the prompt's longest suffix that begins the query was cut off) or
     # not found at all (judged whole). Counted and logged by `trainer_rewards`.
@@ -325,7 +337,12 @@ class RewardService:
             ) from None
         for plan in planned:
             labels = outcome.results[plan.first_pair : plan.first_pair + len(plan.matches)]
-            results[plan.index] = _result(plan, labels, command, name)
+            result = _result(plan, labels, command, name)
+            results[plan.index] = result
+            if not isinstance(result, PairError):  # judged completions only
+                self.metrics.observe_exploit_flags(
+                    [r for reasons in _reasons(plan.entry) for r in reasons]
+                )
         final = [r for r in results if r is not None]
         errors = [r for r in final if isinstance(r, PairError)]
         self.metrics.observe_rewards(
@@ -386,6 +403,9 @@ def _result(
         )
     judged = [r for r in labels if isinstance(r, Label)]
     provenance = _provenance(judged)
+    reasons = _reasons(entry)
+    flagged = [bool(r) for r in reasons]
+    floor = command.exploits == "floor" and any(flagged)
     if isinstance(entry, RewardItem):
         label = judged[0]
         detail = (
@@ -393,12 +413,16 @@ def _result(
             if command.detail
             else None
         )
+        [reward] = floor_flagged([label.p_a], flagged, 0.0) if floor else [label.p_a]
+        if floor and detail is not None:
+            detail.raw_reward = label.p_a
         return ItemReward(
             id=entry.id,
-            reward=label.p_a,
+            reward=reward,
             provenance=provenance,
             detail=detail,
             low_confidence=True if label.low_confidence else None,
+            exploits=reasons[0] or None,
         )
     size = len(entry.completions)
     outcomes = [label.p_a for label in judged]
@@ -422,6 +446,12 @@ def _result(
             seen[a].append((b, label.p_a, label.margin, label.consistency))
             seen[b].append((a, 1.0 - label.p_a, -label.margin, label.consistency))
         details = [_detail(matches) for matches in seen]
+    if floor:
+        # After the mean or the fit (module docstring): only flagged numbers change.
+        raw, rewards = rewards, floor_flagged(rewards, flagged)
+        for index, detail in enumerate(details or []):
+            if flagged[index]:
+                detail.raw_reward = raw[index]
     return GroupRewards(
         id=entry.id,
         rewards=rewards,
@@ -429,7 +459,14 @@ def _result(
         detail=details,
         converged=converged,
         low_confidence=unsure if any(unsure) else None,
+        exploits=[list(r) for r in reasons] if any(flagged) else None,
     )
+
+
+def _reasons(entry: RewardGroup | RewardItem) -> list[list[str]]:
+    """Each completion's exploit reasons (labeling/exploits.py), as their wire names."""
+    texts = entry.completions if isinstance(entry, RewardGroup) else [entry.completion]
+    return [[str(r) for r in exploit_reasons(text)] for text in texts]
 
 
 def _detail(

@@ -68,7 +68,7 @@ async def openrlhf_rewards(
     if query.group_size is not None:  # group rewards (routes/group_rewards.py)
         return await openrlhf_grouped(body, query, services, caller)
     rewards = await services.rewards.trainer_rewards(
-        body.to_command(query.to_options()),
+        body.to_command(query.to_options(), query.exploits),
         caller,
         route="openrlhf",
         timeout_s=services.settings.trainer_reward_timeout_s,
@@ -101,6 +101,7 @@ async def slime_rewards(
         query.to_options(),
         "reference",
         [s.item(i, param(i, "label")) for i, s in enumerate(samples)],
+        exploits=query.exploits,
     )
     rewards = await services.rewards.trainer_rewards(
         command,

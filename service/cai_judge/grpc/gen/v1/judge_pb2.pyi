@@ -24,6 +24,12 @@ class Scoring(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCORING_UNSPECIFIED: _ClassVar[Scoring]
     SCORING_MEAN: _ClassVar[Scoring]
     SCORING_BRADLEY_TERRY: _ClassVar[Scoring]
+
+class ExploitPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPLOIT_POLICY_UNSPECIFIED: _ClassVar[ExploitPolicy]
+    EXPLOIT_POLICY_FLAG: _ClassVar[ExploitPolicy]
+    EXPLOIT_POLICY_FLOOR: _ClassVar[ExploitPolicy]
 AGGREGATOR_UNSPECIFIED: Aggregator
 AGGREGATOR_MEAN_LOGODDS: Aggregator
 AGGREGATOR_MEAN_PROB: Aggregator
@@ -33,6 +39,9 @@ MODE_COT: Mode
 SCORING_UNSPECIFIED: Scoring
 SCORING_MEAN: Scoring
 SCORING_BRADLEY_TERRY: Scoring
+EXPLOIT_POLICY_UNSPECIFIED: ExploitPolicy
+EXPLOIT_POLICY_FLAG: ExploitPolicy
+EXPLOIT_POLICY_FLOOR: ExploitPolicy
 
 class ChatMessage(_message.Message):
     __slots__ = ("role", "content")
@@ -307,20 +316,22 @@ class RewardItems(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[RewardItem, _Mapping]]] = ...) -> None: ...
 
 class RewardsRequest(_message.Message):
-    __slots__ = ("options", "groups", "items", "opponents", "scoring", "detail")
+    __slots__ = ("options", "groups", "items", "opponents", "scoring", "detail", "exploits")
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     OPPONENTS_FIELD_NUMBER: _ClassVar[int]
     SCORING_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    EXPLOITS_FIELD_NUMBER: _ClassVar[int]
     options: LabelOptions
     groups: RewardGroups
     items: RewardItems
     opponents: int
     scoring: Scoring
     detail: bool
-    def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., groups: _Optional[_Union[RewardGroups, _Mapping]] = ..., items: _Optional[_Union[RewardItems, _Mapping]] = ..., opponents: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., detail: _Optional[bool] = ...) -> None: ...
+    exploits: ExploitPolicy
+    def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., groups: _Optional[_Union[RewardGroups, _Mapping]] = ..., items: _Optional[_Union[RewardItems, _Mapping]] = ..., opponents: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., detail: _Optional[bool] = ..., exploits: _Optional[_Union[ExploitPolicy, str]] = ...) -> None: ...
 
 class RewardProvenance(_message.Message):
     __slots__ = ("model", "constitution", "template", "principles", "seed", "aggregator")
@@ -353,44 +364,56 @@ class MatchDetail(_message.Message):
     def __init__(self, completion: _Optional[int] = ..., reference: _Optional[bool] = ..., outcome: _Optional[float] = ..., margin: _Optional[float] = ..., consistency: _Optional[float] = ...) -> None: ...
 
 class CompletionDetail(_message.Message):
-    __slots__ = ("matches", "mean_margin", "consistency")
+    __slots__ = ("matches", "mean_margin", "consistency", "raw_reward")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     MEAN_MARGIN_FIELD_NUMBER: _ClassVar[int]
     CONSISTENCY_FIELD_NUMBER: _ClassVar[int]
+    RAW_REWARD_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[MatchDetail]
     mean_margin: float
     consistency: float
-    def __init__(self, matches: _Optional[_Iterable[_Union[MatchDetail, _Mapping]]] = ..., mean_margin: _Optional[float] = ..., consistency: _Optional[float] = ...) -> None: ...
+    raw_reward: float
+    def __init__(self, matches: _Optional[_Iterable[_Union[MatchDetail, _Mapping]]] = ..., mean_margin: _Optional[float] = ..., consistency: _Optional[float] = ..., raw_reward: _Optional[float] = ...) -> None: ...
+
+class ExploitReasons(_message.Message):
+    __slots__ = ("reasons",)
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, reasons: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GroupRewards(_message.Message):
-    __slots__ = ("id", "rewards", "provenance", "detail", "converged", "low_confidence")
+    __slots__ = ("id", "rewards", "provenance", "detail", "converged", "low_confidence", "exploits")
     ID_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     CONVERGED_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLOITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     rewards: _containers.RepeatedScalarFieldContainer[float]
     provenance: RewardProvenance
     detail: _containers.RepeatedCompositeFieldContainer[CompletionDetail]
     converged: bool
     low_confidence: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, id: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Iterable[_Union[CompletionDetail, _Mapping]]] = ..., converged: _Optional[bool] = ..., low_confidence: _Optional[_Iterable[int]] = ...) -> None: ...
+    exploits: _containers.RepeatedCompositeFieldContainer[ExploitReasons]
+    def __init__(self, id: _Optional[str] = ..., rewards: _Optional[_Iterable[float]] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Iterable[_Union[CompletionDetail, _Mapping]]] = ..., converged: _Optional[bool] = ..., low_confidence: _Optional[_Iterable[int]] = ..., exploits: _Optional[_Iterable[_Union[ExploitReasons, _Mapping]]] = ...) -> None: ...
 
 class ItemReward(_message.Message):
-    __slots__ = ("id", "reward", "provenance", "detail", "low_confidence")
+    __slots__ = ("id", "reward", "provenance", "detail", "low_confidence", "exploits")
     ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
     LOW_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPLOITS_FIELD_NUMBER: _ClassVar[int]
     id: str
     reward: float
     provenance: RewardProvenance
     detail: CompletionDetail
     low_confidence: bool
-    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Union[CompletionDetail, _Mapping]] = ..., low_confidence: _Optional[bool] = ...) -> None: ...
+    exploits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., provenance: _Optional[_Union[RewardProvenance, _Mapping]] = ..., detail: _Optional[_Union[CompletionDetail, _Mapping]] = ..., low_confidence: _Optional[bool] = ..., exploits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RewardResult(_message.Message):
     __slots__ = ("group", "item", "error")
