@@ -276,6 +276,8 @@ def main() -> None:
     parser.add_argument("--principles", type=int, default=4)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--schedules", nargs="+", default=["2", "all"])
+    parser.add_argument("--labels-first", action="store_true", help="/v1/labels before the step")
+    parser.add_argument("--skip-capacity", action="store_true", help="no step at twice the queue")
     parser.add_argument("--model", default=None)
     parser.add_argument("--out", default=None, help="default results/trainer_load[_quick].json")
     args = parser.parse_args()
@@ -307,14 +309,19 @@ def main() -> None:
         name = f"opponents_{opponents}" if opponents != "all" else "round_robin"
         units = step_units(args.prompts, size, opponents, k)
         groups = make_groups(args.prompts, size, f"trl-{name}")
+        labels_groups = make_groups(args.prompts, size, f"labels-{name}")
+
+        def labels() -> float:
+            return asyncio.run(
+                labels_step(url, labels_groups, workers=workers, k=k, opponents=opponents)
+            )
+
+        # `--labels-first` swaps the order, to tell an order effect from the paths' own cost.
+        labels_seconds = labels() if args.labels_first else 0.0
         step = asyncio.run(trl_step(url, groups, workers=workers, k=k, opponents=opponents))
         row = summarize(step, units)
-        labels_seconds = asyncio.run(
-            labels_step(
-                url, make_groups(args.prompts, size, f"labels-{name}"),
-                workers=workers, k=k, opponents=opponents,
-            )
-        )  # fmt: skip
+        labels_seconds = labels_seconds or labels()
+        row["labels_first"] = args.labels_first
         row["labels_seconds"] = round(labels_seconds, 1)
         row["labels_units_per_s"] = round(units / labels_seconds, 2)
         row["units_per_s_over_labels"] = round(labels_seconds / step["seconds"], 3)
@@ -346,7 +353,8 @@ def main() -> None:
         with serve(model_dir) as url:
             warm(url)
             within_capacity(url, ordered[0])
-        twice_capacity(ordered[0])
+        if not args.skip_capacity:
+            twice_capacity(ordered[0])
         if ordered[1:]:
             with serve(model_dir) as url:
                 warm(url)
