@@ -17,7 +17,7 @@ with `Retry-After`, the adapters wait and retry within their deadline; target 0 
 fallbacks, every completion judged (its reward equal to a direct `/v1/rewards` of its group)
 or counted as a fallback. Results go to bench/results/trainer_load.json. `--quick` is a
 smaller step (4 prompts, K = 2) that fits a few minutes on a 2-core CPU; `--labels-first`
-measures `/v1/labels` before the step (the order matters on a busy CPU: bench/NOTES.md §15).
+measures `/v1/labels` before the step (the order matters on a busy CPU: bench/NOTES.md §16).
 """
 
 from __future__ import annotations
