@@ -159,8 +159,10 @@ def test_schemathesis_finds_no_server_errors(server: Server) -> None:
                 or (case.path in ("/v1/labels", "/v1/rewards") and body.get("calibrated") is True)
                 # The trainer routes answer an error, never a reward, for a sample they
                 # cannot judge (issue 28), and JSON Schema cannot say all that makes one:
-                # chat roles out of order, an empty prompt, a query over the judge's context.
-                or case.path in ("/v1/rewards/openrlhf", "/v1/rewards/slime")
+                # chat roles out of order, an empty prompt, a query over the judge's context;
+                # nor that the group options (opponents, scoring, group_wait_s) need a
+                # group_size, which /v1/rewards/sample shares with them.
+                or case.path in ("/v1/rewards/openrlhf", "/v1/rewards/slime", "/v1/rewards/sample")
                 or (
                     case.path == "/v1/revisions"
                     and body.get("constitution")

@@ -129,9 +129,10 @@ def test_label_mode_cot(tmp_path: Path, tiny_model_dir: Path):
     assert result.returncode == 0, result.stderr[-3000:]
     labels = read_labels(output)
     assert all(label["mode"] == "cot" and len(label["rationales"]) == 2 for label in labels)  # type: ignore[arg-type]
-    # A CoT file is not resumed by a plain run: the template versions differ.
+    # A CoT file is not resumed by a plain run: the mode (and with it the template version)
+    # differs, and the mode is compared first, before the tokenizer is loaded.
     plain = run_cli(*args[:-4], cwd=tmp_path)
-    assert plain.returncode == 2 and "judge template" in plain.stderr
+    assert plain.returncode == 2 and "has cot (line 1), this run has plain" in plain.stderr
     bad = run_cli(*args[:-3], "nope", cwd=tmp_path)
     assert bad.returncode == 2 and "--mode" in bad.stderr
 
