@@ -215,6 +215,35 @@ def _describe(error: APIStatusError) -> str:
     return f"{error.status_code}{kind}: {error.message}{param}"
 
 
+class LoopClients:
+    """One `AsyncCaiJudge` per event loop (an httpx client belongs to the loop it first ran
+    on), closed when the loop shuts down its async generators: `asyncio.run` does that before
+    closing the loop, so each step's pool is closed with its loop. Shared by every adapter
+    that makes its own client (RewardCaller, the verl group adapter)."""
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[asyncio.AbstractEventLoop, Any, Any]] = {}
+
+    async def get(self) -> Any:
+        from cai_judge_client._client import AsyncCaiJudge
+
+        loop = asyncio.get_running_loop()
+        held = self._held.get(id(loop))
+        if held is not None and held[0] is loop:
+            return held[1]
+        # Entries for loops already closed: their guards have run (or cannot any more).
+        for key, (old, _, _) in list(self._held.items()):
+            if old.is_closed():
+                del self._held[key]
+        client = AsyncCaiJudge()
+        guard = _close_with_loop(client)
+        # Started on this loop, so the loop's async-generator hooks track it; held here,
+        # so it is not collected (and the client closed) before the loop ends.
+        await guard.__anext__()
+        self._held[id(loop)] = (loop, client, guard)
+        return client
+
+
 class RewardCaller:
     """Bounded, split, counted rewards calls for one reward function; see the module
     docstring. `client` is an `AsyncCaiJudge` (or its `.rewards`, or any object with the
@@ -244,7 +273,7 @@ class RewardCaller:
         self.per_request = per_request
         self.stats = RewardStats()
         self._plan: _Plan | None = None
-        self._loop_clients: dict[int, tuple[asyncio.AbstractEventLoop, Any, Any]] = {}
+        self._loop_clients = LoopClients()
         self._semaphores: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
 
     # -- the client -------------------------------------------------------------------
@@ -252,29 +281,7 @@ class RewardCaller:
     async def _client(self) -> Any:
         if self.client is not None:
             return self.client
-        return await self._loop_client()
-
-    async def _loop_client(self) -> Any:
-        """One `AsyncCaiJudge` per event loop (an httpx client belongs to the loop it first
-        ran on), closed when the loop shuts down its async generators: `asyncio.run` does
-        that before closing the loop, so each step's pool is closed with its loop."""
-        from cai_judge_client._client import AsyncCaiJudge
-
-        loop = asyncio.get_running_loop()
-        held = self._loop_clients.get(id(loop))
-        if held is not None and held[0] is loop:
-            return held[1]
-        # Entries for loops already closed: their guards have run (or cannot any more).
-        for key, (old, _, _) in list(self._loop_clients.items()):
-            if old.is_closed():
-                del self._loop_clients[key]
-        client = AsyncCaiJudge()
-        guard = _close_with_loop(client)
-        # Started on this loop, so the loop's async-generator hooks track it; held here,
-        # so it is not collected (and the client closed) before the loop ends.
-        await guard.__anext__()
-        self._loop_clients[id(loop)] = (loop, client, guard)
-        return client
+        return await self._loop_clients.get()
 
     def _semaphore(self) -> asyncio.Semaphore:
         """One per loop, shared by every call on it: verl and slime await many one-sample

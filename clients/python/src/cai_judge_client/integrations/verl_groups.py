@@ -26,6 +26,7 @@ from typing import Any
 from cai_judge_client._base_client import RequestOptions
 from cai_judge_client._exceptions import APIStatusError
 from cai_judge_client.integrations._core import (
+    LoopClients,
     RewardStats,
     completion_text,
     judge_prompt,
@@ -77,21 +78,10 @@ def make_group_compute_score(
     }
     params = {k: v for k, v in params.items() if v is not None}
     stats = RewardStats()
-    clients: dict[int, tuple[asyncio.AbstractEventLoop, Any]] = {}
+    clients = LoopClients()
 
-    def api() -> Any:
-        if client is not None:
-            return client
-        from cai_judge_client._client import AsyncCaiJudge
-
-        # An httpx client belongs to the loop it first ran on.
-        loop = asyncio.get_running_loop()
-        held = clients.get(id(loop))
-        if held is None or held[0] is not loop:
-            clients.clear()
-            held = (loop, AsyncCaiJudge())
-            clients[id(loop)] = held
-        return held[1]
+    async def api() -> Any:
+        return client if client is not None else await clients.get()
 
     async def compute_score(
         data_source: Any = None,
@@ -120,7 +110,7 @@ def make_group_compute_score(
             "POST", "/v1/rewards/sample", json=body, params=params, timeout=timeout
         )
         try:
-            response = await asyncio.wait_for(api().request(request), timeout)
+            response = await asyncio.wait_for((await api()).request(request), timeout)
             answer = response.json()
         except APIStatusError as error:
             if 400 <= error.status_code < 500 and error.status_code not in (
