@@ -19,7 +19,8 @@ from cai_judge.api.app import create_app
 from cai_judge.engine.base import EngineUnavailable, ScoreUnitsFailed
 from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
-from cai_judge.services.jobs import JobConsumer, lines_of
+from cai_judge.services.job_consumer import JobConsumer
+from cai_judge.services.jobs import lines_of
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 from cai_judge.store import keys

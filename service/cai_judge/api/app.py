@@ -1,17 +1,19 @@
 """The one app factory: a lifespan that owns the engine, routers, middleware, handlers.
 
-Shaped after vLLM's `entrypoints/openai`: every dependency comes in explicitly (tests
-pass a running engine and a registry), the lifespan builds the transport-neutral
-`Services` around the engine, and routes only map the wire to those services.
+Shaped after vLLM's `entrypoints/openai`: every dependency comes in explicitly, and
+routes only map the wire to the transport-neutral `Services`. Under `cai-judge serve` the
+runtime owns the Services and hands them in (`services=`, api/server.py's HTTP front);
+an app built without them (tests, embedders: a running engine and a registry passed in)
+runs a runtime of its own in its lifespan, with the job consumer as its one front, so
+the engine, the Services, the watchdog and the consumer start in one place either way.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -33,54 +35,56 @@ from cai_judge.api.routes import (
 from cai_judge.api.routes.group_rewards import router as group_rewards_router
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
+from cai_judge.runtime import Front, JobConsumerFront, Runtime
+from cai_judge.runtime.core import EngineFactory, start_serving_engine
 from cai_judge.services.container import Services, registry_from_settings
 from cai_judge.services.metrics import package_version
 from cai_judge.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-EngineFactory = Callable[[Settings], Awaitable[Engine]]
-
-
-async def _default_engine_factory(settings: Settings) -> Engine:
-    from cai_judge.engine.factory import start_engine
-
-    return await start_engine(settings, serving=True)
-
 
 def _exit_for_restart() -> None:
-    # The draining server sees `engine_dead` and exits non-zero once requests are out.
+    # Whatever runs this app drains on SIGTERM, sees `engine_dead` and exits non-zero.
     os.kill(os.getpid(), signal.SIGTERM)
 
 
 def create_app(
     settings: Settings | None = None,
     *,
+    services: Services | None = None,
     engine: Engine | None = None,
     registry: ConstitutionRegistry | None = None,
-    engine_factory: EngineFactory = _default_engine_factory,
+    engine_factory: EngineFactory = start_serving_engine,
     on_engine_dead: Callable[[], None] = _exit_for_restart,
 ) -> FastAPI:
-    """Build the service. With `engine` given, the app uses it and leaves it running."""
+    """Build the service. With `services` given (the runtime's HTTP front) the app serves
+    them and owns nothing; otherwise its lifespan runs them (`engine` given: used and
+    left running)."""
+    if services is not None:
+        settings = services.settings
     settings = settings or Settings()
     install_key_redaction()
-    registry = registry if registry is not None else registry_from_settings(settings)
+    if services is None:
+        registry = registry if registry is not None else registry_from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        inner = engine if engine is not None else await engine_factory(settings)
-        services = Services.build(settings, inner, registry)
-        app.state.services = services
-        watchdog = asyncio.create_task(services.health.watch_engine(on_engine_dead))
-        if settings.jobs_consumer:
-            services.start_job_consumer()
-        try:
+        if services is not None:  # the runtime's: it starts, drains and closes them
             yield
-        finally:
-            watchdog.cancel()
-            await services.close()
-            if engine is None:
-                await inner.shutdown()
+            return
+        fronts: list[Front] = [JobConsumerFront()] if settings.jobs_consumer else []
+        runtime = Runtime(
+            settings,
+            fronts,
+            engine=engine,
+            registry=registry,
+            engine_factory=engine_factory,
+            on_engine_dead=on_engine_dead,
+        )
+        async with runtime.serving() as built:
+            app.state.services = built
+            yield
 
     app = FastAPI(
         title="cai-judge",
@@ -93,7 +97,7 @@ def create_app(
         redoc_url=None,
         responses={422: {"model": ErrorEnvelope, "description": "Invalid request"}},
     )
-    app.state.services = None
+    app.state.services = services
     register_exception_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)

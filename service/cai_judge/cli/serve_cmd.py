@@ -34,9 +34,9 @@ def serve_command(
     constitutions_dir: ConstitutionsDirOption = None,
 ) -> None:
     """Run the HTTP service (uvicorn); SIGTERM drains in-flight work first."""
-    from cai_judge.api.server import serve as run_server
     from cai_judge.engine.default_model import ModelNotReady
     from cai_judge.engine.factory import remote_engine_config, resolve_model_path
+    from cai_judge.serve import serve as run_server
 
     settings = build_settings(
         host=host,

@@ -1,9 +1,10 @@
-"""The grpc.aio server beside uvicorn: same process, same event loop, same Services (DESIGN.md §8).
+"""The gRPC front: grpc.aio beside uvicorn, same process, event loop and Services (DESIGN.md §8).
 
-`api/server.py` starts it once the lifespan has built the Services and stops it before they
-close. It serves the Judge service, `grpc.health.v1` (following readiness exactly as
-`GET /health/ready` does) and reflection (behind the API key, as `/openapi.json` is). On
-SIGTERM health turns NOT_SERVING, new calls get UNAVAILABLE and open LabelStreams finish.
+The runtime (runtime/core.py) starts it once the Services are built and stops it before
+they close; `open_streams` is its in-flight work, which the drain waits for. It serves the
+Judge service, `grpc.health.v1` (following readiness exactly as `GET /health/ready` does)
+and reflection (behind the API key, as `/openapi.json` is). On SIGTERM health turns
+NOT_SERVING, new calls get UNAVAILABLE and open LabelStreams finish.
 
 The reasoning at length: docs/internals.md, section "grpc/server.py".
 """
@@ -22,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from cai_judge.grpc.errors import to_grpc
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.grpc.servicer import SERVICE_NAME, JudgeServicer, presented_key
+from cai_judge.runtime import Front, FrontError
 from cai_judge.services.container import Services
 from cai_judge.services.errors import Unauthenticated
 from cai_judge.services.security import Authenticator
@@ -29,6 +31,9 @@ from cai_judge.services.security import Authenticator
 logger = logging.getLogger(__name__)
 
 HEALTH_POLL_S = 1.0
+# gRPC calls still open when the process stops (only calls that hold no admitted work,
+# e.g. a Watch on health) get this long before they are cancelled.
+GRPC_STOP_GRACE_S = 1.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -143,3 +148,30 @@ class GrpcServer:
                 await self._poller
         if self._server is not None:
             await self._server.stop(grace_s)
+
+
+class GrpcFront(Front):
+    name = "gRPC"
+
+    def __init__(self) -> None:
+        self.server: GrpcServer | None = None
+
+    async def start(self, services: Services) -> None:
+        server = GrpcServer(services)
+        try:
+            await server.start()
+        except RuntimeError as error:  # the message names CAI_JUDGE_GRPC_PORT
+            raise FrontError(str(error)) from None
+        self.server = server
+
+    async def drain(self) -> None:
+        if self.server is not None:
+            await self.server.start_draining()
+
+    @property
+    def in_flight(self) -> int:
+        return self.server.open_streams if self.server is not None else 0
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(GRPC_STOP_GRACE_S)

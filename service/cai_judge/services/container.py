@@ -15,11 +15,10 @@ registry live in this process (not durable, not shared) and jobs answer 503.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cai_judge.engine.base import Engine
@@ -31,7 +30,8 @@ from cai_judge.services.admission import Admission
 from cai_judge.services.constitutions import ConstitutionService
 from cai_judge.services.group_rewards import GroupRewardService  # group rewards
 from cai_judge.services.health import HealthService
-from cai_judge.services.jobs import ChunkLabeler, JobConsumer, JobService
+from cai_judge.services.job_consumer import ChunkLabeler, JobConsumer
+from cai_judge.services.jobs import JobService
 from cai_judge.services.labels import LabelService
 from cai_judge.services.metrics import ServiceMetrics
 from cai_judge.services.revisions import RevisionService
@@ -84,7 +84,6 @@ class Services:
     chunk_labeler: ChunkLabeler
     redis: Any = None  # redis.asyncio.Redis when configured
     cache_redis: Any = None  # the label cache's own Redis, when CAI_JUDGE_CACHE_REDIS_URL differs
-    _consumer_task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, engine: Engine, registry: ConstitutionRegistry) -> Services:
@@ -158,28 +157,14 @@ class Services:
     # -- end group rewards
 
     def job_consumer(self, name: str | None = None) -> JobConsumer | None:
-        """A consumer on the shared job stream, or None without Redis."""
+        """A consumer on the shared job stream, or None without Redis (run as a front)."""
         if self.jobs.store is None:
             return None
         return JobConsumer(self.jobs.store, self.chunk_labeler, self.metrics, self.settings, name)
 
-    def start_job_consumer(self) -> JobConsumer | None:
-        consumer = self.job_consumer()
-        if consumer is not None:
-            self._consumer_task = asyncio.create_task(consumer.run())
-        return consumer
-
-    async def stop_job_consumer(self) -> None:
-        """Its chunk in progress is not acknowledged: another consumer reclaims it."""
-        task, self._consumer_task = self._consumer_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
     async def close(self) -> None:
-        """Stop the decorators; the engine itself belongs to whoever started it."""
-        await self.stop_job_consumer()
+        """Stop the decorators; the engine itself belongs to whoever started it (the
+        runtime), as the job consumer belongs to its front (runtime/fronts.py)."""
         await self.cache.shutdown()
         await self.engine.shutdown()
         self.judge.close()
