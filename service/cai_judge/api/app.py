@@ -1,4 +1,4 @@
-"""The one app factory: a lifespan that owns the engine, routers, middleware, handlers.
+"""The one app factory: routers, middleware, handlers, and the Services they call.
 
 Shaped after vLLM's `entrypoints/openai`: every dependency comes in explicitly, and
 routes only map the wire to the transport-neutral `Services`. Under `cai-judge serve` the
