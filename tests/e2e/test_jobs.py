@@ -20,7 +20,7 @@ from cai_judge.api.app import create_app
 from cai_judge.engine.base import EngineUnavailable, ScoreUnitsFailed
 from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
-from cai_judge.services.jobs import JobConsumer, lines_of
+from cai_judge.services.jobs import JobConsumer
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 from cai_judge.store import keys
@@ -535,23 +535,6 @@ async def test_result_pages_are_bounded_by_bytes(client: Client, redis_url: str)
         # alone (a page always holds at least one line).
         assert pages == [[400, 400], [400], [3000], [1]]
         await store.redis.aclose()
-
-
-async def test_lines_of_is_linear_in_the_chunks_of_a_long_line():
-    line = b"x" * (2 * 2**20)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(line), 256):
-            yield line[start : start + 256]
-        yield b"\n{}\n"
-
-    started = time.perf_counter()
-    out = [item async for item in lines_of(chunks(), 4 * 2**20)]
-    elapsed = time.perf_counter() - started
-    assert out == [line, b"{}"]
-    # 8,192 chunks: re-joining and re-splitting the line so far copies ~8 GB (seconds);
-    # keeping the parts copies the line once.
-    assert elapsed < 1.0, elapsed
 
 
 async def test_a_consumer_loop_that_ends_is_restarted(client: Client, monkeypatch):
