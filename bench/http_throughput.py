@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss, make_pairs, tree_rss
+from cai_judge.testing.service_process import ServiceProcess
 
 
 async def http_rate(url: str, pairs: list[dict[str, Any]], concurrency: int, k: int) -> float:

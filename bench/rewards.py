@@ -35,10 +35,10 @@ from typing import Any
 
 import httpx
 import numpy as np
-from tests.support.ports import free_port
 
 from bench.common import EXAMPLES, RESULTS
 from bench.http_throughput import percentile
+from cai_judge.testing.ports import free_port
 
 
 def spearman(x: list[float], y: list[float]) -> float:
