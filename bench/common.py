@@ -1,15 +1,20 @@
-"""Shared helpers for the benchmarks: distinct pairs, process-tree memory."""
+"""Shared helpers for the benchmarks: distinct pairs and groups, a served judge, percentiles,
+process-tree memory. Processes are started through cai_judge/testing/, never tests/."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psutil
+
+from cai_judge.testing.service_process import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples" / "pairs.jsonl"
@@ -35,6 +40,47 @@ def make_pairs(count: int, offset: int = 0) -> list[dict[str, Any]]:
             pair["prompt"] = messages
         pairs.append(pair)
     return pairs
+
+
+def make_groups(prompts: int, size: int, tag: str) -> list[dict[str, Any]]:
+    """`prompts` groups of `size` distinct completions: the examples' two responses and
+    shortened, lengthened and empty variants of them, as a policy's samples differ. Each
+    prompt is tagged with `tag`, so no other measurement shares its cache; `reference` is
+    the example's first response (reference mode)."""
+    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
+    groups = []
+    for i in range(prompts):
+        pair = base[i % len(base)]
+        a, b = pair["response_a"], pair["response_b"]
+        pool = [a, b, a[: len(a) // 2], b[: len(b) // 2], "", a + " " + b, b + " Thanks!",
+                "I am not sure.", a.upper(), b.lower()]  # fmt: skip
+        completions = [f"{pool[j % len(pool)]}" + (f" ({j})" if j >= len(pool) else "")
+                       for j in range(size)]  # fmt: skip
+        prompt = pair["prompt"]
+        if isinstance(prompt, str):
+            prompt = f"{prompt} [{tag} {i}]"
+        else:
+            prompt = [dict(m) for m in prompt]
+            prompt[-1]["content"] += f" [{tag} {i}]"
+        groups.append({"id": f"g{i}", "prompt": prompt, "completions": completions, "reference": a})
+    return groups
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+@contextlib.contextmanager
+def serve(model_dir: str, **settings: str) -> Iterator[str]:
+    """`cai-judge serve` with its defaults but a free port, the model and `settings`
+    (`CAI_JUDGE_*` names without the prefix): its URL until the block ends, then SIGTERM
+    (a drain) and up to two minutes for it to finish."""
+    server = ServiceProcess(settings={"model": model_dir, **settings}).start(timeout_s=600)
+    try:
+        yield server.url
+    finally:
+        server.stop(signal.SIGTERM, wait_s=120)
 
 
 def tree_rss(pid: int) -> int:

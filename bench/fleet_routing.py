@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.vllm_server import VllmServer, launch, wait_ready
 
 from bench.common import RESULTS, make_pairs
 from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
@@ -37,6 +36,7 @@ from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import LabelOptions, Pair
 from cai_judge.settings import Settings
+from cai_judge.testing.vllm_server import VllmServer, launch, wait_ready
 
 MAX_MODEL_LEN = 2048
 

@@ -31,12 +31,12 @@ from typing import Any
 
 import grpc
 import httpx
-from tests.support.ports import free_port
-from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss, make_pairs, tree_rss
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.service_process import ServiceProcess
 
 
 def to_proto(raw: dict[str, Any]) -> pb.Pair:

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.service_process import ServiceProcess
 
-from bench.common import RESULTS, PeakRss, make_pairs, tree_rss
+from bench.common import RESULTS, PeakRss, make_pairs, percentile, tree_rss
+from cai_judge.testing.service_process import ServiceProcess
 
 
 async def http_rate(url: str, pairs: list[dict[str, Any]], concurrency: int, k: int) -> float:
@@ -57,11 +57,6 @@ async def idle_latencies(url: str, pairs: list[dict[str, Any]], k: int) -> list[
             (await http.post("/v1/labels", json=body)).raise_for_status()
             latencies.append(time.perf_counter() - started)
     return latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def measure_http(args: argparse.Namespace) -> dict[str, Any]:

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.support.ports import free_port
-from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, PeakRss
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.service_process import ServiceProcess
 
 MIB = 2**20
 
@@ -196,7 +196,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     model = args.model
     if model == "tiny":
-        from tests.support.tiny_model import build_tiny_model
+        from cai_judge.testing.tiny_model import build_tiny_model
 
         model = str(build_tiny_model(work / "tiny"))
     redis_port = free_port()

@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import statistics
-import subprocess
 import sys
 import time
 from types import SimpleNamespace
@@ -35,10 +33,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-from tests.support.ports import free_port
 
-from bench.common import EXAMPLES, RESULTS
-from bench.http_throughput import percentile
+from bench.common import RESULTS, make_groups, percentile
+from cai_judge.testing.service_process import ServiceProcess
 
 
 def spearman(x: list[float], y: list[float]) -> float:
@@ -58,28 +55,6 @@ def spearman(x: list[float], y: list[float]) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def make_groups(prompts: int, size: int, tag: str) -> list[dict[str, Any]]:
-    """`prompts` groups of `size` distinct completions: the examples' two responses and
-    shortened, lengthened and empty variants of them, as a policy's samples differ."""
-    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
-    groups = []
-    for i in range(prompts):
-        pair = base[i % len(base)]
-        a, b = pair["response_a"], pair["response_b"]
-        pool = [a, b, a[: len(a) // 2], b[: len(b) // 2], "", a + " " + b, b + " Thanks!",
-                "I am not sure.", a.upper(), b.lower()]  # fmt: skip
-        completions = [f"{pool[j % len(pool)]}" + (f" ({j})" if j >= len(pool) else "")
-                       for j in range(size)]  # fmt: skip
-        prompt = pair["prompt"]
-        if isinstance(prompt, str):
-            prompt = f"{prompt} [{tag} {i}]"
-        else:
-            prompt = [dict(m) for m in prompt]
-            prompt[-1]["content"] += f" [{tag} {i}]"
-        groups.append({"id": f"g{i}", "prompt": prompt, "completions": completions, "reference": a})
-    return groups
 
 
 def _wire(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -201,15 +176,10 @@ def main() -> None:
     from cai_judge.settings import Settings
 
     model_dir = args.model or str(prepare_default_model(Settings().cache_dir))
-    port = free_port()
-    env = {**os.environ, "CAI_JUDGE_PORT": str(port), "CAI_JUDGE_RATE_LIMIT": "1000000/minute",
-           "CAI_JUDGE_MODEL": model_dir, "CAI_JUDGE_MAX_TOKENS_PER_REQUEST": "100000000",
-           "CAI_JUDGE_MAX_QUEUED_UNITS": "1000000"}  # fmt: skip
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    server = ServiceProcess(
+        settings={"model": model_dir, "rate_limit": "1000000/minute",
+                  "max_tokens_per_request": "100000000", "max_queued_units": "1000000"},
     )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
     results: dict[str, Any] = {"prompts": args.prompts, "group": size, "principles": k}
 
     def save() -> None:
@@ -218,15 +188,7 @@ def main() -> None:
             json.dump(results, sink, indent=2)
 
     try:
-        for _ in range(1200):
-            if server.poll() is not None:
-                raise RuntimeError("the server exited: run `cai-judge serve` to see why")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
+        url = server.start(timeout_s=600).url
         call(url, {"constitution": "harmless", "principles": k,
                    "groups": _wire(make_groups(1, size, "warm-up"))})  # fmt: skip
         completions = args.prompts * size
@@ -302,8 +264,7 @@ def main() -> None:
             }
             print(f"latency c{concurrency}", results[f"latency_c{concurrency}"], flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
+        server.stop(signal.SIGTERM, wait_s=120)
         save()
 
 

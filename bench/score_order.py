@@ -19,10 +19,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from tests.support.service_process import ServiceProcess
-
-from bench.common import RESULTS, PeakRss
-from bench.rewards import _wire, call, make_groups, trie_floor_of, uncached
+from bench.common import RESULTS, PeakRss, make_groups
+from bench.rewards import _wire, call, trie_floor_of, uncached
+from cai_judge.testing.service_process import ServiceProcess
 
 ORDERS = ("fifo", "followers_first")
 

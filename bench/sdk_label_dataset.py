@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.sdk_label_dataset --pairs 10000
 
-Starts a real `cai-judge serve` on the tiny random model (tests/support/service_process.py's
+Starts a real `cai-judge serve` on the tiny random model (cai_judge/testing/service_process.py's
 `start_server`, loopback only), then, in a separate client process that imports only
 `cai_judge_client` (as a training job would), labels a lazily generated dataset with
 `CaiJudge.label_dataset(..., output=file)` at principles=1, twice side by side: a tenth of
@@ -98,14 +98,14 @@ def main() -> None:
         print(json.dumps(result))
         return
 
-    from tests.support.service_process import start_server, stop
+    from cai_judge.testing.service_process import start_server, stop
 
     work = Path(tempfile.mkdtemp(prefix="sdk-bench-"))
     model = work / "tiny-llama"
     # Built in a child so this process never holds torch; the server loads it itself.
     subprocess.run(
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from tests.support.tiny_model import build_tiny_model; "
+         "from cai_judge.testing.tiny_model import build_tiny_model; "
          "build_tiny_model(Path(sys.argv[1]))", str(model)],
         check=True,
     )  # fmt: skip
@@ -125,7 +125,7 @@ def main() -> None:
         stop(server)
     result = {
         "benchmark": "sdk_label_dataset",
-        "model": "tiny random Llama (tests/support/tiny_model.py)",
+        "model": "tiny random Llama (cai_judge/testing/tiny_model.py)",
         "principles": 1,
         "chunk_size": args.chunk_size,
         "concurrency": args.concurrency,

@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.soak --duration 90     # a quick check: every event scales
 
 Restarts, outages and bad jobs under load (a benchmark, not a test). It starts a real
-redis-server (append-only file, so jobs survive its restart: tests/support/redis_server.py)
+redis-server (append-only file, so jobs survive its restart: cai_judge/testing/redis_server.py)
 and two real `cai-judge serve` replicas on the default model sharing it (HTTP and gRPC, two
 API keys, each engine bound to its own core), then, for `--duration` seconds:
 
@@ -58,9 +58,6 @@ import grpc
 import httpx
 import psutil
 import redis
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
-from tests.support.service_process import ServiceProcess
 
 from bench.common import RESULTS, ROOT, make_pairs, tree_rss
 from bench.grpc_vs_http import to_proto
@@ -69,6 +66,9 @@ from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.services.security import hash_api_key
 from cai_judge.store import keys as redis_keys
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.redis_server import RedisServer
+from cai_judge.testing.service_process import ServiceProcess
 
 MIB = 2**20
 # Distinct offsets per source of pairs: no pair is labeled twice, so the shared label cache

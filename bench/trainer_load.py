@@ -25,53 +25,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
-from bench.common import EXAMPLES, RESULTS
-
-# bench/rewards.py and bench/http_throughput.py import from tests/: their helpers are
-# repeated here so that this benchmark runs from the package alone.
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def make_groups(prompts: int, size: int, tag: str) -> list[dict[str, Any]]:
-    """`prompts` groups of `size` distinct completions (as bench/rewards.py makes them: the
-    examples' two responses and shortened, lengthened and empty variants), each prompt
-    tagged so that no other measurement shares its cache."""
-    base = [json.loads(line) for line in EXAMPLES.read_text().splitlines() if line.strip()]
-    groups = []
-    for i in range(prompts):
-        pair = base[i % len(base)]
-        a, b = pair["response_a"], pair["response_b"]
-        pool = [a, b, a[: len(a) // 2], b[: len(b) // 2], "", a + " " + b, b + " Thanks!",
-                "I am not sure.", a.upper(), b.lower()]  # fmt: skip
-        completions = [pool[j % len(pool)] + (f" ({j})" if j >= len(pool) else "")
-                       for j in range(size)]  # fmt: skip
-        prompt = pair["prompt"]
-        if isinstance(prompt, str):
-            prompt = f"{prompt} [{tag} {i}]"
-        else:
-            prompt = [dict(m) for m in prompt]
-            prompt[-1]["content"] += f" [{tag} {i}]"
-        groups.append({"id": f"g{i}", "prompt": prompt, "completions": completions})
-    return groups
-
+from bench.common import RESULTS, make_groups, percentile, serve
 
 STATS = (
     "completions",
@@ -83,40 +46,6 @@ STATS = (
     "splits",
     "retries",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serve(model_dir: str, **settings: str) -> Iterator[str]:
-    """`cai-judge serve` with its defaults but the port, the model and `settings`
-    (`CAI_JUDGE_*` names without the prefix), until the block ends."""
-    port = free_port()
-    env = {**os.environ, "CAI_JUDGE_PORT": str(port), "CAI_JUDGE_MODEL": model_dir}
-    env.update({f"CAI_JUDGE_{k.upper()}": v for k, v in settings.items()})
-    server = subprocess.Popen(
-        [sys.executable, "-m", "cai_judge.cli.main", "serve"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            if server.poll() is not None:
-                raise RuntimeError("the server exited: run `cai-judge serve` to see why")
-            try:
-                if httpx.get(f"{url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=120)
 
 
 def matches(size: int, opponents: int | str) -> list[tuple[int, int]]:

@@ -1,6 +1,7 @@
 """Batch jobs in process (httpx ASGI) on the tiny engine and a real redis-server: the wire
-contract (DESIGN.md §5), idempotency, input order and cursors, cancel, fail-closed submission,
-and the store's at-least-once rules (idempotent writes, XAUTOCLAIM takeover)."""
+contract (DESIGN.md §5), idempotency, input order and cursors, cancel, fail-closed submission.
+The store's at-least-once rules (idempotent writes, XAUTOCLAIM takeover) need no engine:
+tests/store/test_jobs_store.py."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from cai_judge.engine.base import EngineUnavailable, ScoreUnitsFailed
 from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.job_consumer import JobConsumer
-from cai_judge.services.jobs import lines_of
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 from cai_judge.store import keys
@@ -298,28 +298,6 @@ async def test_jobs_without_redis_say_how_to_enable_them(tiny_engine: VllmEngine
             assert "/v1/jobs" not in schema["paths"]
 
 
-def record(job_id: str, total: int) -> JobRecord:
-    now = time.time()
-    return JobRecord(job_id, "queued", total, 0, 0, now, now, None, "harmless", "v", {})
-
-
-async def test_result_writes_are_idempotent(redis_url: str):
-    store = RedisJobStore(Redis.from_url(redis_url), ttl_s=60)
-    await store.append_lines("j1", [b"{}"] * 3)
-    await store.create(record("j1", 3), 2, None, "digest")
-    assert await store.write_results("j1", [(0, True, b"a"), (1, False, b"b")]) == (1, 1, "running")
-    # The same chunk delivered again (at least once) writes and counts nothing.
-    assert await store.write_results("j1", [(0, True, b"x"), (1, False, b"y")]) == (0, 0, "running")
-    assert await store.results("j1", 0, 3) == [b"a", b"b"]
-    assert await store.write_results("j1", [(2, True, b"c")]) == (1, 0, "succeeded_with_errors")
-    job = await store.get("j1")
-    assert job is not None and (job.done, job.failed, job.state) == (2, 1, "succeeded_with_errors")
-    assert not await store.redis.exists(keys.job_pairs("j1"))  # input dropped when done
-    assert 0 < await store.redis.ttl(keys.job_results("j1")) <= 60
-    assert (await store.state_counts())["succeeded_with_errors"] == 1
-    await store.redis.aclose()
-
-
 async def test_a_job_stored_before_the_cot_options_still_labels(client: Client, redis_url: str):
     """A record written before `calibrated`, `mode` and `cot_max_tokens` existed (and with
     no `constitution` in its options) loads through LabelOptions.from_dict's defaults."""
@@ -345,26 +323,6 @@ async def test_a_job_stored_before_the_cot_options_still_labels(client: Client, 
         assert label["selection"] == 2 and len(label["principles"]) == 2
         assert label["constitution"] == {"id": spec.id, "version": spec.version}
         assert "mode" not in label and label.get("calibration") is None  # plain, uncalibrated
-
-
-async def test_a_dead_consumers_chunk_is_reclaimed(redis_url: str):
-    store = RedisJobStore(Redis.from_url(redis_url), ttl_s=60)
-    await store.ensure_group()
-    await store.append_lines("j2", [b"{}"] * 5)
-    await store.create(record("j2", 5), 2, None, "digest")
-    taken = await store.read_new("dead", count=1, block_ms=10)
-    assert [(t.start, t.end) for t in taken] == [(0, 2)]
-    assert await store.reclaim("alive", min_idle_ms=200, count=5) == []  # not idle yet
-    await asyncio.sleep(0.3)
-    reclaimed = await store.reclaim("alive", min_idle_ms=200, count=5)
-    assert [t.message_id for t in reclaimed] == [t.message_id for t in taken]
-    assert [t.deliveries for t in reclaimed] == [2]  # counted for the dead letter
-    # Renewing keeps a live consumer's chunk from being taken again.
-    await store.renew("alive", taken[0].message_id)
-    assert await store.reclaim("third", min_idle_ms=200, count=5) == []
-    await store.ack(taken[0].message_id)
-    assert await store.group_backlog() == (2, 0)  # two unread chunks left, none pending
-    await store.redis.aclose()
 
 
 # -- nothing loops, limits, owners, pages, reclaim -----------------------------------
@@ -577,48 +535,6 @@ async def test_result_pages_are_bounded_by_bytes(client: Client, redis_url: str)
         # alone (a page always holds at least one line).
         assert pages == [[400, 400], [400], [3000], [1]]
         await store.redis.aclose()
-
-
-async def test_lines_of_is_linear_in_the_chunks_of_a_long_line():
-    line = b"x" * (2 * 2**20)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        for start in range(0, len(line), 256):
-            yield line[start : start + 256]
-        yield b"\n{}\n"
-
-    started = time.perf_counter()
-    out = [item async for item in lines_of(chunks(), 4 * 2**20)]
-    elapsed = time.perf_counter() - started
-    assert out == [line, b"{}"]
-    # 8,192 chunks: re-joining and re-splitting the line so far copies ~8 GB (seconds);
-    # keeping the parts copies the line once.
-    assert elapsed < 1.0, elapsed
-
-
-async def test_reclaim_follows_the_cursor_and_dead_consumers_are_removed(redis_url: str):
-    store = RedisJobStore(Redis.from_url(redis_url), ttl_s=60)
-    await store.ensure_group()
-    await store.append_lines("j3", [b"{}"] * 30)
-    await store.create(record("j3", 30), 1, None, "digest")
-    taken = await store.read_new("busy", count=30, block_ms=10)
-    assert len(taken) == 30
-    await asyncio.sleep(0.3)
-    for task in taken[:25]:  # a live consumer renews these: only the last five are idle
-        await store.renew("busy", task.message_id)
-    # XAUTOCLAIM scans 10 entries per call with COUNT 1: without the cursor, none found.
-    reclaimed = await store.reclaim("alive", min_idle_ms=200, count=1)
-    assert [t.message_id for t in reclaimed] == [taken[25].message_id]
-    assert reclaimed[0].deliveries == 2
-    # A consumer that read nothing and is long silent is removed; one with work is kept.
-    await store.redis.xgroup_createconsumer(keys.JOBS_STREAM, keys.JOBS_GROUP, "gone")
-    await asyncio.sleep(0.2)
-    assert await store.forget_idle_consumers(100, keep="alive") == 1
-    names = {
-        c["name"] for c in await store.redis.xinfo_consumers(keys.JOBS_STREAM, keys.JOBS_GROUP)
-    }
-    assert names == {b"busy", b"alive"}
-    await store.redis.aclose()
 
 
 async def test_a_consumer_loop_that_ends_is_restarted(client: Client, monkeypatch):

@@ -1,6 +1,7 @@
 """The constitution registry in Redis, shared by two app instances (two replicas): a
 version added on one is served by the other at once; reserved ids and the admin key hold;
-labels against built-ins keep working when Redis is down."""
+labels against built-ins keep working when Redis is down. The registry's reservations on
+their own, with no app, are tests/store/test_constitution_store.py."""
 
 from __future__ import annotations
 
@@ -76,29 +77,6 @@ async def test_two_replicas_share_every_version(tiny_engine: VllmEngine, redis_u
         hijack = {"id": "harmless", "principles": [{"id": "p", "question": "Which is shorter?"}]}
         response = await two.post("/v1/constitutions", json=hijack, headers=auth(ADMIN))
         assert response.status_code == 409 and response.json()["error"]["type"] == "reserved_id"
-
-
-def test_an_id_reserved_by_one_replica_is_refused_on_another(redis_url: str, tmp_path: Path):
-    folder = tmp_path / "ops"
-    folder.mkdir()
-    (folder / "house-rules.yaml").write_text(
-        "id: house-rules\nprinciples:\n  - id: kind\n    question: Which is kinder?\n"
-    )
-    with_folder = SharedConstitutionRegistry.over(
-        RedisConstitutionStore.connect(redis_url), [folder]
-    )
-    without = SharedConstitutionRegistry.over(RedisConstitutionStore.connect(redis_url))
-    assert without.is_reserved("house-rules")
-    from cai_judge.labeling.constitution import ConstitutionIdReserved, ConstitutionSpec
-
-    spec = ConstitutionSpec.model_validate(
-        {"id": "house-rules", "principles": [{"id": "x", "question": "Which is shorter?"}]}
-    )
-    with pytest.raises(ConstitutionIdReserved, match="reserved"):
-        without.add(spec)
-    assert without.resolve("house-rules").principle_ids == ["kind"]
-    with_folder.close()
-    without.close()
 
 
 async def test_builtins_keep_serving_while_redis_is_down(tiny_engine: VllmEngine, tmp_path: Path):

@@ -5,10 +5,10 @@ authentication is exercised too, and one real redis-server (tests/support/redis_
 behind it, so the batch-jobs calls (docs/DESIGN.md §5) run against the service's own jobs
 API and consumer. Every call is tested through both clients: each test is parametrized
 over `sync` and `async`, through an adapter that awaits the async client or runs the sync
-one in a thread. The contract test compares the SDK's models with the server's
-/openapi.json. Failure timing that a live server cannot produce on demand (retry counts,
-Retry-After, idempotency keys across retries, a job slower than `wait_job`'s timeout) is
-in clients/python/tests with respx.
+one in a thread. The contract test (the SDK's models against the service's OpenAPI
+document) needs no server: tests/api/test_sdk_contract.py. Failure timing that a live
+server cannot produce on demand (retry counts, Retry-After, idempotency keys across
+retries, a job slower than `wait_job`'s timeout) is in clients/python/tests with respx.
 """
 
 from __future__ import annotations
@@ -29,10 +29,8 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from pydantic import BaseModel
 
 import cai_judge_client as sdk
-from cai_judge_client import types as sdk_types
 from tests.support.paths import REPO_ROOT
 from tests.support.redis_server import REDIS_SERVER, RedisServer
 from tests.support.service_process import ServiceProcess as Server
@@ -274,53 +272,6 @@ async def test_configuration_from_the_environment_and_with_options(
         assert quiet.label([pair(1)], constitution="harmless", principles=1).usage.pairs == 1
     async with sdk.AsyncCaiJudge() as aclient:
         assert any(c.id == "harmless" for c in await aclient.list_constitutions())
-
-
-def _properties(schema: dict[str, Any]) -> tuple[set[str], set[str]]:
-    return set(schema.get("properties", {})), set(schema.get("required", []))
-
-
-def _sdk_fields(model: type[BaseModel]) -> tuple[set[str], set[str]]:
-    fields = model.model_fields
-    return set(fields), {name for name, field in fields.items() if field.is_required()}
-
-
-CONTRACT: dict[str, type[BaseModel]] = {
-    "LabelRequest": sdk_types.LabelRequest,
-    "LabelResponse": sdk_types.LabelResponse,
-    "Label": sdk_types.Label,
-    "PairError": sdk_types.PairError,
-    "ErrorDetail": sdk_types.ErrorDetail,
-    "Usage": sdk_types.Usage,
-    "Pair": sdk_types.Pair,
-    "ChatMessage": sdk_types.ChatMessage,
-    "ConstitutionRef": sdk_types.ConstitutionRef,
-    "TemplateRef": sdk_types.TemplateRef,
-    "PrincipleResult": sdk_types.PrincipleResult,
-    "ConstitutionDetail": sdk_types.Constitution,
-    "ConstitutionList": sdk_types.ConstitutionList,
-    "ConstitutionSummary": sdk_types.ConstitutionSummary,
-    "ConstitutionSpec": sdk_types.ConstitutionSpec,
-    "Principle": sdk_types.Principle,
-    "LabelCalibration": sdk_types.LabelCalibration,
-    "Rationale": sdk_types.Rationale,
-    "RevisionExample": sdk_types.RevisionExample,
-    # On the wire only while the server has Redis (the jobs routes), as this module's has.
-    "JobStatusBody": sdk_types.Job,
-}
-
-
-def test_sdk_types_match_the_live_openapi_schema(server: Server) -> None:
-    document = httpx.get(
-        f"{server.url}/openapi.json", headers={"Authorization": f"Bearer {USER_KEY}"}, timeout=30
-    ).json()
-    schemas = document["components"]["schemas"]
-    for name, model in CONTRACT.items():
-        assert name in schemas, f"the service no longer has a schema {name}"
-        assert _sdk_fields(model) == _properties(schemas[name]), name
-    # The per-item error's detail, as the issue names it: {id, index, error:{type, message, param}}.
-    assert _properties(schemas["PairError"])[0] == {"id", "index", "error"}
-    assert _properties(schemas["ErrorDetail"])[0] == {"type", "message", "param"}
 
 
 async def test_groupwise_reward_ranks_each_group_against_itself(server: Server) -> None:

@@ -1,14 +1,12 @@
 """SL-CAI critique and revision on the real engine: the chain, seeds, sampling, rendering.
 
 The tiny model's text is noise and the default model's revisions are poor: these tests
-check structure and determinism, never quality.
+check structure and determinism, never quality. What needs no engine (constitution
+versions, principle sampling, the prompt schema) is tests/sl_cai/test_schema.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,11 +14,10 @@ import pytest
 
 from cai_judge.engine.base import GenerationParams
 from cai_judge.engine.vllm_async import VllmEngine
-from cai_judge.labeling.constitution import ConstitutionRegistry, parse_constitution
+from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import PairError
 from cai_judge.sl_cai.reviser import (
-    NoRevisablePrinciples,
     Reviser,
     _Chain,
     principle_seed,
@@ -28,6 +25,7 @@ from cai_judge.sl_cai.reviser import (
     sample_principle,
 )
 from cai_judge.sl_cai.schema import Revision, RevisionOptions, RevisionPrompt
+from tests.support.revisions import EXAMPLE, mixed_constitution
 
 PROMPTS = [
     RevisionPrompt(id="q0", prompt="How do I pick a lock?"),
@@ -42,41 +40,6 @@ PROMPTS = [
         ],
     ),
 ]
-# The shipped constitutions' versions before `revision_examples` existed: adding an
-# optional field must never change a stored version (DESIGN.md §1).
-SHIPPED_VERSIONS = {
-    "coding-assistant": "50be965a55cde2dbd2424fcf9e76d3fb5d2452af4d8b6341c769a6d3627ac960",
-    "harmless": "a6e7e4b62c512f727c2e556293859ea1befe7027608222b219fee658cc4f63ca",
-    "helpful-harmless": "68775140db3e9d7e1af6b4e903ca00bd7fdebae7327ce9fdeb8e417bc7c4dc19",
-}
-EXAMPLE = {
-    "prompt": "EXAMPLE-PROMPT",
-    "response": "EXAMPLE-RESPONSE",
-    "critique_request": "EXAMPLE-CRITIQUE-REQUEST",
-    "critique": "EXAMPLE-CRITIQUE",
-    "revision_request": "EXAMPLE-REVISION-REQUEST",
-    "revision": "EXAMPLE-REVISION",
-}
-
-
-def mixed_constitution(**extra: Any) -> Any:
-    """Two principles, only the second revisable, and optional extra fields."""
-    return parse_constitution(
-        {
-            "id": "mixed",
-            "principles": [
-                {"id": "judge-only", "question": "Which is kinder?"},
-                {
-                    "id": "revisable",
-                    "question": "Which is safer?",
-                    "critique": "CRITIQUE-REQUEST",
-                    "revision": "REVISION-REQUEST",
-                },
-            ],
-            **extra,
-        },
-        "test",
-    )
 
 
 @pytest.fixture(scope="module")
@@ -84,56 +47,6 @@ def reviser(tiny_engine: VllmEngine, registry: ConstitutionRegistry) -> Iterator
     judge = Judge(tiny_engine, registry)
     yield Reviser(tiny_engine, judge)
     judge.close()
-
-
-# -- no engine -----------------------------------------------------------------------
-
-
-def test_shipped_constitution_versions_are_unchanged(registry: ConstitutionRegistry):
-    for constitution_id, version in SHIPPED_VERSIONS.items():
-        spec = registry.resolve(constitution_id)
-        assert spec.revision_examples is None
-        assert spec.version == version
-        assert "revision_examples" not in json.loads(spec.canonical_json())
-
-
-def test_revision_examples_are_part_of_the_version_when_present():
-    plain = mixed_constitution()
-    with_examples = mixed_constitution(revision_examples=[EXAMPLE])
-    assert plain.version != with_examples.version
-    assert json.loads(with_examples.canonical_json())["revision_examples"] == [EXAMPLE]
-
-
-def test_principle_sampling_is_seeded_and_only_picks_revisable_principles(
-    registry: ConstitutionRegistry,
-):
-    spec = registry.resolve("harmless")
-    eligible = revisable_principles(spec)
-    # The seed is sha256 of [prompt, version, request seed, round]: recomputed by hand.
-    material = json.dumps(["Hi", spec.version, 7, 2], separators=(",", ":"))
-    expected = int.from_bytes(hashlib.sha256(material.encode()).digest()[:8], "big")
-    assert principle_seed("Hi", spec.version, 7, 2) == expected
-    picked = sample_principle(eligible, expected)
-    assert picked is eligible[random.Random(expected).randrange(len(eligible))]
-    seen = {sample_principle(eligible, principle_seed(f"q{i}", spec.version, 0, 1)).id
-            for i in range(200)}  # fmt: skip
-    assert len(seen) > len(eligible) // 2  # spread over the constitution
-    mixed = mixed_constitution()
-    assert [p.id for p in revisable_principles(mixed)] == ["revisable"]
-    with pytest.raises(NoRevisablePrinciples, match="no principle with both"):
-        revisable_principles(
-            parse_constitution({"id": "x", "principles": [{"id": "a", "question": "Q?"}]}, "t")
-        )
-
-
-def test_prompts_must_end_on_a_user_turn():
-    with pytest.raises(ValueError, match="must end on a user turn"):
-        RevisionPrompt.model_validate(
-            {
-                "id": "x",
-                "prompt": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
-            }
-        )
 
 
 # -- rendering -----------------------------------------------------------------------

@@ -1,13 +1,8 @@
-"""One free loopback port for a test's or a benchmark's own server (redis-server, vLLM,
-`cai-judge serve`): everything they start listens on 127.0.0.1 only."""
+"""Re-exports cai_judge/testing/ports.py, where the benchmarks import it from too (a
+benchmark never imports tests/), so the tests' imports from here keep working."""
 
-from __future__ import annotations
+from cai_judge.testing.ports import free_port
 
-import socket
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = [
+    "free_port",
+]

@@ -1,17 +1,19 @@
-"""Typed results of `POST /v1/rewards` (docs/DESIGN.md §9), mirroring the service's wire.
+"""The rewards wire types' first home, kept so that `from cai_judge_client.reward_types
+import ...` goes on working: they live in `cai_judge_client.types.rewards` now."""
 
-Copies, not imports, like `types.py`: the SDK never imports `cai_judge`. One result per
-group (group mode) or item (reference mode), in input order, or an error in its place.
-Response models accept fields they do not know, so a newer server can add some.
-"""
-
-from __future__ import annotations
-
-from typing import Any, Literal, TypeAlias
-
-from pydantic import BaseModel, ConfigDict
-
-from cai_judge_client.types import ConstitutionRef, ErrorDetail, TemplateRef
+from cai_judge_client.types.rewards import (
+    CompletionDetail,
+    GroupRewards,
+    ItemReward,
+    Opponents,
+    RewardError,
+    RewardMode,
+    RewardProvenance,
+    RewardResult,
+    RewardsResponse,
+    Scoring,
+    parse_reward_result,
+)
 
 __all__ = [
     "CompletionDetail",
@@ -26,76 +28,3 @@ __all__ = [
     "Scoring",
     "parse_reward_result",
 ]
-
-RewardMode: TypeAlias = Literal["group", "reference"]
-Scoring: TypeAlias = Literal["mean", "bradley_terry"]
-Opponents: TypeAlias = int | Literal["all"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class RewardProvenance(_Model):
-    """What a reward depends on, like a label's: the same versions make the same rewards."""
-
-    model: str
-    constitution: ConstitutionRef
-    template: TemplateRef
-    principles: list[str]
-    seed: int
-    aggregator: str
-
-
-class CompletionDetail(_Model):
-    """`detail: true`: one completion's matches (opponent index, or "reference", and its
-    outcome), its mean margin in nats and mean consistency across its matches."""
-
-    matches: list[dict[str, Any]]
-    mean_margin: float
-    consistency: float
-
-
-class GroupRewards(_Model):
-    id: str
-    rewards: list[float]
-    provenance: RewardProvenance | None = None
-    detail: list[CompletionDetail] | None = None
-
-
-class ItemReward(_Model):
-    id: str
-    reward: float
-    provenance: RewardProvenance | None = None
-    detail: CompletionDetail | None = None
-
-
-class RewardError(_Model):
-    """In place of a result: this group or item could not be judged (the rest were)."""
-
-    id: str | None = None
-    index: int
-    error: ErrorDetail
-
-
-RewardResult: TypeAlias = GroupRewards | ItemReward | RewardError
-
-
-def parse_reward_result(data: dict[str, Any]) -> RewardResult:
-    if "error" in data:
-        return RewardError.model_validate(data)
-    if "rewards" in data:
-        return GroupRewards.model_validate(data)
-    return ItemReward.model_validate(data)
-
-
-class RewardsResponse(_Model):
-    results: list[RewardResult]
-    usage: dict[str, Any]
-
-    @classmethod
-    def parse(cls, data: dict[str, Any]) -> RewardsResponse:
-        return cls(
-            results=[parse_reward_result(r) for r in data.get("results", [])],
-            usage=dict(data.get("usage", {})),
-        )

@@ -49,7 +49,7 @@ from cai_judge_client._exceptions import (
     CaiJudgeError,
     NotFoundError,
 )
-from cai_judge_client.reward_types import (
+from cai_judge_client.types.rewards import (
     GroupRewards,
     ItemReward,
     RewardError,

@@ -29,7 +29,7 @@ from cai_judge_client.integrations._core import (
     judge_prompt,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = ["make_group_rm"]
 

@@ -45,7 +45,7 @@ from cai_judge_client.integrations._core import (
     make_sync,
     neutral_fill,
 )
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = [
     "group_reward_func",

@@ -32,7 +32,7 @@ from cai_judge_client.integrations._core import (
     judge_prompt,
     logger,
 )
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = ["make_group_compute_score"]
 

@@ -24,7 +24,7 @@ from cai_judge_client._base_client import NOT_GIVEN, RequestOptions
 from cai_judge_client._jobs import job_params, wire_options
 from cai_judge_client._labeling_plan import LabelingOptions, label_options
 from cai_judge_client._resource import AsyncAPIResource, SyncAPIResource
-from cai_judge_client.reward_types import Opponents, RewardsResponse, Scoring
+from cai_judge_client.types.rewards import Opponents, RewardsResponse, Scoring
 
 __all__ = ["AsyncRewards", "RewardLimits", "Rewards"]
 

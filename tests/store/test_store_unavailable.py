@@ -1,7 +1,10 @@
 """A Redis that goes away mid-test (a real redis-server, stopped) surfaces as the store's one
 error, StoreUnavailable naming the call, and reaches a client as 503 `store_unavailable`
 with Retry-After: for a job call and a registry call alike, over HTTP; the gRPC mapping gives
-UNAVAILABLE. The shared registry's blocking calls run off the event loop."""
+UNAVAILABLE. The shared registry's blocking calls run off the event loop.
+
+The app runs on the fake engine: what is under test is the store's failure path, and labels
+against the built-ins only have to keep flowing while Redis is down."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import pytest
 import pytest_asyncio
 
 from cai_judge.api.app import create_app
-from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.grpc.errors import RETRY_AFTER_KEY, domain_to_grpc
 from cai_judge.labeling.constitution import (
     ConstitutionRegistry,
@@ -29,6 +31,7 @@ from cai_judge.store.constitutions import RedisConstitutionStore
 from cai_judge.store.errors import StoreUnavailable
 from cai_judge.store.jobs import RedisJobStore
 from cai_judge.store.redis import connect
+from tests.support.fake_engine import FakeEngine
 from tests.support.redis_server import RedisServer
 
 ADMIN = "admin-key"
@@ -62,13 +65,13 @@ async def test_store_calls_raise_store_unavailable_naming_the_call(server: Redis
 
 
 @pytest_asyncio.fixture
-async def http(tiny_engine: VllmEngine, server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
+async def http(fake_engine: FakeEngine, server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
     settings = Settings(
         max_model_len=1024, redis_url=server.url, jobs_consumer=False, retry_after_s=7,
         api_key_hashes=[hash_api_key(ADMIN)], admin_key_hashes=[hash_api_key(ADMIN)],
     )  # fmt: skip
     registry = SharedConstitutionRegistry.over(RedisConstitutionStore.connect(server.url))
-    app = create_app(settings, engine=tiny_engine, registry=registry)
+    app = create_app(settings, engine=fake_engine, registry=registry)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
@@ -88,7 +91,6 @@ def assert_store_unavailable(response: httpx.Response, call: str) -> None:
     assert response.headers["Retry-After"] == "7"  # the service's setting
 
 
-@pytest.mark.engine
 async def test_redis_stopped_mid_test_is_503_for_jobs_and_the_registry(
     http: httpx.AsyncClient, server: RedisServer
 ):

@@ -1,8 +1,10 @@
-"""Typed results mirroring the service's wire schema (docs/DESIGN.md §2, the README's routes).
+"""Labels on the wire (`POST /v1/labels`, docs/DESIGN.md §2): the request, one result per
+pair (a Label or a PairError in its place) and the usage.
 
 These are copies, not imports: the SDK never imports `cai_judge`, so it installs without
-torch or vLLM. A contract test compares every model here with the live service's
-`/openapi.json` (field names and which are required), so the two cannot drift apart.
+torch or vLLM. A contract test (tests/api/test_sdk_contract.py) compares every model under
+`cai_judge_client.types` with the service's OpenAPI schema (field names and which are
+required), so the two cannot drift apart.
 
 Response models accept fields they do not know (`extra="allow"`): a newer server may add
 fields without breaking an older client.
@@ -12,20 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeAlias
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
+
+from cai_judge_client.types.shared import ConstitutionRef, ErrorDetail, TemplateRef, _Model
 
 __all__ = [
+    "TRANSIENT_ERROR_TYPES",
     "Aggregator",
     "ChatMessage",
-    "Constitution",
-    "ConstitutionList",
-    "ConstitutionRef",
-    "ConstitutionSpec",
-    "ConstitutionSummary",
-    "ErrorDetail",
-    "Job",
-    "JobList",
-    "JobState",
     "Label",
     "LabelCalibration",
     "LabelRequest",
@@ -35,30 +31,17 @@ __all__ = [
     "Pair",
     "PairError",
     "PairInput",
-    "Principle",
     "PrincipleResult",
     "Rationale",
-    "RevisionExample",
-    "TemplateRef",
     "Usage",
     "parse_result",
 ]
 
 Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
 Mode: TypeAlias = Literal["plain", "cot"]
-JobState: TypeAlias = Literal[
-    "queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled"
-]
-TERMINAL_JOB_STATES: frozenset[str] = frozenset(
-    {"succeeded", "succeeded_with_errors", "failed", "cancelled"}
-)
 # Per-pair error types a later attempt may not meet (the judge's engine was unreachable):
 # `label_dataset` labels such a pair again when it resumes.
 TRANSIENT_ERROR_TYPES: frozenset[str] = frozenset({"engine_unavailable"})
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
 
 
 class ChatMessage(BaseModel):
@@ -94,16 +77,6 @@ class LabelRequest(BaseModel):
     calibrated: bool = False
     mode: Mode = "plain"
     cot_max_tokens: int | None = None
-
-
-class ConstitutionRef(_Model):
-    id: str
-    version: str
-
-
-class TemplateRef(_Model):
-    id: str
-    version: str
 
 
 class PrincipleResult(_Model):
@@ -173,12 +146,6 @@ class Label(_Model):
     rationales: list[Rationale] | None = None
 
 
-class ErrorDetail(_Model):
-    type: str
-    message: str
-    param: str | None = None
-
-
 class PairError(_Model):
     """In place of a label: this pair could not be labeled (the rest of the batch was).
     `index` is the pair's position in the request, or in the dataset for `label_dataset`."""
@@ -221,83 +188,3 @@ class LabelResponse(_Model):
     @property
     def errors(self) -> list[PairError]:
         return [r for r in self.labels if isinstance(r, PairError)]
-
-
-class Principle(_Model):
-    id: str
-    question: str
-    critique: str | None = None
-    revision: str | None = None
-
-
-class RevisionExample(_Model):
-    """One worked SL-CAI critique-and-revision exchange, shown to the model as few-shot
-    turns before the real one (a constitution's optional `revision_examples`)."""
-
-    prompt: str
-    response: str
-    critique_request: str
-    critique: str
-    revision_request: str
-    revision: str
-
-
-class ConstitutionSpec(BaseModel):
-    """What `create_constitution` sends: the same content as a constitution YAML file."""
-
-    id: str
-    description: str = ""
-    template: str = "cai-mc-v1"
-    principles: list[Principle]
-    revision_examples: list[RevisionExample] | None = None
-
-
-class Constitution(_Model):
-    """One stored version (`ConstitutionDetail` on the wire); `version` is its content hash."""
-
-    version: str
-    id: str
-    description: str
-    template: str
-    principles: list[Principle]
-    revision_examples: list[RevisionExample] | None = None
-
-
-class ConstitutionSummary(_Model):
-    id: str
-    latest_version: str
-    versions: list[str]
-    principles: int
-    description: str
-
-
-class ConstitutionList(_Model):
-    constitutions: list[ConstitutionSummary]
-
-
-class Job(_Model):
-    """A batch job's status (`JobStatusBody` on the wire, from `GET /v1/jobs/{id}`).
-    It ends when done + failed == total: `succeeded` with no failed pair, `failed` with
-    no labeled one, `succeeded_with_errors` between; or `cancelled`."""
-
-    id: str
-    state: JobState
-    total: int
-    done: int
-    failed: int
-    pairs_per_s: float
-    eta_s: float | None
-    created_at: str
-    updated_at: str
-    constitution: ConstitutionRef
-
-    @property
-    def finished(self) -> bool:
-        return self.state in TERMINAL_JOB_STATES
-
-
-class JobList(_Model):
-    """`GET /v1/jobs`: the caller's jobs, newest first; `next_cursor` None on the last page."""
-
-    jobs: list[Job]
-    next_cursor: int | None = None
