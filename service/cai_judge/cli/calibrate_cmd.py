@@ -19,7 +19,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -27,22 +27,21 @@ from rich.console import Console
 from rich.table import Table
 
 from cai_judge.cli.common import (
-    AggregatorOption,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    PrinciplesOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_gold,
     load_registry,
-    parse_principles,
     progress,
     report_pair_error,
     resolve_constitution,
@@ -74,7 +73,6 @@ from cai_judge.labeling.calibration import (
     LengthFitRecord,
     ProfileKey,
 )
-from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
 
 if TYPE_CHECKING:
@@ -238,6 +236,8 @@ def _read_unlabeled(path: Path) -> list[Pair]:
     return found.pairs
 
 
+# A profile is fitted on the plain labels of one principle selection and aggregator.
+@label_flags(only=("principles", "seed", "aggregator"))
 def calibrate_command(
     gold_path: Annotated[
         Path | None,
@@ -253,7 +253,7 @@ def calibrate_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="The profile to write (PROFILE.json).")
     ] = None,
-    constitution: ConstitutionOption = "harmless",
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     length_control: Annotated[
         bool,
@@ -281,18 +281,17 @@ def calibrate_command(
             "reversing its preferences (for questions phrased 'which is worse?')."
         ),
     ] = False,
-    principles: PrinciplesOption = "all",
-    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = DEFAULT_FOLDS,
-    seed: SeedOption = 0,
     bins: Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")] = 10,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
     report_dir: Annotated[
         Path | None,
         typer.Option(help="Folder for calibration.json/.html (default: PROFILE-report/)."),
     ] = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Fit a calibration profile (a temperature, optionally length debiasing) for one
     model and constitution on a gold set; report ECE, Brier and P(picks the longer response)
@@ -312,12 +311,8 @@ def calibrate_command(
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    options = label_options(
-        principles=parse_principles(principles),
-        seed=seed,
-        aggregator=aggregator,
-        low_mass_threshold=settings.low_mass_threshold,
-    )
+    options = label_options(settings, **flags)
+    seed = options.seed
     report_folder = _report_folder(output, report_dir)
     gold = _load_gold_set(gold_path, folds) if gold_path is not None else []
     pairs = _read_unlabeled(unlabeled) if unlabeled is not None else []

@@ -9,7 +9,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -17,16 +17,18 @@ from rich.console import Console
 from rich.table import Table
 
 from cai_judge.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_gold,
     load_registry,
@@ -34,7 +36,6 @@ from cai_judge.cli.common import (
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.constants import MAX_COT_TOKENS
 from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import SEPARATE_RUN, Protocol
 from cai_judge.evaluation.render import (
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
     from cai_judge.labeling.calibration import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
     from cai_judge.labeling.judge import Judge
+    from cai_judge.labeling.options import LabelOptions
     from cai_judge.settings import Settings
 
 
@@ -88,9 +90,12 @@ OutputOption = Annotated[
     Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
 ]
 BinsOption = Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")]
-CotTokensOption = Annotated[
-    int, typer.Option(min=1, max=MAX_COT_TOKENS, help="Protocol `cot`: rationale tokens.")
-]
+# Every principle in both orders, plain (and CoT for protocol `cot`): only these are the
+# run's choice.
+_eval_flags = label_flags(
+    only=("seed", "cot_max_tokens"),
+    help={"cot_max_tokens": "Protocol `cot`: rationale tokens per principle and order."},
+)
 ResamplesOption = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
 
 
@@ -110,10 +115,10 @@ def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
     return [p for p in Protocol if p.value in wanted]
 
 
-def _check_label_options(seed: int, settings: Settings) -> None:
+def _check_label_options(flags: dict[str, Any], settings: Settings) -> LabelOptions:
     # score_gold labels with these options after the engine has started: a value they
     # refuse should be a usage error now, not a traceback a minute later.
-    label_options(seed=seed, low_mass_threshold=settings.low_mass_threshold)
+    return label_options(settings, **flags)
 
 
 def _check_output(directory: Path) -> None:
@@ -352,19 +357,19 @@ def _compare_tables(report: CompareReport, show: int) -> list[Table]:
 # -- commands --------------------------------------------------------------------------
 
 
+@_eval_flags
 def eval_command(
     gold_path: GoldArgument,
     output: OutputOption,
-    constitution: ConstitutionOption = "harmless",
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     protocol: Annotated[
         list[ProtocolChoice] | None,
         typer.Option(help="Repeat to pick several; all four by default."),
     ] = None,
-    seed: SeedOption = 0,
     bins: BinsOption = 10,
     bootstrap: ResamplesOption = 2000,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
     calibration: Annotated[
         Path | None,
@@ -376,7 +381,8 @@ def eval_command(
             help="Also report the labels of this `cai-judge calibrate` profile beside the raw.",
         ),
     ] = None,
-    cot_max_tokens: CotTokensOption = 128,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Measure a judge and a constitution against gold labels; write report.json/.html.
 
@@ -387,7 +393,8 @@ def eval_command(
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    _check_label_options(seed, settings)
+    label = _check_label_options(flags, settings)
+    seed, cot_max_tokens = label.seed, label.rationale_tokens
     _check_output(output)
     gold = load_gold(gold_path)
     options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
@@ -477,6 +484,7 @@ def _merge_report(report: EvalReport, extra: EvalReport) -> None:
     report.usage.add(extra.usage)
 
 
+@_eval_flags
 def compare_command(
     gold_path: GoldArgument,
     output: OutputOption,
@@ -494,7 +502,7 @@ def compare_command(
     ] = None,
     constitution: Annotated[
         str, typer.Option(help="The constitution of a side that names none.")
-    ] = "harmless",
+    ] = DEFAULT_CONSTITUTION,
     model: Annotated[
         str | None,
         typer.Option(help="The model of a side that names none. Env: CAI_JUDGE_MODEL."),
@@ -503,12 +511,12 @@ def compare_command(
         Protocol.CAI
     ),
     show: Annotated[int, typer.Option(min=0, help="Differing pairs printed here.")] = 20,
-    seed: SeedOption = 0,
     bins: BinsOption = 10,
     bootstrap: ResamplesOption = 2000,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
-    cot_max_tokens: CotTokensOption = 128,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Compare two constitutions or two judge models on the same gold labels.
 
@@ -520,7 +528,8 @@ def compare_command(
     registry = load_registry(settings)
     spec_a = resolve_constitution(registry, constitution_a or constitution)
     spec_b = resolve_constitution(registry, constitution_b or constitution)
-    _check_label_options(seed, settings)
+    label = _check_label_options(flags, settings)
+    seed, cot_max_tokens = label.seed, label.rationale_tokens
     side_model_a = model_a or settings.model
     side_model_b = model_b or settings.model
     if (side_model_a, spec_a.version) == (side_model_b, spec_b.version):

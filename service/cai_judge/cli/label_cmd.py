@@ -14,21 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cai_judge.cli.common import (
-    AggregatorOption,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    PrinciplesOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_registry,
-    parse_principles,
     progress,
     report_pair_error,
     resolve_constitution,
@@ -47,7 +46,6 @@ from cai_judge.cli.pairs_file import (
     read_labels,
     read_pairs,
 )
-from cai_judge.constants import MAX_COT_TOKENS
 from cai_judge.labeling.calibration import (
     CalibrationError,
     CalibrationProfile,
@@ -56,7 +54,6 @@ from cai_judge.labeling.calibration import (
     read_profile,
     response_token_count,
 )
-from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import (
     ConstitutionRef,
     Label,
@@ -287,30 +284,19 @@ def _check_locations(input_path: str, output: str, ray: bool) -> None:
             usage_error("INPUT.jsonl", f"File {input_path!r} is a directory.")
 
 
+@label_flags()
 def label_command(
     input_path: InputArgument,
     output: OutputOption,
-    constitution: ConstitutionOption = "harmless",
-    principles: PrinciplesOption = "all",
-    seed: SeedOption = 0,
-    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
-    per_principle: Annotated[bool, typer.Option(help="Add each principle's numbers.")] = False,
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     calibration: CalibrationOption = None,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="`plain`, or `cot`: a greedy rationale per principle and order first "
-            "(slower; probabilities clamped to [1 - p, p], p = CAI_JUDGE_COT_MAX_PROBABILITY)."
-        ),
-    ] = "plain",
-    cot_max_tokens: Annotated[
-        int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
-    ] = 128,
     ray: RayOption = False,
     ray_actors: RayActorsOption = None,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
@@ -322,16 +308,7 @@ def label_command(
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    options = label_options(
-        principles=parse_principles(principles),
-        seed=seed,
-        aggregator=aggregator,
-        per_principle=per_principle,
-        low_mass_threshold=settings.low_mass_threshold,
-        mode=mode,
-        cot_max_tokens=cot_max_tokens,
-        cot_max_probability=settings.cot_max_probability,
-    )
+    options = label_options(settings, **flags)
     profile = _load_profile(calibration, settings, spec, options) if calibration else None
     if ray:
         _label_on_ray(input_path, output, settings, spec, options, profile, batch_size, ray_actors)

@@ -21,30 +21,30 @@ import typer
 from pydantic import ValidationError
 
 from cai_judge.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    flag_value,
     label_options,
     load_registry,
-    parse_principles,
+    model_flags,
     report_pair_error,
     resolve_constitution,
 )
 from cai_judge.cli.pairs_file import BadLine, ResumeError, drop_partial_tail, load_existing_labels
-from cai_judge.constants import MAX_GENERATION_TOKENS
+from cai_judge.constants import DEFAULT_PRINCIPLES
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError
 from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 from cai_judge.sl_cai.reviser import NoRevisablePrinciples, revisable_principles
 from cai_judge.sl_cai.schema import (
-    MAX_ROUNDS,
-    MAX_TEMPERATURE,
     Revision,
     RevisionOptions,
     RevisionPrompt,
@@ -154,6 +154,7 @@ def _check_resume(output: Path, run: dict[str, str]) -> set[str]:
 # -- revise ----------------------------------------------------------------------------
 
 
+@model_flags(RevisionOptions, into="revision")
 def revise_command(
     input_path: Annotated[
         Path, typer.Argument(metavar="PROMPTS.jsonl", exists=True, dir_okay=False)
@@ -161,20 +162,7 @@ def revise_command(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Revision rows (SFT-ready), one JSON per line.")
     ],
-    constitution: ConstitutionOption = "harmless",
-    rounds: Annotated[
-        int, typer.Option(min=1, max=MAX_ROUNDS, help="Critique-and-revision rounds.")
-    ] = 1,
-    seed: SeedOption = 0,
-    temperature: Annotated[
-        float, typer.Option(min=0.0, max=MAX_TEMPERATURE, help="0 is greedy.")
-    ] = 0.0,
-    max_tokens: Annotated[
-        int, typer.Option(min=1, max=MAX_GENERATION_TOKENS, help="Tokens per generation.")
-    ] = 256,
-    few_shot: Annotated[
-        bool, typer.Option(help="Show the constitution's revision examples, if any.")
-    ] = True,
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     score: Annotated[
         bool,
         typer.Option(
@@ -184,10 +172,12 @@ def revise_command(
     ] = False,
     score_principles: Annotated[
         str, typer.Option(help="With --score: `all`, or k principles sampled per pair.")
-    ] = "all",
+    ] = DEFAULT_PRINCIPLES,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    *,
+    revision: dict[str, Any],
 ) -> None:
     """Critique and revise responses to PROMPTS.jsonl (`{id, prompt, initial_response?}`).
 
@@ -204,12 +194,12 @@ def revise_command(
         revisable_principles(spec)
     except NoRevisablePrinciples as error:
         raise fail(str(error)) from None
-    options = RevisionOptions(
-        rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens, few_shot=few_shot
-    )
+    # The flags' bounds are the model's own (model_flags), so this cannot refuse them.
+    options = RevisionOptions(**revision)
     scoring = None
     if score:
-        scoring = label_options(principles=parse_principles(score_principles), seed=seed)
+        principles = flag_value(LabelOptions, "principles", score_principles, "--score-principles")
+        scoring = label_options(principles=principles, seed=options.seed)
 
     prompts_file = read_prompts(input_path)
     if prompts_file.duplicate_ids:
@@ -223,7 +213,7 @@ def revise_command(
         )
     _report_bad_lines(input_path, prompts_file.bad_lines)
 
-    shots = len(spec.revision_examples or ()) if few_shot else 0
+    shots = len(spec.revision_examples or ()) if options.few_shot else 0
     run = _provenance(
         {
             "model": model_display_name(settings),

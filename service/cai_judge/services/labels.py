@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from cai_judge.constants import DEFAULT_COT_TOKENS
 from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.calibration import (
     CalibrationError,
@@ -31,7 +32,7 @@ from cai_judge.labeling.constitution import (
     ConstitutionSpec,
 )
 from cai_judge.labeling.judge import Judge, LabelPlan
-from cai_judge.labeling.options import DEFAULT_COT_TOKENS, LabelOptions
+from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.pipeline import LabelOutcome, label_pairs
 from cai_judge.labeling.schema import ConstitutionRef, Pair, TemplateRef
 from cai_judge.services.admission import Admission

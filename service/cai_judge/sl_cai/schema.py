@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
+from cai_judge.constants import DEFAULT_SEED, MAX_GENERATION_TOKENS, MAX_SEED
 from cai_judge.labeling.schema import (
     ChatMessage,
     ConstitutionRef,
@@ -88,11 +88,21 @@ class RevisionPrompt(BaseModel):
 class RevisionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = 1
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    # The fields' descriptions are `cai-judge revise`'s help (cli/common.py, `model_flags`).
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = Field(
+        default=1, description="Critique-and-revision rounds."
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        default=DEFAULT_SEED,
+        description="Seeds principle sampling and, above temperature 0, sampling.",
+    )
     # Greedy by default: the same prompt then gives the same chain even unseeded.
-    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] = 256
+    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = Field(
+        default=0.0, description="0 is greedy."
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] = Field(
+        default=256, description="Tokens per generation."
+    )
     few_shot: bool = Field(
         default=True, description="Show the constitution's revision examples, if it has any."
     )
