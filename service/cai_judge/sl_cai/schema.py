@@ -11,17 +11,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field
 
 from cai_judge.constants import DEFAULT_SEED, MAX_GENERATION_TOKENS, MAX_SEED
-from cai_judge.labeling.schema import (
-    ChatMessage,
-    ConstitutionRef,
-    PairId,
-    Text,
-    chat_role_order_problem,
-)
+from cai_judge.labeling.schema import ChatMessage, ChatPrompt, ConstitutionRef, PairId, Text
 
 # The most rounds any request may ask for; the service's own limit is usually lower.
 MAX_ROUNDS = 16
@@ -48,30 +41,10 @@ class RevisionPrompt(BaseModel):
     )
 
     id: PairId
-    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    # Checked as a pair's prompt is (labeling/schema.py): it must end on the user turn the
+    # chain answers.
+    prompt: ChatPrompt
     initial_response: Text | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _roles_alternate(cls, prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
-        # The chain appends assistant and user turns after the prompt, so the prompt must
-        # end on the user turn being answered, like a pair's.
-        if isinstance(prompt, str):
-            return prompt
-        problem = chat_role_order_problem([m.role for m in prompt])
-        if problem is None:
-            return prompt
-        index, message = problem
-        raise ValidationError.from_exception_data(
-            cls.__name__,
-            [
-                InitErrorDetails(
-                    type=PydanticCustomError("chat_role_order", message),
-                    loc=(index, "role"),
-                    input=prompt[index].role,
-                )
-            ],
-        )
 
     def messages(self) -> list[dict[str, str]]:
         if isinstance(self.prompt, str):
