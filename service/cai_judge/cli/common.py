@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from enum import Enum, IntEnum, StrEnum
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn, Union, get_args, get_origin
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NoReturn,
+    Protocol,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import annotated_types
 import typer
@@ -290,6 +300,19 @@ def load_gold(path: Path) -> list[GoldPair]:
     return gold.pairs
 
 
+class _NumberedProblem(Protocol):
+    @property
+    def line_number(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def report_bad_lines(path: Path | str, bad_lines: Sequence[_NumberedProblem]) -> None:
+    """Each bad line of an input file, by its number: the rest of the file is still used."""
+    for bad in bad_lines:
+        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
+
+
 # -- options shared by several commands -----------------------------------------------
 
 ModelOption = Annotated[
@@ -303,6 +326,17 @@ ConstitutionsDirOption = Annotated[
 ]
 ConstitutionOption = Annotated[str, typer.Option(help="`id` or `id@version`.")]
 BatchSizeOption = Annotated[int, typer.Option(min=1, help="Pairs per engine call.")]
+CalibrationOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--calibration",
+        exists=True,
+        dir_okay=False,
+        metavar="PROFILE.json",
+        help="A `cai-judge calibrate` profile: p_a, margin and preferred come from it, the "
+        "raw numbers are kept in each label's `calibration`.",
+    ),
+]
 DEFAULT_BATCH_SIZE = 32
 # The constitution a command uses when none is named.
 DEFAULT_CONSTITUTION = "harmless"

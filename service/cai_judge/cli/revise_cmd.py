@@ -13,12 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from cai_judge.cli.common import (
     DEFAULT_BATCH_SIZE,
@@ -36,13 +34,19 @@ from cai_judge.cli.common import (
     label_options,
     load_registry,
     model_flags,
+    report_bad_lines,
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.cli.pairs_file import BadLine, ResumeError, drop_partial_tail, load_existing_labels
+from cai_judge.cli.pairs_file import (
+    ResumeError,
+    UnreadableFile,
+    drop_partial_tail,
+    load_existing_labels,
+    read_records,
+)
 from cai_judge.constants import DEFAULT_PRINCIPLES
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError
-from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 from cai_judge.sl_cai.reviser import NoRevisablePrinciples, revisable_principles
 from cai_judge.sl_cai.schema import (
     Revision,
@@ -59,43 +63,6 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     app.command("revise")(revise_command)
     app.command("export-sft")(export_sft_command)
-
-
-# -- files -----------------------------------------------------------------------------
-
-
-@dataclass
-class PromptsFile:
-    prompts: list[RevisionPrompt] = field(default_factory=list)
-    bad_lines: list[BadLine] = field(default_factory=list)
-    duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
-
-
-def read_prompts(path: Path) -> PromptsFile:
-    """Every line parsed; bad ones collected with their reason, not fatal."""
-    result = PromptsFile()
-    seen: dict[str, list[int]] = {}
-    for line_number, raw, not_json in read_json_lines(path):
-        if not_json is not None:
-            result.bad_lines.append(BadLine(line_number, not_json))
-            continue
-        raw_id = raw.get("id") if isinstance(raw, dict) else None
-        if isinstance(raw_id, str):
-            seen.setdefault(raw_id, []).append(line_number)
-        try:
-            result.prompts.append(RevisionPrompt.model_validate(raw))
-        except ValidationError as error:
-            reason = describe_validation_error(error, whole="(line)")
-            result.bad_lines.append(
-                BadLine(line_number, reason, raw_id if isinstance(raw_id, str) else None)
-            )
-    result.duplicate_ids = {pid: lines for pid, lines in seen.items() if len(lines) > 1}
-    return result
-
-
-def _report_bad_lines(path: Path, bad_lines: list[BadLine]) -> None:
-    for bad in bad_lines:
-        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
 
 
 # What a row records about how it was made, by the option that sets it: a file is only
@@ -201,17 +168,14 @@ def revise_command(
         principles = flag_value(LabelOptions, "principles", score_principles, "--score-principles")
         scoring = label_options(principles=principles, seed=options.seed)
 
-    prompts_file = read_prompts(input_path)
-    if prompts_file.duplicate_ids:
-        shown = "; ".join(
-            f"{pid!r} on lines {', '.join(map(str, lines))}"
-            for pid, lines in list(prompts_file.duplicate_ids.items())[:10]
-        )
-        raise fail(
-            f"{len(prompts_file.duplicate_ids)} duplicate prompt id(s) in {input_path}: "
-            f"{shown}. Ids must be unique so revisions can be matched and resumed."
-        )
-    _report_bad_lines(input_path, prompts_file.bad_lines)
+    try:
+        prompts_file = read_records(input_path, RevisionPrompt)
+    except UnreadableFile as error:
+        raise fail(str(error)) from None
+    duplicates = prompts_file.duplicates_problem(input_path, "prompt", "revisions")
+    if duplicates:
+        raise fail(duplicates)
+    report_bad_lines(input_path, prompts_file.bad_lines)
 
     shots = len(spec.revision_examples or ()) if options.few_shot else 0
     run = _provenance(
@@ -223,7 +187,7 @@ def revise_command(
         }
     )
     done = _check_resume(output, run)
-    todo = [p for p in prompts_file.prompts if p.id not in done]
+    todo = [p for p in prompts_file.records if p.id not in done]
     if done:
         console.print(f"resuming: {len(done)} prompt(s) already in {output}")
 
@@ -375,23 +339,17 @@ def export_sft_command(
     Bad lines of SFT.jsonl are reported by line number and left out; the exit status is 1
     when any line was bad.
     """
-    bad: list[BadLine] = []
-    written = 0
+    try:
+        revisions = read_records(revisions_path, Revision, "not a revision row: ")
+    except UnreadableFile as error:
+        raise fail(str(error)) from None
+    bad = revisions.bad_lines
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as sink:
-        for line_number, raw, not_json in read_json_lines(revisions_path):
-            if not_json is not None:
-                bad.append(BadLine(line_number, not_json))
-                continue
-            try:
-                revision = Revision.model_validate(raw)
-            except ValidationError as error:
-                reason = describe_validation_error(error, whole="(line)")
-                bad.append(BadLine(line_number, f"not a revision row: {reason}"))
-                continue
+        for revision in revisions.records:
             sink.write(json.dumps({"messages": revision.messages()}, ensure_ascii=False) + "\n")
-            written += 1
-    _report_bad_lines(revisions_path, bad)
+    written = len(revisions.records)
+    report_bad_lines(revisions_path, bad)
     console.print(
         f"wrote {written} conversation(s) to {output}; {len(bad)} bad line(s) in {revisions_path}"
     )
