@@ -48,11 +48,9 @@ from cai_judge.labeling.calibration import (
     read_profile,
 )
 from cai_judge.labeling.schema import (
-    ConstitutionRef,
     Label,
     LabelOptions,
     Pair,
-    TemplateRef,
     Usage,
 )
 from cai_judge.ray.locations import is_uri
@@ -211,13 +209,7 @@ def _check_profile(
 ) -> None:
     from cai_judge.engine.factory import model_display_name
 
-    wanted = ProfileKey(
-        model=model_display_name(settings),
-        template=TemplateRef(id=spec.template, version=template_version),
-        constitution=ConstitutionRef(id=spec.id, version=spec.version),
-        aggregator=options.aggregator,
-        selection=options.principles,
-    )
+    wanted = ProfileKey.for_labels(model_display_name(settings), spec, template_version, options)
     try:
         profile.check_applies_to(wanted)
     except CalibrationError as error:
