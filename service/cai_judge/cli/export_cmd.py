@@ -31,7 +31,6 @@ from cai_judge.labeling.calibration import (
     read_profile,
     response_token_count,
 )
-from cai_judge.labeling.schema import Label
 
 
 def register(app: typer.Typer) -> None:
@@ -64,8 +63,7 @@ def export_command(
     repeated id) are reported by line number and left out; the rest is exported, and the
     exit status is 1 when any line was bad or any label has no pair.
     """
-    from cai_judge.labeling.export import COLUMN_CONVENTIONS, preference_row
-    from cai_judge.labeling.pipeline import calibrate_results
+    from cai_judge.labeling.export import EXPORT_COLUMNS, export_rows
 
     try:
         pairs = {p.id: p for p in read_pairs(pairs_path).pairs}
@@ -73,51 +71,27 @@ def export_command(
         raise fail(str(error)) from None
     labels_file = read_labels(labels_path)
     report_bad_lines(labels_path, labels_file.bad_lines)
-    profile = None
-    count_tokens = None
+    profile = count_tokens = None
     if calibration is not None:
         profile, count_tokens = _export_profile(calibration, model, labels_file, labels_path)
-    written = ties = dropped = missing = 0
+    found = export_rows(
+        labels_file.labels, pairs, profile=profile, count_tokens=count_tokens,
+        drop_low_confidence=drop_low_confidence,
+    )  # fmt: skip
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as sink:
-        for label in labels_file.labels:
-            pair = pairs.get(label.id)
-            if pair is None:
-                missing += 1
-                continue
-            if profile is not None:
-                tokens_a = count_tokens(pair.response_a) if count_tokens else None
-                tokens_b = count_tokens(pair.response_b) if count_tokens else None
-                (result,) = calibrate_results([label], profile, [tokens_a, tokens_b])
-                assert isinstance(result, Label)  # a label in, a label out
-                label = result
-            row = preference_row(pair, label)
-            if row is not None and label.calibration is not None:
-                row["calibration"] = label.calibration.profile
-            if row is None:
-                ties += 1
-            elif drop_low_confidence and row["low_confidence"]:
-                dropped += 1
-            else:
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                written += 1
+        sink.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in found.rows)
     columns = output.with_name(output.name + ".columns.json")
-    conventions = {**COLUMN_CONVENTIONS, "calibration": CALIBRATION_COLUMN}
-    columns.write_text(json.dumps(conventions, indent=2) + "\n")
+    columns.write_text(json.dumps(EXPORT_COLUMNS, indent=2) + "\n")
     bad = len(labels_file.bad_lines)
     console.print(
-        f"exported {len(labels_file.labels)} label(s): wrote {written} row(s) to {output} "
-        f"(column conventions: {columns}); skipped {ties} tie(s), {dropped} low-confidence, "
-        f"{missing} without a pair; {bad} bad line(s) in {labels_path}"
+        f"exported {len(labels_file.labels)} label(s): wrote {len(found.rows)} row(s) to "
+        f"{output} (column conventions: {columns}); skipped {found.ties} tie(s), "
+        f"{found.dropped} low-confidence, {found.missing} without a pair; {bad} bad line(s) "
+        f"in {labels_path}"
     )
-    if missing or bad:
+    if found.missing or bad:
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
-
-
-CALIBRATION_COLUMN = (
-    "present when margin and p_chosen are calibrated: the sha256 of the calibration profile "
-    "(`cai-judge calibrate`) that made them from the judge's raw numbers"
-)
 
 
 def _export_profile(
