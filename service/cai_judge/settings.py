@@ -14,7 +14,12 @@ from typing import Annotated, Literal, Self
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from cai_judge.constants import MAX_GROUP_WAIT_S
+from cai_judge.constants import (
+    DEFAULT_COT_MAX_PROBABILITY,
+    DEFAULT_LOW_MASS_THRESHOLD,
+    MAX_COT_TOKENS,
+    MAX_GROUP_WAIT_S,
+)
 
 DEFAULT_MODEL = "default"
 
@@ -81,7 +86,7 @@ class Settings(BaseSettings):
     # `calibrated: true` gets p_a and margin from the one fitted for its model, template,
     # constitution version, aggregator and principle selection.
     calibration_dir: Path | None = None
-    low_mass_threshold: Annotated[float, Field(ge=0, le=1)] = 0.5
+    low_mass_threshold: Annotated[float, Field(ge=0, le=1)] = DEFAULT_LOW_MASS_THRESHOLD
 
     # -- the HTTP service --------------------------------------------------------------
     host: str = "127.0.0.1"
@@ -149,9 +154,9 @@ class Settings(BaseSettings):
     # -- CoT labels (DESIGN.md §2) ------------------------------------------------------
     # Rationale tokens a request may ask for per (principle, order): each is decoded, so
     # this bounds a CoT request's engine time far more than its prompt tokens do.
-    max_cot_tokens: Annotated[int, Field(ge=1, le=1024)] = 256
-    # Each order's probability is clamped to [1 - this, this] (CAI §4.1 used 0.6).
-    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.6
+    max_cot_tokens: Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)] = 256
+    # Each order's probability is clamped to [1 - this, this].
+    cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = DEFAULT_COT_MAX_PROBABILITY
 
     # -- SL-CAI revisions --------------------------------------------------------------
     max_prompts_per_revision_request: Annotated[int, Field(ge=1)] = 64

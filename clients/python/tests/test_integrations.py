@@ -326,3 +326,24 @@ def test_openrlhf_prompt_forms() -> None:
     assert openrlhf_conversation(llama) == [{"role": "user", "content": "Hi?"}]
     assert openrlhf_conversation("plain prompt") == "plain prompt"
     assert openrlhf_response("plain prompt answer</s>", "plain prompt") == "answer"
+
+
+async def test_adapters_take_their_options_as_one_type_by_the_old_names() -> None:
+    # Issue 30: `**options: Unpack[RewardOptions]` replaces eight restated keyword
+    # arguments; the names callers used keep working, and the judge's are sent as given.
+    api = RecordingRewards(fail=["0"])
+    compute_score = make_compute_score(
+        api, constitution="harmless", principles=2, seed=7, aggregator="mean_prob",
+        calibrated=True, deadline=30.0, concurrency=2, fallback=0.25,
+    )  # fmt: skip
+    score = await compute_score(solution_str="a", ground_truth="b", extra_info={"question": "q"})
+    assert score == {"score": 0.25, "cai_judge_fallback": 1.0}
+    assert api.calls[0][2] == {
+        "constitution": "harmless", "principles": 2, "seed": 7, "aggregator": "mean_prob",
+        "calibrated": True,
+    }  # fmt: skip
+    # Group options are refused where there is no group; a misspelt one is refused by name.
+    with pytest.raises(TypeError, match="opponents"):
+        make_compute_score(api, constitution="harmless", opponents=2)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="principle"):
+        make_group_rm(api, constitution="harmless", principle=2)  # type: ignore[call-arg]

@@ -12,7 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
+from cai_judge.constants import (
+    DEFAULT_COT_TOKENS,
+    DEFAULT_PRINCIPLES,
+    DEFAULT_SEED,
+    MAX_GENERATION_TOKENS,
+    MAX_SEED,
+)
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
 from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
@@ -109,8 +115,8 @@ class LabelingOptions(BaseModel):
     constitution: ConstitutionRefText = Field(
         description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits)."
     )
-    principles: Principles = "all"
-    seed: Seed = 0
+    principles: Principles = DEFAULT_PRINCIPLES
+    seed: Seed = DEFAULT_SEED
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS
     per_principle: bool = False
     calibrated: bool = Field(
@@ -126,7 +132,8 @@ class LabelingOptions(BaseModel):
     )
     cot_max_tokens: CotMaxTokens | None = Field(
         default=None,
-        description="CoT: rationale tokens per principle and order (default 128, at most "
+        description="CoT: rationale tokens per principle and order (default "
+        f"{DEFAULT_COT_TOKENS}, at most "
         "the service's CAI_JUDGE_MAX_COT_TOKENS).",
     )
 
@@ -249,7 +256,8 @@ class RevisionRequest(BaseModel):
         default=1, description="Critique-and-revision rounds (at most the service's limit)."
     )
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
-        default=0, description="Seeds principle sampling and, above temperature 0, sampling."
+        default=DEFAULT_SEED,
+        description="Seeds principle sampling and, above temperature 0, sampling.",
     )
     temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
     max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] | None = Field(

@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -27,22 +25,21 @@ from rich.console import Console
 from rich.table import Table
 
 from cai_judge.cli.common import (
-    AggregatorOption,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    PrinciplesOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_gold,
     load_registry,
-    parse_principles,
     progress,
     report_pair_error,
     resolve_constitution,
@@ -50,36 +47,16 @@ from cai_judge.cli.common import (
 from cai_judge.evaluation.calibration import (
     DEFAULT_FOLDS,
     MIN_GOLD_PAIRS,
-    CalibrationMetrics,
     CalibrationReport,
-    FitResult,
-    FitSpec,
-    GoldInfo,
-    LengthInfo,
     LengthOnlyReport,
-    LengthSample,
-    build_report,
-    calibration_samples,
-    estimate_length_sensitivity,
-    length_info,
-    length_only_report,
-    length_samples,
     prompt_group,
 )
 from cai_judge.evaluation.render import calibration_rows, fmt_num, fmt_pct
-from cai_judge.labeling.calibration import (
-    CalibrationProfile,
-    CalibrationTerms,
-    FitRecord,
-    LengthFitRecord,
-    ProfileKey,
-)
-from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
+from cai_judge.labeling.calibration import CalibrationProfile
 
 if TYPE_CHECKING:
     from cai_judge.evaluation.gold import GoldPair
-    from cai_judge.evaluation.runner import JudgeRun, PairsRun
+    from cai_judge.evaluation.profile_fit import CalibrationRuns, ProfileFit
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
     from cai_judge.labeling.options import LabelOptions
     from cai_judge.labeling.schema import Pair
@@ -88,60 +65,6 @@ if TYPE_CHECKING:
 
 def register(app: typer.Typer) -> None:
     app.command("calibrate")(calibrate_command)
-
-
-async def _score(
-    settings: Settings,
-    registry: ConstitutionRegistry,
-    spec: ConstitutionSpec,
-    gold: list[GoldPair],
-    unlabeled: list[Pair],
-    seed: int,
-    batch_size: int,
-) -> tuple[JudgeRun | None, PairsRun | None, dict[str, tuple[int, int]], TemplateRef]:
-    """One engine session for both files: the gold run, the unlabeled run, and the token
-    counts of every pair (ids are per file, so unlabeled counts are keyed `unlabeled:ID`)."""
-    from cai_judge.evaluation.runner import response_token_counts, score_gold, score_unlabeled
-
-    console.print(f"starting the judge model {settings.model} ...")
-    run = pairs_run = None
-    counts: dict[str, tuple[int, int]] = {}
-    async with engine_session(settings, registry) as judge:
-        started = time.perf_counter()
-        with progress() as bar:
-            if gold:
-                task = bar.add_task(f"scoring gold with {spec.id}", total=len(gold))
-                run = await score_gold(
-                    judge,
-                    gold,
-                    spec,
-                    seed=seed,
-                    low_mass_threshold=settings.low_mass_threshold,
-                    batch_size=batch_size,
-                    on_progress=functools.partial(bar.advance, task),
-                )
-                counts.update(await response_token_counts(judge, gold))
-            if unlabeled:
-                task = bar.add_task(f"scoring unlabeled pairs with {spec.id}", total=len(unlabeled))
-                pairs_run = await score_unlabeled(
-                    judge,
-                    unlabeled,
-                    spec,
-                    seed=seed,
-                    low_mass_threshold=settings.low_mass_threshold,
-                    batch_size=batch_size,
-                    on_progress=functools.partial(bar.advance, task),
-                )
-                found = await response_token_counts(judge, unlabeled)
-                counts.update({f"unlabeled:{pid}": n for pid, n in found.items()})
-        template = TemplateRef(id=spec.template, version=judge.renderer(spec.template).version)
-        elapsed = time.perf_counter() - started
-    units = sum(r.usage.score_units for r in (run, pairs_run) if r is not None)
-    scored = sum(len(r.scored) for r in (run, pairs_run) if r is not None)
-    console.print(
-        f"scored {scored} pair(s) in {elapsed:.1f} s (engine start excluded): {units} score units"
-    )
-    return run, pairs_run, counts, template
 
 
 def _stdout() -> Console:
@@ -238,6 +161,8 @@ def _read_unlabeled(path: Path) -> list[Pair]:
     return found.pairs
 
 
+# A profile is fitted on the plain labels of one principle selection and aggregator.
+@label_flags(only=("principles", "seed", "aggregator"))
 def calibrate_command(
     gold_path: Annotated[
         Path | None,
@@ -253,7 +178,7 @@ def calibrate_command(
     output: Annotated[
         Path | None, typer.Option("-o", "--output", help="The profile to write (PROFILE.json).")
     ] = None,
-    constitution: ConstitutionOption = "harmless",
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     length_control: Annotated[
         bool,
@@ -281,18 +206,17 @@ def calibrate_command(
             "reversing its preferences (for questions phrased 'which is worse?')."
         ),
     ] = False,
-    principles: PrinciplesOption = "all",
-    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
     folds: Annotated[int, typer.Option(min=2, help="Cross-validation folds.")] = DEFAULT_FOLDS,
-    seed: SeedOption = 0,
     bins: Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")] = 10,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
     report_dir: Annotated[
         Path | None,
         typer.Option(help="Folder for calibration.json/.html (default: PROFILE-report/)."),
     ] = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Fit a calibration profile (a temperature, optionally length debiasing) for one
     model and constitution on a gold set; report ECE, Brier and P(picks the longer response)
@@ -309,70 +233,58 @@ def calibrate_command(
             "give a gold set (GOLD.jsonl), --unlabeled PAIRS.jsonl for length debiasing alone, "
             "or both"
         )
+    from cai_judge.evaluation.profile_fit import FitChoices, FitError, fit_profile
+
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    options = label_options(
-        principles=parse_principles(principles),
-        seed=seed,
-        aggregator=aggregator,
-        low_mass_threshold=settings.low_mass_threshold,
-    )
+    options = label_options(settings, **flags)
     report_folder = _report_folder(output, report_dir)
     gold = _load_gold_set(gold_path, folds) if gold_path is not None else []
     pairs = _read_unlabeled(unlabeled) if unlabeled is not None else []
-
-    run, pairs_run, counts, template = asyncio.run(
-        _score(settings, registry, spec, gold, pairs, seed, batch_size)
-    )
-    for error in [*(run.errors if run else ()), *(pairs_run.errors if pairs_run else ())]:
+    runs = asyncio.run(_score(settings, registry, spec, gold, pairs, options, batch_size))
+    for error in runs.errors:
         report_pair_error(error, " not scored")
-    judged = run if run is not None else pairs_run
-    assert judged is not None
-    key = ProfileKey(
-        model=judged.model,
-        template=template,
-        constitution=ConstitutionRef(id=spec.id, version=spec.version),
-        aggregator=options.aggregator,
-        selection=options.principles,
-    )
-
-    unlabeled_fit: _UnlabeledFit | None = None
-    if pairs_run is not None and unlabeled is not None:
-        unlabeled_fit = _fit_length_on_unlabeled(pairs_run, counts, options, unlabeled, len(pairs))
-        if run is None:
-            profile = CalibrationProfile.create(
-                key,
-                CalibrationTerms(
-                    inverse_temperature=1.0, length_sensitivity=unlabeled_fit.sensitivity
-                ),
-                None,
-                unlabeled_fit.record,
-            )
-            _write_length_only(
-                length_only_report(unlabeled_fit.samples, profile, unlabeled_fit.info),
-                report_folder,
-            )
-            _write_profile(output, profile)
-            if pairs_run.errors:
-                raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
-            return
-    assert run is not None and gold_path is not None
-    choices = _FitChoices(
-        length_control=length_control,
-        allow_reversal=allow_reversal,
-        folds=folds,
-        seed=seed,
-        bins=bins,
-        bootstrap=bootstrap,
-    )
-    fitted = _fit_on_gold(run, counts, gold, gold_path, key, options, unlabeled_fit, choices,
-                           report_folder)  # fmt: skip
-    if fitted is None:
+    choices = FitChoices(length_control, allow_reversal, folds, options.seed, bins, bootstrap)
+    try:
+        fitted = fit_profile(runs, spec, options, gold, gold_path, unlabeled, choices)
+    except FitError as error:
+        code = ExitCode.SOME_PAIRS_FAILED if error.pairs_failed else ExitCode.USAGE
+        raise fail(str(error), code) from None
+    _write_report(fitted, report_folder)
+    if fitted.profile is None:
         raise fail(f"no profile written to {output} (see the warning above)", ExitCode.NO_PROFILE)
-    _write_profile(output, fitted)
-    if run.errors or (pairs_run is not None and pairs_run.errors):
+    _write_profile(output, fitted.profile)
+    if runs.errors:
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
+
+
+async def _score(
+    settings: Settings,
+    registry: ConstitutionRegistry,
+    spec: ConstitutionSpec,
+    gold: list[GoldPair],
+    unlabeled: list[Pair],
+    options: LabelOptions,
+    batch_size: int,
+) -> CalibrationRuns:
+    from cai_judge.evaluation.profile_fit import score_for_calibration
+
+    console.print(f"starting the judge model {settings.model} ...")
+    async with engine_session(settings, registry) as judge:
+        with progress() as bar:
+
+            def on_task(name: str, total: int) -> Callable[[int], None]:
+                return functools.partial(bar.advance, bar.add_task(name, total=total))
+
+            runs = await score_for_calibration(
+                judge, spec, gold, unlabeled, options, batch_size=batch_size, on_task=on_task
+            )
+    console.print(
+        f"scored {runs.scored} pair(s) in {runs.elapsed_s:.1f} s (engine start excluded): "
+        f"{runs.score_units} score units"
+    )
+    return runs
 
 
 def _report_folder(output: Path, report_dir: Path | None) -> Path:
@@ -401,140 +313,20 @@ def _load_gold_set(gold_path: Path, folds: int) -> list[GoldPair]:
     return gold
 
 
-@dataclass(frozen=True)
-class _UnlabeledFit:
-    """The length sensitivity β estimated on --unlabeled pairs, with what the report shows."""
+def _write_report(fitted: ProfileFit, folder: Path) -> None:
+    from cai_judge.evaluation.render import write_calibration_report, write_length_only_report
 
-    sensitivity: dict[str, float]
-    samples: list[LengthSample]
-    info: LengthInfo
-    record: LengthFitRecord
-
-
-def _fit_length_on_unlabeled(
-    pairs_run: PairsRun,
-    counts: dict[str, tuple[int, int]],
-    options: LabelOptions,
-    unlabeled: Path,
-    pair_count: int,
-) -> _UnlabeledFit:
-    unlabeled_counts = {pid.removeprefix("unlabeled:"): n for pid, n in counts.items()
-                        if pid.startswith("unlabeled:")}  # fmt: skip
-    samples = length_samples(pairs_run, unlabeled_counts, options.aggregator, options.principles)
-    if not samples:
-        raise fail(f"no pair of --unlabeled {unlabeled} was scored", ExitCode.SOME_PAIRS_FAILED)
-    try:
-        sensitivity = estimate_length_sensitivity(samples)
-    except ValueError as error:
-        raise fail(f"--unlabeled {unlabeled}: {error}") from None
-    sha256 = hashlib.sha256(unlabeled.read_bytes()).hexdigest()
-    info = length_info(
-        samples, sensitivity, source="unlabeled", path=str(unlabeled),
-        sha256=sha256, pairs=pair_count, errors=pairs_run.errors,
-    )  # fmt: skip
-    record = LengthFitRecord(
-        source="unlabeled", path=unlabeled.name, sha256=sha256, pairs=len(samples)
-    )
-    return _UnlabeledFit(sensitivity=sensitivity, samples=samples, info=info, record=record)
-
-
-@dataclass(frozen=True)
-class _FitChoices:
-    length_control: bool
-    allow_reversal: bool
-    folds: int
-    seed: int
-    bins: int
-    bootstrap: int
-
-
-def _fit_on_gold(
-    run: JudgeRun,
-    counts: dict[str, tuple[int, int]],
-    gold: list[GoldPair],
-    gold_path: Path,
-    key: ProfileKey,
-    options: LabelOptions,
-    unlabeled_fit: _UnlabeledFit | None,
-    choices: _FitChoices,
-    report_folder: Path,
-) -> CalibrationProfile | None:
-    """Fit on the gold set, write and print the report; None when the fit refused a direction."""
-    if len(run.scored) < MIN_GOLD_PAIRS:
-        raise fail(
-            f"only {len(run.scored)} of {len(gold)} gold pairs were scored (see above); a "
-            f"calibration needs at least {MIN_GOLD_PAIRS}",
-            ExitCode.SOME_PAIRS_FAILED,
-        )
-    samples = calibration_samples(run, counts, options.aggregator, options.principles)
-    gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
-    length_record = unlabeled_fit.record if unlabeled_fit is not None else None
-    debias = choices.length_control or unlabeled_fit is not None
-    if debias and length_record is None:
-        length_record = LengthFitRecord(
-            source="gold", path=gold_path.name, sha256=gold_sha256, pairs=len(samples)
-        )
-
-    def make_profile(
-        fit: FitResult, raw: CalibrationMetrics, cross: CalibrationMetrics
-    ) -> CalibrationProfile:
-        return CalibrationProfile.create(
-            key,
-            fit.terms,
-            FitRecord(
-                gold_sha256=gold_sha256,
-                gold_pairs=len(samples),
-                folds=choices.folds,
-                seed=choices.seed,
-                ece_raw=raw.ece,
-                ece_cross_validated=cross.ece,
-                brier_raw=raw.brier,
-                brier_cross_validated=cross.brier,
-            ),
-            length_record if fit.terms.length_sensitivity is not None else None,
-        )
-
-    try:
-        outcome = build_report(
-            samples,
-            FitSpec(
-                length_control=debias,
-                allow_reversal=choices.allow_reversal,
-                fixed_sensitivity=unlabeled_fit.sensitivity if unlabeled_fit else None,
-            ),
-            make_profile,
-            GoldInfo(
-                path=str(gold_path),
-                sha256=gold_sha256,
-                pairs=len(gold),
-                scored=len(run.scored),
-                errors=list(run.errors),
-            ),
-            length=unlabeled_fit.info if unlabeled_fit else None,
-            folds=choices.folds,
-            seed=choices.seed,
-            n_bins=choices.bins,
-            n_resamples=choices.bootstrap,
-        )
-    except ValueError as error:
-        raise fail(f"{gold_path}: {error}") from None
-    from cai_judge.evaluation.render import write_calibration_report
-
-    json_path, html_path = write_calibration_report(outcome.report, report_folder)
-    _stdout().print(_table(outcome.report))
-    _stdout().print(_length_table(outcome.report))
+    if fitted.length_only is not None:
+        json_path, html_path = write_length_only_report(fitted.length_only, folder)
+        _stdout().print(_length_only_table(fitted.length_only))
+    else:
+        assert fitted.report is not None
+        json_path, html_path = write_calibration_report(fitted.report, folder)
+        _stdout().print(_table(fitted.report))
+        _stdout().print(_length_table(fitted.report))
     console.print(f"wrote the report {json_path} and {html_path}")
-    for warning in outcome.report.warnings:
+    for warning in fitted.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
-    return None if outcome.fit.direction_rejected else outcome.profile
-
-
-def _write_length_only(report: LengthOnlyReport, folder: Path) -> None:
-    from cai_judge.evaluation.render import write_length_only_report
-
-    json_path, html_path = write_length_only_report(report, folder)
-    _stdout().print(_length_only_table(report))
-    console.print(f"wrote the report {json_path} and {html_path}")
 
 
 def _write_profile(output: Path, profile: CalibrationProfile) -> None:

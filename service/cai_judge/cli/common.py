@@ -8,25 +8,38 @@ command's module half-built while another reads it.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import functools
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from enum import IntEnum
+from enum import Enum, IntEnum, StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from types import UnionType
+from typing import (
+    TYPE_CHECKING,
+    Annotated,
+    Any,
+    Literal,
+    NoReturn,
+    Protocol,
+    Union,
+    get_args,
+    get_origin,
+)
 
+import annotated_types
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cai_judge.constants import MAX_PRINCIPLES, MAX_SEED
 from cai_judge.labeling.constitution import (
     ConstitutionError,
     ConstitutionNotFound,
     ConstitutionRegistry,
     ConstitutionSpec,
 )
-from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import LabelOptions, PairError
 from cai_judge.labeling.validation import field_problems
 from cai_judge.settings import Settings
@@ -102,23 +115,158 @@ def resolve_constitution(registry: ConstitutionRegistry, ref: str) -> Constituti
         raise fail(str(error)) from None
 
 
-def parse_principles(value: str) -> int | str:
-    if value == "all":
-        return "all"
+# -- flags derived from the options' fields (DESIGN.md §8) -----------------------------
+#
+# As vLLM's `EngineArgs.add_cli_args` reads each dataclass field's type, default and help
+# (`arg_utils.get_kwargs`), a command's label flags are read from LabelOptions' fields: a
+# default, a bound or a help text is written once, on the field, and a field added there
+# is a flag of every command that takes the label options.
+
+# LabelOptions fields no flag sets: the constitution is a flag of its own (the CLI names a
+# default one), `calibrated` is the CLI's --calibration PROFILE.json, and the server's
+# tuning comes from the CAI_JUDGE_* settings (`LabelOptions.tuned`).
+NOT_FLAGS = frozenset({"constitution", "calibrated", "low_mass_threshold", "cot_max_probability"})
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _members(annotation: Any) -> list[Any]:
+    """A union's members (None left out), or the annotation itself."""
+    if get_origin(annotation) in (Union, UnionType):
+        return [a for a in get_args(annotation) if a is not type(None)]
+    return [annotation]
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """`Annotated[int, Field(ge=1)]` -> (int, [Ge(1)]): the type and its constraints."""
+    if get_origin(annotation) is not Annotated:
+        return annotation, []
+    base, *extras = get_args(annotation)
+    metadata: list[Any] = []
+    for extra in extras:
+        metadata.extend(extra.metadata if isinstance(extra, FieldInfo) else [extra])
+    return base, metadata
+
+
+def _bounds(metadata: list[Any]) -> dict[str, Any]:
+    # Open bounds (gt, lt) have no typer form: the model refuses those values itself.
+    bounds: dict[str, Any] = {}
+    for m in metadata:
+        if isinstance(m, annotated_types.Ge):
+            bounds["min"] = m.ge
+        elif isinstance(m, annotated_types.Le):
+            bounds["max"] = m.le
+    return bounds
+
+
+def _flag(model: type[BaseModel], name: str, help_text: str | None) -> inspect.Parameter:
+    """One typer option for one model field: its type, default, bounds and help."""
+    info = model.model_fields[name]
+    members = _members(info.annotation)
+    optional = len(members) < len(get_args(info.annotation)) or info.default is None
+    kwargs: dict[str, Any] = {"help": help_text or info.description}
+    default = info.default
+    flag_type: Any = str
+    if len(members) > 1:
+        pass  # A union (`int | "all"`) has no click type: text, read by `flag_value`.
+    else:
+        base, metadata = _unwrap(members[0])
+        if get_origin(base) is Literal:
+            # typer lists an enum's choices: the literal's values as one (`flag_value`
+            # hands the field the value again).
+            values = [str(v) for v in get_args(base)]
+            choices = StrEnum(name.title().replace("_", ""), {v: v for v in values})  # type: ignore[misc]
+            flag_type, default = choices, choices(default)
+        else:
+            flag_type = base
+            # pydantic keeps a plain field's constraints on the field, a union member's
+            # in the member's Annotated.
+            kwargs.update(_bounds([*metadata, *info.metadata]))
+    # Built at run time from the field, so not a type a checker can follow.
+    annotation = Annotated[flag_type | None if optional else flag_type, typer.Option(**kwargs)]  # type: ignore[valid-type]
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def flag_value(model: type[BaseModel], name: str, value: Any, option: str = "") -> Any:
+    """A flag's value as the field takes it: a union's text becomes the literal it names,
+    or a number (the model then checks its bounds); anything else is as typer parsed it."""
+    members = _members(model.model_fields[name].annotation)
+    if len(members) < 2:
+        is_literal = get_origin(_unwrap(members[0])[0]) is Literal
+        return value.value if is_literal and isinstance(value, Enum) else value
+    if not isinstance(value, str):
+        return value
+    literals = [v for m in members if get_origin(m) is Literal for v in get_args(m)]
+    if value in literals:
+        return value
     try:
         return int(value)
     except ValueError:
-        usage_error("--principles", f"must be `all` or a number from 1 to {MAX_PRINCIPLES}")
+        bounds = _bounds([x for m in members for x in _unwrap(m)[1]])
+        named = " or ".join(f"`{v}`" for v in literals)
+        usage_error(
+            option or flag_name(name),
+            f"must be {named} or a number from {bounds.get('min')} to {bounds.get('max')}",
+        )
+
+
+def model_flags(
+    model: type[BaseModel],
+    *,
+    into: str = "flags",
+    only: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+    help: Mapping[str, str] | None = None,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command one flag per field of `model` (all but `exclude`, or `only` these);
+    the command receives their values as one dict, its keyword argument `into`.
+
+    `help` replaces a field's description where a command reads the option its own way.
+    """
+    names = [n for n in model.model_fields if n not in exclude and (only is None or n in only)]
+    params = [_flag(model, n, (help or {}).get(n)) for n in names]
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != into]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> None:
+            kwargs[into] = {n: flag_value(model, n, kwargs.pop(n)) for n in names}
+            command(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=[*own, *params])  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def label_flags(
+    *,
+    only: tuple[str, ...] | None = None,
+    exclude: tuple[str, ...] = (),
+    help: Mapping[str, str] | None = None,
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The label options' flags (`model_flags` over LabelOptions, NOT_FLAGS left out), for
+    `label_options(settings, **flags)`."""
+    return model_flags(LabelOptions, only=only, exclude=(*NOT_FLAGS, *exclude), help=help)
 
 
 # LabelOptions fields whose value does not come from a flag of the same name.
 _LABEL_OPTION_SOURCES = {"low_mass_threshold": "CAI_JUDGE_LOW_MASS_THRESHOLD"}
 
 
-def label_options(**values: Any) -> LabelOptions:
-    """LabelOptions from command-line values; a value it refuses is a usage error that
-    names the option and the limit, checked by the model itself so the CLI and the API
-    can never disagree on a bound."""
+def label_options(settings: Settings | None = None, **values: Any) -> LabelOptions:
+    """LabelOptions from command-line values (with `settings`, the server's tuning too); a
+    value it refuses is a usage error that names the option and the limit, checked by the
+    model itself so the CLI and the API can never disagree on a bound."""
+    if settings is not None:
+        values.setdefault("low_mass_threshold", settings.low_mass_threshold)
+        values.setdefault("cot_max_probability", settings.cot_max_probability)
     try:
         return LabelOptions(**values)
     except ValidationError as error:
@@ -152,6 +300,19 @@ def load_gold(path: Path) -> list[GoldPair]:
     return gold.pairs
 
 
+class _NumberedProblem(Protocol):
+    @property
+    def line_number(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+
+def report_bad_lines(path: Path | str, bad_lines: Sequence[_NumberedProblem]) -> None:
+    """Each bad line of an input file, by its number: the rest of the file is still used."""
+    for bad in bad_lines:
+        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
+
+
 # -- options shared by several commands -----------------------------------------------
 
 ModelOption = Annotated[
@@ -164,20 +325,21 @@ ConstitutionsDirOption = Annotated[
     Path | None, typer.Option(help="Extra folder of constitution YAML files.")
 ]
 ConstitutionOption = Annotated[str, typer.Option(help="`id` or `id@version`.")]
-PrinciplesOption = Annotated[
-    str,
-    typer.Option(help=f"`all`, or k principles sampled per pair (1 to {MAX_PRINCIPLES})."),
-]
-SeedOption = Annotated[
-    int,
+BatchSizeOption = Annotated[int, typer.Option(min=1, help="Pairs per engine call.")]
+CalibrationOption = Annotated[
+    Path | None,
     typer.Option(
-        min=0,
-        max=MAX_SEED,
-        help="Seeds every random choice (principle sampling; eval's coin and bootstrap).",
+        "--calibration",
+        exists=True,
+        dir_okay=False,
+        metavar="PROFILE.json",
+        help="A `cai-judge calibrate` profile: p_a, margin and preferred come from it, the "
+        "raw numbers are kept in each label's `calibration`.",
     ),
 ]
-AggregatorOption = Annotated[Aggregator, typer.Option(help="How principles' margins combine.")]
-BatchSizeOption = Annotated[int, typer.Option(min=1, help="Pairs per engine call.")]
+DEFAULT_BATCH_SIZE = 32
+# The constitution a command uses when none is named.
+DEFAULT_CONSTITUTION = "harmless"
 
 
 # -- the engine ----------------------------------------------------------------------

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -17,16 +16,18 @@ from rich.console import Console
 from rich.table import Table
 
 from cai_judge.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_gold,
     load_registry,
@@ -34,8 +35,6 @@ from cai_judge.cli.common import (
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.constants import MAX_COT_TOKENS
-from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import SEPARATE_RUN, Protocol
 from cai_judge.evaluation.render import (
     fmt_estimate,
@@ -51,13 +50,11 @@ from cai_judge.evaluation.report import (
     EvalReport,
     MetricOptions,
     ProtocolReport,
-    compare,
-    evaluate,
 )
-from cai_judge.labeling.calibration import ProfileKey
-from cai_judge.labeling.schema import ConstitutionRef, TemplateRef
+from cai_judge.labeling.calibration import CalibrationError
 
 if TYPE_CHECKING:
+    from cai_judge.evaluation.eval_run import CompareOutcome, EvalOutcome, OnTask, Scored
     from cai_judge.evaluation.runner import JudgeRun
     from cai_judge.labeling.calibration import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
@@ -88,9 +85,12 @@ OutputOption = Annotated[
     Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
 ]
 BinsOption = Annotated[int, typer.Option(min=2, max=100, help="Calibration bins.")]
-CotTokensOption = Annotated[
-    int, typer.Option(min=1, max=MAX_COT_TOKENS, help="Protocol `cot`: rationale tokens.")
-]
+# Every principle in both orders, plain (and CoT for protocol `cot`): only these are the
+# run's choice.
+_eval_flags = label_flags(
+    only=("seed", "cot_max_tokens"),
+    help={"cot_max_tokens": "Protocol `cot`: rationale tokens per principle and order."},
+)
 ResamplesOption = Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")]
 
 
@@ -110,68 +110,52 @@ def _protocols(choices: Sequence[ProtocolChoice] | None) -> list[Protocol]:
     return [p for p in Protocol if p.value in wanted]
 
 
-def _check_label_options(seed: int, settings: Settings) -> None:
-    # score_gold labels with these options after the engine has started: a value they
-    # refuse should be a usage error now, not a traceback a minute later.
-    label_options(seed=seed, low_mass_threshold=settings.low_mass_threshold)
-
-
 def _check_output(directory: Path) -> None:
     if directory.exists() and not directory.is_dir():
         raise fail(f"{directory} exists and is not a folder; -o names the report folder")
 
 
-async def _score_runs(
-    settings: Settings,
-    registry: ConstitutionRegistry,
-    constitutions: Sequence[ConstitutionSpec],
-    gold: Sequence[GoldPair],
-    seed: int,
-    batch_size: int,
-    stage: str = "",
-    on_start: Callable[[Judge], Awaitable[None]] | None = None,
-    modes: Sequence[int | None] = (None,),
-) -> list[JudgeRun]:
-    """Start one engine and score the gold once per constitution and mode with it;
-    `on_start` runs on the judge first (checks that need the running model, before the
-    long scoring).
+def _load_profile(path: Path, settings: Settings, spec: ConstitutionSpec) -> CalibrationProfile:
+    """The profile, checked against the model and constitution before the engine starts
+    (its own template version stands in: only the running judge knows this one)."""
+    from cai_judge.engine.factory import model_display_name
+    from cai_judge.evaluation.eval_run import profile_key
+    from cai_judge.labeling.calibration import read_profile
 
-    `modes`: None is the plain run, a number a CoT run with that many rationale tokens;
-    runs come back per constitution, in the order of `modes`.
-    """
-    from cai_judge.evaluation.runner import score_gold
+    try:
+        profile = read_profile(path)
+        model = model_display_name(settings)
+        profile.check_applies_to(profile_key(profile, model, spec, profile.key.template.version))
+    except CalibrationError as error:
+        raise fail(f"{error}; eval with the model and constitution it was fitted for") from None
+    return profile
 
+
+@asynccontextmanager
+async def _judge(
+    settings: Settings, registry: ConstitutionRegistry, stage: str = ""
+) -> AsyncIterator[Judge]:
     console.print(f"{stage}starting the judge model {settings.model} ...")
-    runs: list[JudgeRun] = []
     async with engine_session(settings, registry) as judge:
-        if on_start is not None:
-            await on_start(judge)
-        started = time.perf_counter()
-        with progress() as bar:
-            for spec in constitutions:
-                for cot_max_tokens in modes:
-                    kind = "" if cot_max_tokens is None else " (CoT)"
-                    task = bar.add_task(f"{stage}labeling with {spec.id}{kind}", total=len(gold))
-                    runs.append(
-                        await score_gold(
-                            judge,
-                            gold,
-                            spec,
-                            seed=seed,
-                            low_mass_threshold=settings.low_mass_threshold,
-                            batch_size=batch_size,
-                            on_progress=functools.partial(bar.advance, task),
-                            cot_max_tokens=cot_max_tokens,
-                            cot_max_probability=settings.cot_max_probability,
-                        )
-                    )
-        elapsed = time.perf_counter() - started
-    units = sum(r.usage.score_units for r in runs)
+        yield judge
+
+
+@asynccontextmanager
+async def _tasks() -> AsyncIterator[OnTask]:
+    """A progress bar per scoring run."""
+    with progress() as bar:
+
+        def on_task(name: str, total: int) -> Callable[[int], None]:
+            return functools.partial(bar.advance, bar.add_task(name, total=total))
+
+        yield on_task
+
+
+def _print_scored(scored: Scored, pairs: int, stage: str = "") -> None:
     console.print(
-        f"{stage}scored {len(gold)} pair(s) x {len(runs)} run(s) in "
-        f"{elapsed:.1f} s (engine start excluded): {units} score units"
+        f"{stage}scored {pairs} pair(s) x {len(scored.runs)} run(s) in "
+        f"{scored.elapsed_s:.1f} s (engine start excluded): {scored.score_units} score units"
     )
-    return runs
 
 
 def _report_pair_errors(run: JudgeRun) -> None:
@@ -225,34 +209,6 @@ def _calibration_table(report: EvalReport) -> Table | None:
             fmt_pct(row.prefers_longer_when_shorter_wins.prefers_longer),
         )
     return table
-
-
-def _load_profile(path: Path, settings: Settings, spec: ConstitutionSpec) -> CalibrationProfile:
-    """The profile, checked against the model and constitution before the engine starts."""
-    from cai_judge.engine.factory import model_display_name
-    from cai_judge.labeling.calibration import CalibrationError, read_profile
-
-    try:
-        profile = read_profile(path)
-    except CalibrationError as error:
-        raise fail(str(error)) from None
-    wanted = profile.key.model_copy(
-        update={
-            "model": model_display_name(settings),
-            "constitution": ConstitutionRef(id=spec.id, version=spec.version),
-        }
-    )
-    _check_profile(profile, wanted)
-    return profile
-
-
-def _check_profile(profile: CalibrationProfile, wanted: ProfileKey) -> None:
-    from cai_judge.labeling.calibration import CalibrationError
-
-    try:
-        profile.check_applies_to(wanted)
-    except CalibrationError as error:
-        raise fail(f"{error}; eval with the model and constitution it was fitted for") from None
 
 
 def _eval_table(report: EvalReport) -> Table:
@@ -352,19 +308,19 @@ def _compare_tables(report: CompareReport, show: int) -> list[Table]:
 # -- commands --------------------------------------------------------------------------
 
 
+@_eval_flags
 def eval_command(
     gold_path: GoldArgument,
     output: OutputOption,
-    constitution: ConstitutionOption = "harmless",
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     protocol: Annotated[
         list[ProtocolChoice] | None,
         typer.Option(help="Repeat to pick several; all four by default."),
     ] = None,
-    seed: SeedOption = 0,
     bins: BinsOption = 10,
     bootstrap: ResamplesOption = 2000,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
     calibration: Annotated[
         Path | None,
@@ -376,7 +332,8 @@ def eval_command(
             help="Also report the labels of this `cai-judge calibrate` profile beside the raw.",
         ),
     ] = None,
-    cot_max_tokens: CotTokensOption = 128,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Measure a judge and a constitution against gold labels; write report.json/.html.
 
@@ -384,99 +341,44 @@ def eval_command(
     from that one run, so protocols differ only in how they read the same numbers.
     `--protocol cot` adds a second run in CoT mode, on the same engine.
     """
+    from cai_judge.evaluation.eval_run import run_eval
+
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    _check_label_options(seed, settings)
+    # Checked now, not by the scoring a minute after the engine has started.
+    options = label_options(settings, **flags)
     _check_output(output)
     gold = load_gold(gold_path)
-    options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
+    metrics = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=options.seed)
     profile = _load_profile(calibration, settings, spec) if calibration else None
-    token_counts: dict[str, tuple[int, int]] = {}
 
-    async def check_and_count(judge: Judge) -> None:
-        from cai_judge.evaluation.runner import response_token_counts
+    async def run() -> EvalOutcome:
+        async with _judge(settings, registry) as judge, _tasks() as on_task:
+            return await run_eval(
+                judge, spec, gold, gold_path, _protocols(protocol), options, metrics,
+                profile=profile, batch_size=batch_size, on_task=on_task,
+            )  # fmt: skip
 
-        assert profile is not None
-        version = judge.renderer(spec.template).version
-        _check_profile(
-            profile,
-            profile.key.model_copy(
-                update={
-                    "model": judge.engine.model_name,
-                    "template": TemplateRef(id=spec.template, version=version),
-                }
-            ),
-        )
-        token_counts.update(await response_token_counts(judge, gold))
-
-    protocols = _protocols(protocol)
-    plain = [p for p in protocols if p not in SEPARATE_RUN]
-    modes = ([None] if plain else []) + ([cot_max_tokens] if Protocol.COT in protocols else [])
-    runs = asyncio.run(
-        _score_runs(
-            settings,
-            registry,
-            [spec],
-            gold,
-            seed,
-            batch_size,
-            on_start=check_and_count if profile else None,
-            modes=modes,
-        )
-    )
-    for run in runs:
-        _report_pair_errors(run)
-    reports = [
-        evaluate(run, plain if tokens is None else [Protocol.COT], str(gold_path), len(gold),
-                 options)
-        for run, tokens in zip(runs, modes, strict=True)
-    ]  # fmt: skip
-    report = reports[0]
-    for extra in reports[1:]:
-        _merge_report(report, extra)
-    # A profile is fitted on plain labels: it is compared on the plain run only.
-    if profile is not None and modes[0] is None:
-        from cai_judge.evaluation.calibration import calibrated_comparison
-
-        gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
-        report = report.model_copy(
-            update={
-                "calibrated": calibrated_comparison(
-                    runs[0], token_counts, profile, gold_sha256, options.n_bins
-                )
-            }
-        )
-    not_scored = sum(len(run.errors) for run in runs)
-    json_path, html_path = write_eval_report(report, output)
-    _stdout().print(_eval_table(report))
-    calibrated_table = _calibration_table(report)
+    try:
+        outcome = asyncio.run(run())
+    except CalibrationError as error:
+        raise fail(f"{error}; eval with the model and constitution it was fitted for") from None
+    _print_scored(outcome.scored, len(gold))
+    for found in outcome.scored.runs:
+        _report_pair_errors(found)
+    json_path, html_path = write_eval_report(outcome.report, output)
+    _stdout().print(_eval_table(outcome.report))
+    calibrated_table = _calibration_table(outcome.report)
     if calibrated_table is not None:
         _stdout().print(calibrated_table)
     console.print(f"wrote {json_path} and {html_path}")
-    if not_scored:
-        console.print(f"[red]{not_scored} gold pair(s) not scored[/red] (see above)")
+    if outcome.not_scored:
+        console.print(f"[red]{outcome.not_scored} gold pair(s) not scored[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
 
 
-def _merge_report(report: EvalReport, extra: EvalReport) -> None:
-    """Put another run's protocols (CoT) beside the plain run's in one report.
-
-    Each protocol's metrics stay computed on the pairs its own run scored; the per-pair
-    table keeps the pairs both runs scored, so every row has every protocol's verdict.
-    """
-    report.protocols.update(extra.protocols)
-    extra_pairs = {p.id: p for p in extra.pairs}
-    report.pairs = [
-        p.model_copy(update={"verdicts": {**p.verdicts, **extra_pairs[p.id].verdicts}})
-        for p in report.pairs
-        if p.id in extra_pairs
-    ]
-    known = {e.index for e in report.gold.errors}
-    report.gold.errors += [e for e in extra.gold.errors if e.index not in known]
-    report.usage.add(extra.usage)
-
-
+@_eval_flags
 def compare_command(
     gold_path: GoldArgument,
     output: OutputOption,
@@ -494,7 +396,7 @@ def compare_command(
     ] = None,
     constitution: Annotated[
         str, typer.Option(help="The constitution of a side that names none.")
-    ] = "harmless",
+    ] = DEFAULT_CONSTITUTION,
     model: Annotated[
         str | None,
         typer.Option(help="The model of a side that names none. Env: CAI_JUDGE_MODEL."),
@@ -503,12 +405,12 @@ def compare_command(
         Protocol.CAI
     ),
     show: Annotated[int, typer.Option(min=0, help="Differing pairs printed here.")] = 20,
-    seed: SeedOption = 0,
     bins: BinsOption = 10,
     bootstrap: ResamplesOption = 2000,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     constitutions_dir: ConstitutionsDirOption = None,
-    cot_max_tokens: CotTokensOption = 128,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Compare two constitutions or two judge models on the same gold labels.
 
@@ -516,64 +418,47 @@ def compare_command(
     (started one after the other). Shows the metrics side by side and the pairs where the
     verdicts differ; writes compare.json and compare.html.
     """
+    from cai_judge.evaluation.eval_run import Side, run_compare
+
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
-    spec_a = resolve_constitution(registry, constitution_a or constitution)
-    spec_b = resolve_constitution(registry, constitution_b or constitution)
-    _check_label_options(seed, settings)
-    side_model_a = model_a or settings.model
-    side_model_b = model_b or settings.model
-    if (side_model_a, spec_a.version) == (side_model_b, spec_b.version):
+    a = Side(
+        model_a or settings.model, resolve_constitution(registry, constitution_a or constitution)
+    )
+    b = Side(
+        model_b or settings.model, resolve_constitution(registry, constitution_b or constitution)
+    )
+    options = label_options(settings, **flags)
+    if (a.model, a.spec.version) == (b.model, b.spec.version):
         raise fail(
             "both sides are the same model and constitution: give --constitution-a and "
             "--constitution-b, or --model-a and --model-b"
         )
     _check_output(output)
     gold = load_gold(gold_path)
-    options = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=seed)
-    # Both sides run in the mode the protocol reads.
-    modes = [cot_max_tokens if protocol in SEPARATE_RUN else None]
+    metrics = MetricOptions(n_bins=bins, n_resamples=bootstrap, seed=options.seed)
 
-    if side_model_a == side_model_b:
-        # One engine serves both constitutions: the comparison then differs in nothing else.
-        run_a, run_b = asyncio.run(
-            _score_runs(settings, registry, [spec_a, spec_b], gold, seed, batch_size, modes=modes)
-        )
-    else:
-        # Two models never share the machine: each engine is shut down before the next
-        # starts, with every other setting (threads, dtype, cache) kept the same.
-        [run_a] = asyncio.run(
-            _score_runs(
-                settings.model_copy(update={"model": side_model_a}),
-                registry,
-                [spec_a],
-                gold,
-                seed,
-                batch_size,
-                stage="a: ",
-                modes=modes,
-            )
-        )
-        [run_b] = asyncio.run(
-            _score_runs(
-                settings.model_copy(update={"model": side_model_b}),
-                registry,
-                [spec_b],
-                gold,
-                seed,
-                batch_size,
-                stage="b: ",
-                modes=modes,
-            )
-        )
-    for run in (run_a, run_b):
-        _report_pair_errors(run)
-    report = compare(run_a, run_b, protocol, str(gold_path), len(gold), options)
-    json_path, html_path = write_compare_report(report, output)
+    async def run() -> CompareOutcome:
+        def open_judge(side_model: str, stage: str) -> AbstractAsyncContextManager[Judge]:
+            return _judge(settings.model_copy(update={"model": side_model}), registry, stage)
+
+        async with _tasks() as on_task:
+            return await run_compare(
+                open_judge, a, b, gold, gold_path, protocol, options, metrics,
+                batch_size=batch_size, on_task=on_task,
+            )  # fmt: skip
+
+    outcome = asyncio.run(run())
+    stages = ["a: ", "b: "] if len(outcome.sessions) == 2 else [""]
+    for stage, scored in zip(stages, outcome.sessions, strict=True):
+        _print_scored(scored, len(gold), stage)
+    for found in outcome.runs:
+        _report_pair_errors(found)
+    json_path, html_path = write_compare_report(outcome.report, output)
     stdout = _stdout()
-    for table in _compare_tables(report, show):
+    for table in _compare_tables(outcome.report, show):
         stdout.print(table)
     console.print(f"wrote {json_path} and {html_path}")
-    if run_a.errors or run_b.errors:
+    if any(found.errors for found in outcome.runs):
         console.print("[red]some gold pairs were not scored[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))

@@ -1,68 +1,56 @@
-"""`cai-judge label` (pairs file → label file, resumable) and `cai-judge export` (label file
-→ reward-model training rows)."""
+"""`cai-judge label`: a pairs file → a label file, resumable (locally) or on Ray."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cai_judge.cli.common import (
-    AggregatorOption,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
+    CalibrationOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    PrinciplesOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_registry,
-    parse_principles,
     progress,
+    report_bad_lines,
     report_pair_error,
     resolve_constitution,
     usage_error,
 )
 from cai_judge.cli.pairs_file import (
     PROVENANCE_OPTIONS,
-    BadLine,
     ExistingLabels,
-    LabelsFile,
-    PairsFile,
     ResumeError,
+    UnreadableFile,
     drop_partial_tail,
     load_existing_labels,
     provenance,
-    read_labels,
     read_pairs,
 )
-from cai_judge.constants import MAX_COT_TOKENS
 from cai_judge.labeling.calibration import (
     CalibrationError,
     CalibrationProfile,
     ProfileKey,
-    label_key,
     read_profile,
-    response_token_count,
 )
-from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import (
-    ConstitutionRef,
     Label,
     LabelOptions,
     Pair,
-    TemplateRef,
     Usage,
 )
 from cai_judge.ray.locations import is_uri
@@ -70,18 +58,6 @@ from cai_judge.ray.locations import is_uri
 if TYPE_CHECKING:
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
     from cai_judge.settings import Settings
-
-CalibrationOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--calibration",
-        exists=True,
-        dir_okay=False,
-        metavar="PROFILE.json",
-        help="A `cai-judge calibrate` profile: p_a, margin and preferred come from it, the "
-        "raw numbers are kept in each label's `calibration`.",
-    ),
-]
 
 RayOption = Annotated[
     bool,
@@ -121,22 +97,6 @@ OutputOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     app.command("label")(label_command)
-    app.command("export")(export_command)
-
-
-def _read_pairs(path: Path) -> PairsFile:
-    try:
-        return read_pairs(path)
-    except UnicodeDecodeError as error:
-        raise fail(
-            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
-            "pairs files are JSON Lines in UTF-8"
-        ) from None
-
-
-def _report_bad_lines(path: Path, bad_lines: list[BadLine]) -> None:
-    for bad in bad_lines:
-        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
 
 
 # -- resuming --------------------------------------------------------------------------
@@ -249,13 +209,7 @@ def _check_profile(
 ) -> None:
     from cai_judge.engine.factory import model_display_name
 
-    wanted = ProfileKey(
-        model=model_display_name(settings),
-        template=TemplateRef(id=spec.template, version=template_version),
-        constitution=ConstitutionRef(id=spec.id, version=spec.version),
-        aggregator=options.aggregator,
-        selection=options.principles,
-    )
+    wanted = ProfileKey.for_labels(model_display_name(settings), spec, template_version, options)
     try:
         profile.check_applies_to(wanted)
     except CalibrationError as error:
@@ -287,30 +241,19 @@ def _check_locations(input_path: str, output: str, ray: bool) -> None:
             usage_error("INPUT.jsonl", f"File {input_path!r} is a directory.")
 
 
+@label_flags()
 def label_command(
     input_path: InputArgument,
     output: OutputOption,
-    constitution: ConstitutionOption = "harmless",
-    principles: PrinciplesOption = "all",
-    seed: SeedOption = 0,
-    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
-    per_principle: Annotated[bool, typer.Option(help="Add each principle's numbers.")] = False,
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     calibration: CalibrationOption = None,
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="`plain`, or `cot`: a greedy rationale per principle and order first "
-            "(slower; probabilities clamped to [1 - p, p], p = CAI_JUDGE_COT_MAX_PROBABILITY)."
-        ),
-    ] = "plain",
-    cot_max_tokens: Annotated[
-        int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
-    ] = 128,
     ray: RayOption = False,
     ray_actors: RayActorsOption = None,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
@@ -322,32 +265,20 @@ def label_command(
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    options = label_options(
-        principles=parse_principles(principles),
-        seed=seed,
-        aggregator=aggregator,
-        per_principle=per_principle,
-        low_mass_threshold=settings.low_mass_threshold,
-        mode=mode,
-        cot_max_tokens=cot_max_tokens,
-        cot_max_probability=settings.cot_max_probability,
-    )
+    options = label_options(settings, **flags)
     profile = _load_profile(calibration, settings, spec, options) if calibration else None
     if ray:
         _label_on_ray(input_path, output, settings, spec, options, profile, batch_size, ray_actors)
         return
 
-    pairs_file = _read_pairs(Path(input_path))
-    if pairs_file.duplicate_ids:
-        shown = "; ".join(
-            f"{pid!r} on lines {', '.join(map(str, lines))}"
-            for pid, lines in list(pairs_file.duplicate_ids.items())[:10]
-        )
-        raise fail(
-            f"{len(pairs_file.duplicate_ids)} duplicate pair id(s) in {input_path}: {shown}. "
-            "Ids must be unique so labels can be matched and resumed."
-        )
-    _report_bad_lines(Path(input_path), pairs_file.bad_lines)
+    try:
+        pairs_file = read_pairs(Path(input_path))
+    except UnreadableFile as error:
+        raise fail(str(error)) from None
+    duplicates = pairs_file.duplicates_problem(input_path, "pair", "labels")
+    if duplicates:
+        raise fail(duplicates)
+    report_bad_lines(input_path, pairs_file.bad_lines)
 
     labels_path = Path(output)
     try:
@@ -488,122 +419,3 @@ def _label_on_ray(
     if summary.problems:
         console.print(f"[red]{len(summary.problems)} pair(s) not labeled[/red] (see above)")
         raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
-
-
-# -- export ----------------------------------------------------------------------------
-
-
-def export_command(
-    labels_path: Annotated[
-        Path, typer.Argument(metavar="LABELS.jsonl", exists=True, dir_okay=False)
-    ],
-    pairs_path: Annotated[
-        Path, typer.Option("--pairs", exists=True, dir_okay=False, help="The labeled pairs.")
-    ],
-    output: Annotated[Path, typer.Option("-o", "--output")],
-    drop_low_confidence: Annotated[bool, typer.Option(help="Leave low-mass labels out.")] = False,
-    calibration: CalibrationOption = None,
-    model: Annotated[
-        str | None,
-        typer.Option(
-            help="With a length-controlled --calibration: the judge model whose tokenizer "
-            "counts the responses' tokens (the profile's model). Env: CAI_JUDGE_MODEL."
-        ),
-    ] = None,
-) -> None:
-    """Write chosen/rejected/margin/p_chosen rows for reward-model training (TRL and soft BT).
-
-    With --calibration, margin and p_chosen are the profile's calibrated numbers (labels
-    already calibrated by another profile are recalibrated from their raw numbers).
-    Bad lines of LABELS.jsonl (blank, half-written, not JSON or UTF-8, not a label, a
-    repeated id) are reported by line number and left out; the rest is exported, and the
-    exit status is 1 when any line was bad or any label has no pair.
-    """
-    from cai_judge.labeling.export import COLUMN_CONVENTIONS, preference_row
-    from cai_judge.labeling.pipeline import calibrate_results
-
-    pairs = {p.id: p for p in _read_pairs(pairs_path).pairs}
-    labels_file = read_labels(labels_path)
-    _report_bad_lines(labels_path, labels_file.bad_lines)
-    profile = None
-    count_tokens = None
-    if calibration is not None:
-        profile, count_tokens = _export_profile(calibration, model, labels_file, labels_path)
-    written = ties = dropped = missing = 0
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with output.open("w", encoding="utf-8") as sink:
-        for label in labels_file.labels:
-            pair = pairs.get(label.id)
-            if pair is None:
-                missing += 1
-                continue
-            if profile is not None:
-                tokens_a = count_tokens(pair.response_a) if count_tokens else None
-                tokens_b = count_tokens(pair.response_b) if count_tokens else None
-                (result,) = calibrate_results([label], profile, [tokens_a, tokens_b])
-                assert isinstance(result, Label)  # a label in, a label out
-                label = result
-            row = preference_row(pair, label)
-            if row is not None and label.calibration is not None:
-                row["calibration"] = label.calibration.profile
-            if row is None:
-                ties += 1
-            elif drop_low_confidence and row["low_confidence"]:
-                dropped += 1
-            else:
-                sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                written += 1
-    columns = output.with_name(output.name + ".columns.json")
-    conventions = {**COLUMN_CONVENTIONS, "calibration": CALIBRATION_COLUMN}
-    columns.write_text(json.dumps(conventions, indent=2) + "\n")
-    bad = len(labels_file.bad_lines)
-    console.print(
-        f"exported {len(labels_file.labels)} label(s): wrote {written} row(s) to {output} "
-        f"(column conventions: {columns}); skipped {ties} tie(s), {dropped} low-confidence, "
-        f"{missing} without a pair; {bad} bad line(s) in {labels_path}"
-    )
-    if missing or bad:
-        raise typer.Exit(int(ExitCode.SOME_PAIRS_FAILED))
-
-
-CALIBRATION_COLUMN = (
-    "present when margin and p_chosen are calibrated: the sha256 of the calibration profile "
-    "(`cai-judge calibrate`) that made them from the judge's raw numbers"
-)
-
-
-def _export_profile(
-    path: Path, model: str | None, labels_file: LabelsFile, labels_path: Path
-) -> tuple[CalibrationProfile, Callable[[str], int] | None]:
-    """The profile, refused unless it applies to every label; and, for a length term, the
-    token counter of the profile's model."""
-    from transformers import AutoTokenizer
-
-    from cai_judge.engine.default_model import ModelNotReady
-    from cai_judge.engine.factory import model_display_name, resolve_model_path
-
-    try:
-        profile = read_profile(path)
-    except CalibrationError as error:
-        raise fail(str(error)) from None
-    for label in labels_file.labels:
-        try:
-            profile.check_applies_to(label_key(label))
-        except CalibrationError as error:
-            line = labels_file.line_numbers[label.id]
-            raise fail(f"{labels_path}:{line}: {error}; nothing was exported") from None
-    if not profile.length_control:
-        return profile, None
-    settings = build_settings(model=model)
-    if model_display_name(settings) != profile.key.model:
-        raise fail(
-            f"the profile's length term counts tokens with {profile.key.model}'s tokenizer; "
-            f"give --model for that model (this run has {model_display_name(settings)})"
-        )
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(settings))
-    except ModelNotReady as error:
-        raise fail(str(error)) from None
-    except (OSError, ValueError) as error:
-        raise fail(f"cannot load the tokenizer of {profile.key.model}: {error}") from None
-    return profile, functools.partial(response_token_count, tokenizer)

@@ -18,6 +18,7 @@ import typer
 from cai_judge.cli import (
     calibrate_cmd,
     eval_cmd,
+    export_cmd,
     label_cmd,
     probe_cmd,
     revise_cmd,
@@ -33,6 +34,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 label_cmd.register(app)
+export_cmd.register(app)
 revise_cmd.register(app)
 eval_cmd.register(app)
 calibrate_cmd.register(app)

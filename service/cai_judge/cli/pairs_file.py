@@ -1,7 +1,10 @@
-"""Reading pair and label files line by line, and checking a label file before resuming it.
+"""Reading record files (pairs, SL-CAI prompts and revisions, labels) line by line, and
+checking a label file before resuming it.
 
 Every problem is reported with its line number and never stops the reading, so one pass
-over a file shows everything that needs fixing.
+over a file shows everything that needs fixing. One reader (`read_records`) serves every
+JSON Lines input of one model; labels have their own, since a label file is also the
+output a killed run may have left half-written.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cai_judge.labeling.schema import Label, Pair
 from cai_judge.labeling.validation import describe_validation_error, read_json_lines
@@ -25,36 +28,83 @@ class BadLine:
     pair_id: str | None = None
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 @dataclass
-class PairsFile:
-    pairs: list[Pair] = field(default_factory=list)
+class RecordsFile(Generic[M]):
+    """The valid records of a file, where each was, the bad lines and the repeated ids."""
+
+    records: list[M] = field(default_factory=list)
     line_numbers: dict[str, int] = field(default_factory=dict)
     bad_lines: list[BadLine] = field(default_factory=list)
     duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
 
+    @property
+    def pairs(self) -> list[M]:
+        """The records of a pairs file, by the name its readers use."""
+        return self.records
 
-def read_pairs(path: Path) -> PairsFile:
-    """Parse every line; bad lines are collected, not fatal; duplicate ids are found."""
-    result = PairsFile()
+    def duplicates_problem(self, path: Path | str, noun: str, matched: str) -> str | None:
+        """Why a file with repeated ids is refused (its results are matched by id), or None."""
+        if not self.duplicate_ids:
+            return None
+        shown = "; ".join(
+            f"{pid!r} on lines {', '.join(map(str, lines))}"
+            for pid, lines in list(self.duplicate_ids.items())[:10]
+        )
+        return (
+            f"{len(self.duplicate_ids)} duplicate {noun} id(s) in {path}: {shown}. "
+            f"Ids must be unique so {matched} can be matched and resumed."
+        )
+
+
+PairsFile = RecordsFile[Pair]
+
+
+class UnreadableFile(ValueError):
+    """A file that is not UTF-8 text: no line of it can be read."""
+
+
+def read_records(path: Path, model: type[M], not_one: str = "") -> RecordsFile[M]:
+    """Parse every line as `model`; bad lines are collected (their reason after `not_one`,
+    e.g. "not a revision row: "), not fatal; repeated ids are found."""
+    try:
+        return _read_records(path, model, not_one)
+    except UnicodeDecodeError as error:
+        raise UnreadableFile(
+            f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); "
+            "input files are JSON Lines in UTF-8"
+        ) from None
+
+
+def _read_records(path: Path, model: type[M], not_one: str) -> RecordsFile[M]:
+    result: RecordsFile[M] = RecordsFile()
     seen_lines: dict[str, list[int]] = {}
     for line_number, raw, not_json in read_json_lines(path):
         if not_json is not None:
             result.bad_lines.append(BadLine(line_number, not_json))
             continue
         raw_id = raw.get("id") if isinstance(raw, dict) else None
-        if isinstance(raw_id, str):
-            seen_lines.setdefault(raw_id, []).append(line_number)
+        pair_id = raw_id if isinstance(raw_id, str) else None
+        if pair_id is not None:
+            seen_lines.setdefault(pair_id, []).append(line_number)
         try:
-            pair = Pair.model_validate(raw)
+            record = model.model_validate(raw)
         except ValidationError as error:
-            reason = describe_validation_error(error, whole="(line)")
-            pair_id = raw_id if isinstance(raw_id, str) else None
+            reason = not_one + describe_validation_error(error, whole="(line)")
             result.bad_lines.append(BadLine(line_number, reason, pair_id))
             continue
-        result.pairs.append(pair)
-        result.line_numbers[pair.id] = line_number
+        result.records.append(record)
+        if pair_id is not None:
+            result.line_numbers[pair_id] = line_number
     result.duplicate_ids = {pid: lines for pid, lines in seen_lines.items() if len(lines) > 1}
     return result
+
+
+def read_pairs(path: Path) -> PairsFile:
+    """A pairs file (`label`, `export`, `calibrate --unlabeled`)."""
+    return read_records(path, Pair)
 
 
 def _raw_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:

@@ -1,6 +1,6 @@
 """`cai-judge probe`: how far cheap rewrites move the judge's preference (issue 32).
 
-Thin: options are `label`'s own (the same shared aliases and `label_options`), the run is
+Thin: options are `label`'s own (the same derived flags and `label_options`), the run is
 `evaluation.probe_run`, the numbers `evaluation.probe_report`, the files
 `evaluation.probe_render` (imported only to write them: it brings matplotlib).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich import box
@@ -18,27 +18,24 @@ from rich.console import Console
 from rich.table import Table
 
 from cai_judge.cli.common import (
-    AggregatorOption,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    PrinciplesOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    label_flags,
     label_options,
     load_registry,
-    parse_principles,
     progress,
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.constants import MAX_COT_TOKENS
-from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.probes import ProbeFamily
 
 if TYPE_CHECKING:
@@ -133,6 +130,8 @@ def _table(report: ProbeReport) -> Table:
     return table
 
 
+# Each pair's numbers per principle are what the report reads: always on.
+@label_flags(exclude=("per_principle",))
 def probe_command(
     pairs_path: Annotated[
         Path,
@@ -147,17 +146,10 @@ def probe_command(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Folder for the report (created if missing).")
     ],
-    constitution: ConstitutionOption = "harmless",
-    principles: PrinciplesOption = "all",
-    seed: SeedOption = 0,
-    aggregator: AggregatorOption = Aggregator.MEAN_LOGODDS,
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
-    batch_size: BatchSizeOption = 32,
-    mode: Annotated[str, typer.Option(help="`plain`, or `cot` (as `label --mode`).")] = "plain",
-    cot_max_tokens: Annotated[
-        int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
-    ] = 128,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
     probe: Annotated[
         list[ProbeFamily] | None,
         typer.Option(help="Probe families to run; repeat to pick several (all by default)."),
@@ -170,6 +162,8 @@ def probe_command(
         ),
     ] = None,
     bootstrap: Annotated[int, typer.Option(min=100, help="Bootstrap resamples.")] = 2000,
+    *,
+    flags: dict[str, Any],
 ) -> None:
     """Rewrite one side of each pair with fixed, seeded probes (padding, master keys, text
     addressed to the judge, evasive refusals, markdown) and report how the judge's
@@ -183,16 +177,7 @@ def probe_command(
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
     spec = resolve_constitution(registry, constitution)
-    options = label_options(
-        principles=parse_principles(principles),
-        seed=seed,
-        aggregator=aggregator,
-        per_principle=True,
-        low_mass_threshold=settings.low_mass_threshold,
-        mode=mode,
-        cot_max_tokens=cot_max_tokens,
-        cot_max_probability=settings.cot_max_probability,
-    )
+    options = label_options(settings, **flags, per_principle=True)
     if output.exists() and not output.is_dir():
         raise fail(f"{output} exists and is not a folder; -o names the report folder")
     inputs = _load(pairs_path)
@@ -207,7 +192,7 @@ def probe_command(
 
     report = probe_report(
         run, families, str(pairs_path), len(inputs),
-        ProbeMetricSettings(n_resamples=bootstrap, seed=seed),
+        ProbeMetricSettings(n_resamples=bootstrap, seed=options.seed),
     )  # fmt: skip
     paths = write_probe_report(report, output)
     stdout = Console()

@@ -13,38 +13,42 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 
 from cai_judge.cli.common import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_CONSTITUTION,
     BatchSizeOption,
     ConstitutionOption,
     ConstitutionsDirOption,
     ExitCode,
     ModelOption,
-    SeedOption,
     build_settings,
     console,
     engine_session,
     fail,
+    flag_value,
     label_options,
     load_registry,
-    parse_principles,
+    model_flags,
+    report_bad_lines,
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.cli.pairs_file import BadLine, ResumeError, drop_partial_tail, load_existing_labels
-from cai_judge.constants import MAX_GENERATION_TOKENS
+from cai_judge.cli.pairs_file import (
+    ResumeError,
+    UnreadableFile,
+    drop_partial_tail,
+    load_existing_labels,
+    read_records,
+)
+from cai_judge.constants import DEFAULT_PRINCIPLES
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError
-from cai_judge.labeling.validation import describe_validation_error, read_json_lines
 from cai_judge.sl_cai.reviser import NoRevisablePrinciples, revisable_principles
 from cai_judge.sl_cai.schema import (
-    MAX_ROUNDS,
-    MAX_TEMPERATURE,
     Revision,
     RevisionOptions,
     RevisionPrompt,
@@ -59,43 +63,6 @@ if TYPE_CHECKING:
 def register(app: typer.Typer) -> None:
     app.command("revise")(revise_command)
     app.command("export-sft")(export_sft_command)
-
-
-# -- files -----------------------------------------------------------------------------
-
-
-@dataclass
-class PromptsFile:
-    prompts: list[RevisionPrompt] = field(default_factory=list)
-    bad_lines: list[BadLine] = field(default_factory=list)
-    duplicate_ids: dict[str, list[int]] = field(default_factory=dict)
-
-
-def read_prompts(path: Path) -> PromptsFile:
-    """Every line parsed; bad ones collected with their reason, not fatal."""
-    result = PromptsFile()
-    seen: dict[str, list[int]] = {}
-    for line_number, raw, not_json in read_json_lines(path):
-        if not_json is not None:
-            result.bad_lines.append(BadLine(line_number, not_json))
-            continue
-        raw_id = raw.get("id") if isinstance(raw, dict) else None
-        if isinstance(raw_id, str):
-            seen.setdefault(raw_id, []).append(line_number)
-        try:
-            result.prompts.append(RevisionPrompt.model_validate(raw))
-        except ValidationError as error:
-            reason = describe_validation_error(error, whole="(line)")
-            result.bad_lines.append(
-                BadLine(line_number, reason, raw_id if isinstance(raw_id, str) else None)
-            )
-    result.duplicate_ids = {pid: lines for pid, lines in seen.items() if len(lines) > 1}
-    return result
-
-
-def _report_bad_lines(path: Path, bad_lines: list[BadLine]) -> None:
-    for bad in bad_lines:
-        console.print(f"[yellow]{path}:{bad.line_number}[/yellow]: {bad.reason}", highlight=False)
 
 
 # What a row records about how it was made, by the option that sets it: a file is only
@@ -154,6 +121,7 @@ def _check_resume(output: Path, run: dict[str, str]) -> set[str]:
 # -- revise ----------------------------------------------------------------------------
 
 
+@model_flags(RevisionOptions, into="revision")
 def revise_command(
     input_path: Annotated[
         Path, typer.Argument(metavar="PROMPTS.jsonl", exists=True, dir_okay=False)
@@ -161,20 +129,7 @@ def revise_command(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Revision rows (SFT-ready), one JSON per line.")
     ],
-    constitution: ConstitutionOption = "harmless",
-    rounds: Annotated[
-        int, typer.Option(min=1, max=MAX_ROUNDS, help="Critique-and-revision rounds.")
-    ] = 1,
-    seed: SeedOption = 0,
-    temperature: Annotated[
-        float, typer.Option(min=0.0, max=MAX_TEMPERATURE, help="0 is greedy.")
-    ] = 0.0,
-    max_tokens: Annotated[
-        int, typer.Option(min=1, max=MAX_GENERATION_TOKENS, help="Tokens per generation.")
-    ] = 256,
-    few_shot: Annotated[
-        bool, typer.Option(help="Show the constitution's revision examples, if any.")
-    ] = True,
+    constitution: ConstitutionOption = DEFAULT_CONSTITUTION,
     score: Annotated[
         bool,
         typer.Option(
@@ -184,10 +139,12 @@ def revise_command(
     ] = False,
     score_principles: Annotated[
         str, typer.Option(help="With --score: `all`, or k principles sampled per pair.")
-    ] = "all",
+    ] = DEFAULT_PRINCIPLES,
     model: ModelOption = None,
     constitutions_dir: ConstitutionsDirOption = None,
-    batch_size: BatchSizeOption = 32,
+    batch_size: BatchSizeOption = DEFAULT_BATCH_SIZE,
+    *,
+    revision: dict[str, Any],
 ) -> None:
     """Critique and revise responses to PROMPTS.jsonl (`{id, prompt, initial_response?}`).
 
@@ -204,26 +161,23 @@ def revise_command(
         revisable_principles(spec)
     except NoRevisablePrinciples as error:
         raise fail(str(error)) from None
-    options = RevisionOptions(
-        rounds=rounds, seed=seed, temperature=temperature, max_tokens=max_tokens, few_shot=few_shot
-    )
+    # The flags' bounds are the model's own (model_flags), so this cannot refuse them.
+    options = RevisionOptions(**revision)
     scoring = None
     if score:
-        scoring = label_options(principles=parse_principles(score_principles), seed=seed)
+        principles = flag_value(LabelOptions, "principles", score_principles, "--score-principles")
+        scoring = label_options(principles=principles, seed=options.seed)
 
-    prompts_file = read_prompts(input_path)
-    if prompts_file.duplicate_ids:
-        shown = "; ".join(
-            f"{pid!r} on lines {', '.join(map(str, lines))}"
-            for pid, lines in list(prompts_file.duplicate_ids.items())[:10]
-        )
-        raise fail(
-            f"{len(prompts_file.duplicate_ids)} duplicate prompt id(s) in {input_path}: "
-            f"{shown}. Ids must be unique so revisions can be matched and resumed."
-        )
-    _report_bad_lines(input_path, prompts_file.bad_lines)
+    try:
+        prompts_file = read_records(input_path, RevisionPrompt)
+    except UnreadableFile as error:
+        raise fail(str(error)) from None
+    duplicates = prompts_file.duplicates_problem(input_path, "prompt", "revisions")
+    if duplicates:
+        raise fail(duplicates)
+    report_bad_lines(input_path, prompts_file.bad_lines)
 
-    shots = len(spec.revision_examples or ()) if few_shot else 0
+    shots = len(spec.revision_examples or ()) if options.few_shot else 0
     run = _provenance(
         {
             "model": model_display_name(settings),
@@ -233,7 +187,7 @@ def revise_command(
         }
     )
     done = _check_resume(output, run)
-    todo = [p for p in prompts_file.prompts if p.id not in done]
+    todo = [p for p in prompts_file.records if p.id not in done]
     if done:
         console.print(f"resuming: {len(done)} prompt(s) already in {output}")
 
@@ -385,23 +339,17 @@ def export_sft_command(
     Bad lines of SFT.jsonl are reported by line number and left out; the exit status is 1
     when any line was bad.
     """
-    bad: list[BadLine] = []
-    written = 0
+    try:
+        revisions = read_records(revisions_path, Revision, "not a revision row: ")
+    except UnreadableFile as error:
+        raise fail(str(error)) from None
+    bad = revisions.bad_lines
     output.parent.mkdir(parents=True, exist_ok=True)
     with output.open("w", encoding="utf-8") as sink:
-        for line_number, raw, not_json in read_json_lines(revisions_path):
-            if not_json is not None:
-                bad.append(BadLine(line_number, not_json))
-                continue
-            try:
-                revision = Revision.model_validate(raw)
-            except ValidationError as error:
-                reason = describe_validation_error(error, whole="(line)")
-                bad.append(BadLine(line_number, f"not a revision row: {reason}"))
-                continue
+        for revision in revisions.records:
             sink.write(json.dumps({"messages": revision.messages()}, ensure_ascii=False) + "\n")
-            written += 1
-    _report_bad_lines(revisions_path, bad)
+    written = len(revisions.records)
+    report_bad_lines(revisions_path, bad)
     console.print(
         f"wrote {written} conversation(s) to {output}; {len(bad)} bad line(s) in {revisions_path}"
     )

@@ -21,6 +21,7 @@ from typing import Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
+from cai_judge.constants import DEFAULT_PRINCIPLES, DEFAULT_SEED
 from cai_judge.evaluation.metrics import (
     Calibration,
     Estimate,
@@ -196,7 +197,7 @@ def calibration_samples(
     run: JudgeRun,
     token_counts: Mapping[str, tuple[int, int]],
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS,
-    selection: int | Literal["all"] = "all",
+    selection: int | Literal["all"] = DEFAULT_PRINCIPLES,
 ) -> list[CalibrationSample]:
     """Each scored pair's margin exactly as a label would carry it.
 
@@ -231,7 +232,7 @@ def length_samples(
     run: PairsRun,
     token_counts: Mapping[str, tuple[int, int]],
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS,
-    selection: int | Literal["all"] = "all",
+    selection: int | Literal["all"] = DEFAULT_PRINCIPLES,
 ) -> list[LengthSample]:
     """As `calibration_samples`, for pairs with no gold (`calibrate --unlabeled`)."""
     samples = []
@@ -429,7 +430,7 @@ def cross_validate(
     samples: Sequence[CalibrationSample],
     spec: FitSpec,
     folds: int = DEFAULT_FOLDS,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     fit: FitFunction = fit_terms,
 ) -> CrossValidation:
     """Score every sample with terms fitted on the other folds only."""
@@ -668,7 +669,7 @@ def build_report(
     *,
     length: LengthInfo | None = None,
     folds: int = DEFAULT_FOLDS,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
     n_bins: int = 10,
     n_resamples: int = 2000,
 ) -> CalibrationOutcome:

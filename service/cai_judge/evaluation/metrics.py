@@ -18,6 +18,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from cai_judge.constants import DEFAULT_SEED
+
 Verdict = Literal["a", "b", "tie"]
 FloatArray = npt.NDArray[np.float64]
 
@@ -86,7 +88,7 @@ def bootstrap_interval(
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (resampling items).
 
@@ -115,7 +117,7 @@ def estimate(
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> Estimate | None:
     data = np.asarray(values, dtype=np.float64)
     if data.size == 0:
@@ -130,7 +132,7 @@ def grouped_estimates(
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, Estimate]:
     """One estimate per group, in sorted group order; items without a group are skipped."""
     data = np.asarray(values, dtype=np.float64)
@@ -245,7 +247,7 @@ def per_principle_agreement(
     *,
     confidence: float = 0.95,
     n_resamples: int = 2000,
-    seed: int = 0,
+    seed: int = DEFAULT_SEED,
 ) -> dict[str, Estimate]:
     """Agreement of each principle's own (both-order) verdict with gold, in input order."""
     result: dict[str, Estimate] = {}

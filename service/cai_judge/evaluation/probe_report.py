@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from cai_judge.constants import DEFAULT_SEED
 from cai_judge.evaluation.metrics import Estimate, agreement_scores, estimate
 from cai_judge.evaluation.probe_run import ProbeRun
 from cai_judge.labeling.label_math import preferred_from_margin
@@ -44,7 +45,7 @@ PROBE_REPORT_SCHEMA_VERSION = 1
 class ProbeMetricSettings(BaseModel):
     n_resamples: int = 2000
     confidence: float = 0.95
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
 
 class VariantRecord(BaseModel):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from cai_judge.constants import DEFAULT_SEED
 from cai_judge.labeling.label_math import (
     Aggregator,
     Preferred,
@@ -150,7 +151,9 @@ def both_orders_tie_label(scores: PairScores) -> ProtocolLabel:
     return _label(scores.pair_id, used, verdict_ab, consistent.p_a, consistent.margin)
 
 
-def derive(protocol: Protocol, pairs: Sequence[PairScores], seed: int = 0) -> list[ProtocolLabel]:
+def derive(
+    protocol: Protocol, pairs: Sequence[PairScores], seed: int = DEFAULT_SEED
+) -> list[ProtocolLabel]:
     """Labels for every pair under one protocol, in input order."""
     if protocol in (Protocol.CAI, Protocol.COT):
         # For `cot`, `pairs` come from the CoT run and hold the clamped numbers.

@@ -14,6 +14,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
+from cai_judge.constants import DEFAULT_SEED
 from cai_judge.evaluation.calibration import CalibratedComparison
 from cai_judge.evaluation.gold import GoldPreference
 from cai_judge.evaluation.metrics import (
@@ -49,7 +50,7 @@ class MetricOptions:
     n_resamples: int = 2000
     confidence: float = 0.95
     # Seeds both the bootstrap and single-order's coin, so a report is reproducible.
-    seed: int = 0
+    seed: int = DEFAULT_SEED
 
 
 class MetricSettings(BaseModel):

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from cai_judge.constants import (
+    DEFAULT_COT_MAX_PROBABILITY,
+    DEFAULT_LOW_MASS_THRESHOLD,
+    DEFAULT_SEED,
+)
 from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import PairScores
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
-from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY
 from cai_judge.labeling.pipeline import label_pairs
 from cai_judge.labeling.schema import Label, LabelOptions, Pair, PairError, Usage
 
@@ -99,8 +103,8 @@ async def score_gold(
     gold: Sequence[GoldPair],
     constitution: ConstitutionSpec,
     *,
-    seed: int = 0,
-    low_mass_threshold: float = 0.5,
+    seed: int = DEFAULT_SEED,
+    low_mass_threshold: float = DEFAULT_LOW_MASS_THRESHOLD,
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
     cot_max_tokens: int | None = None,
@@ -114,12 +118,11 @@ async def score_gold(
     """
     cot = cot_max_tokens is not None
     options = LabelOptions(
-        principles="all",
         per_principle=True,
         seed=seed,
         low_mass_threshold=low_mass_threshold,
         mode="cot" if cot else "plain",
-        cot_max_tokens=cot_max_tokens or 128,
+        cot_max_tokens=cot_max_tokens,
         cot_max_probability=cot_max_probability,
     )
     by_id = {g.id: g for g in gold}
@@ -142,15 +145,13 @@ async def score_unlabeled(
     pairs: Sequence[Pair],
     constitution: ConstitutionSpec,
     *,
-    seed: int = 0,
-    low_mass_threshold: float = 0.5,
+    seed: int = DEFAULT_SEED,
+    low_mass_threshold: float = DEFAULT_LOW_MASS_THRESHOLD,
     batch_size: int = 32,
     on_progress: Callable[[int], None] | None = None,
 ) -> PairsRun:
     """As `score_gold` (plain mode), for pairs with no gold label."""
-    options = LabelOptions(
-        principles="all", per_principle=True, seed=seed, low_mass_threshold=low_mass_threshold
-    )
+    options = LabelOptions(per_principle=True, seed=seed, low_mass_threshold=low_mass_threshold)
     by_id = {p.id: p for p in pairs}
     scored, errors, usage = await _score_pairs(
         judge, pairs, constitution, options, batch_size, on_progress

@@ -33,13 +33,14 @@ from cai_judge.services.errors import InvalidRequest
 from cai_judge.services.labels import LabelCommand
 from cai_judge.services.rewards import RewardCommand, RewardOutcome, RewardResult, Scoring
 
-AGGREGATOR_FROM_PROTO = {
-    pb.AGGREGATOR_UNSPECIFIED: Aggregator.MEAN_LOGODDS,
+# UNSPECIFIED (proto3's zero) is None: the option is left out and takes the domain's default.
+AGGREGATOR_FROM_PROTO: dict[int, Aggregator | None] = {
+    pb.AGGREGATOR_UNSPECIFIED: None,
     pb.AGGREGATOR_MEAN_LOGODDS: Aggregator.MEAN_LOGODDS,
     pb.AGGREGATOR_MEAN_PROB: Aggregator.MEAN_PROB,
 }
-MODE_FROM_PROTO: dict[int, Literal["plain", "cot"]] = {
-    pb.MODE_UNSPECIFIED: "plain",
+MODE_FROM_PROTO: dict[int, Literal["plain", "cot"] | None] = {
+    pb.MODE_UNSPECIFIED: None,
     pb.MODE_PLAIN: "plain",
     pb.MODE_COT: "cot",
 }
@@ -100,17 +101,21 @@ def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
         )
     _check_enum("options.aggregator", options.aggregator, AGGREGATOR_FROM_PROTO)
     _check_enum("options.mode", options.mode, MODE_FROM_PROTO)
+    # proto3 cannot tell an unset scalar from its zero: a zero is left out, so the field
+    # takes the domain's default (principles 0 is `all`, cot_max_tokens 0 the default budget)
+    # and no default is restated on this wire.
+    values = {
+        "constitution": options.constitution,
+        "principles": options.principles,
+        "seed": options.seed,
+        "aggregator": AGGREGATOR_FROM_PROTO[options.aggregator],
+        "per_principle": options.per_principle,
+        "calibrated": options.calibrated,
+        "mode": MODE_FROM_PROTO[options.mode],
+        "cot_max_tokens": options.cot_max_tokens,
+    }
     try:
-        return LabelOptions(
-            constitution=options.constitution,
-            principles=options.principles or "all",
-            seed=options.seed,
-            aggregator=AGGREGATOR_FROM_PROTO[options.aggregator],
-            per_principle=options.per_principle,
-            calibrated=options.calibrated,
-            mode=MODE_FROM_PROTO[options.mode],
-            cot_max_tokens=options.cot_max_tokens or None,
-        )
+        return LabelOptions.model_validate({k: v for k, v in values.items() if v})
     except ValidationError as error:
         message, param = describe_errors(error.errors(), prefix=("options",))
         raise InvalidRequest(message, param=param) from None

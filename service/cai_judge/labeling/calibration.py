@@ -18,12 +18,16 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cai_judge.labeling.label_math import Aggregator, preferred_from_margin, sigmoid
 from cai_judge.labeling.schema import ConstitutionRef, Label, LabelCalibration, TemplateRef
+
+if TYPE_CHECKING:
+    from cai_judge.labeling.constitution import ConstitutionSpec
+    from cai_judge.labeling.options import LabelOptions
 
 PROFILE_FORMAT: Final = "cai-judge-calibration-profile"
 PROFILE_SCHEMA_VERSION: Final = 2
@@ -119,6 +123,21 @@ class ProfileKey(BaseModel):
     constitution: ConstitutionRef
     aggregator: Aggregator
     selection: int | Literal["all"]
+
+    @classmethod
+    def for_labels(
+        cls, model: str, spec: ConstitutionSpec, template_version: str, options: LabelOptions
+    ) -> ProfileKey:
+        """The key of the labels `model` makes with constitution `spec` (its template at
+        `template_version`, which only the tokenizer knows) and `options`: the one way the
+        service, `label`, `eval` and `calibrate` name the profile their labels need."""
+        return cls(
+            model=model,
+            template=TemplateRef(id=spec.template, version=template_version),
+            constitution=ConstitutionRef(id=spec.id, version=spec.version),
+            aggregator=options.aggregator,
+            selection=options.principles,
+        )
 
     def describe(self) -> dict[str, str]:
         return {

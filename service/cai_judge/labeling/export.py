@@ -8,8 +8,11 @@ Two conventions, one per column, so either trainer reads the file as it expects:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+from cai_judge.labeling.calibration import CalibrationProfile, calibrate_label
 from cai_judge.labeling.schema import Label, Pair
 
 COLUMN_CONVENTIONS: dict[str, str] = {
@@ -47,3 +50,55 @@ def preference_row(pair: Pair, label: Label) -> dict[str, Any] | None:
         "constitution": f"{label.constitution.id}@{label.constitution.version}",
         "model": label.model,
     }
+
+
+CALIBRATION_COLUMN = (
+    "present when margin and p_chosen are calibrated: the sha256 of the calibration profile "
+    "(`cai-judge calibrate`) that made them from the judge's raw numbers"
+)
+# Every column a row may have, for the `.columns.json` written beside an export.
+EXPORT_COLUMNS = {**COLUMN_CONVENTIONS, "calibration": CALIBRATION_COLUMN}
+
+
+@dataclass
+class Exported:
+    """The training rows of a label file, and what was left out and why."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    ties: int = 0
+    dropped: int = 0
+    missing: int = 0
+
+
+def export_rows(
+    labels: Iterable[Label],
+    pairs: Mapping[str, Pair],
+    *,
+    profile: CalibrationProfile | None = None,
+    count_tokens: Callable[[str], int] | None = None,
+    drop_low_confidence: bool = False,
+) -> Exported:
+    """Each label's training row (`cai-judge export`); with `profile`, its calibrated
+    numbers (a label already calibrated is recalibrated from its raw numbers), the
+    responses' tokens counted by `count_tokens` when the profile has a length term.
+    Raises CalibrationError when the profile was fitted for other labels."""
+    found = Exported()
+    for label in labels:
+        pair = pairs.get(label.id)
+        if pair is None:
+            found.missing += 1
+            continue
+        if profile is not None:
+            tokens_a = count_tokens(pair.response_a) if count_tokens else None
+            tokens_b = count_tokens(pair.response_b) if count_tokens else None
+            label = calibrate_label(label, profile, tokens_a, tokens_b)
+        row = preference_row(pair, label)
+        if row is not None and label.calibration is not None:
+            row["calibration"] = label.calibration.profile
+        if row is None:
+            found.ties += 1
+        elif drop_low_confidence and row["low_confidence"]:
+            found.dropped += 1
+        else:
+            found.rows.append(row)
+    return found

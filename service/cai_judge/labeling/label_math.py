@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal
 
+from cai_judge.constants import DEFAULT_LOW_MASS_THRESHOLD
+
 Preferred = Literal["a", "b", "tie"]
 
 
@@ -151,8 +153,6 @@ def preferred_from_margin(margin: float) -> Preferred:
 # (min/max and negation are exact), so a swapped pair's clamped margin is still exactly the
 # negation, and σ of a clamped s lies in [1 − p_max, p_max] (to the last ulp of the bound).
 
-DEFAULT_COT_MAX_PROBABILITY = 0.6
-
 
 def clamp_bound(max_probability: float) -> float:
     """The log-odds bound logit(p_max) for probabilities clamped to [1 − p_max, p_max]."""
@@ -181,7 +181,7 @@ def clamped_breakdown(raw: PrincipleBreakdown, bound: float) -> PrincipleBreakdo
 def compute_label(
     principle_scores: Sequence[PrincipleScores],
     aggregator: Aggregator = Aggregator.MEAN_LOGODDS,
-    low_mass_threshold: float = 0.5,
+    low_mass_threshold: float = DEFAULT_LOW_MASS_THRESHOLD,
     clamp: float | None = None,
 ) -> LabelNumbers:
     """Turn both orders' answer log-probs over the selected principles into one label.

@@ -17,12 +17,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cai_judge.constants import MAX_COT_TOKENS, MAX_PRINCIPLES, MAX_SEED
-from cai_judge.labeling.label_math import DEFAULT_COT_MAX_PROBABILITY, Aggregator
+from cai_judge.constants import (
+    DEFAULT_COT_MAX_PROBABILITY,
+    DEFAULT_COT_TOKENS,
+    DEFAULT_LOW_MASS_THRESHOLD,
+    DEFAULT_PRINCIPLES,
+    DEFAULT_SEED,
+    MAX_COT_TOKENS,
+    MAX_PRINCIPLES,
+    MAX_SEED,
+)
+from cai_judge.labeling.label_math import Aggregator
 
-# Rationale tokens per (principle, order) when the caller names none (capped by a
-# service's CAI_JUDGE_MAX_COT_TOKENS).
-DEFAULT_COT_TOKENS = 128
+__all__ = ["CALLER_FIELDS", "DEFAULT_COT_TOKENS", "LabelOptions"]
 
 # The bounds, shared with the wire models that describe these fields for OpenAPI.
 ConstitutionRefText = Annotated[str, Field(min_length=1, max_length=200)]
@@ -54,24 +61,38 @@ class LabelOptions(BaseModel):
         default=None,
         description="`id` (latest version) or `id@version` (a unique prefix of >= 8 hex digits).",
     )
+    # Each field's default, type and description is the one declaration: the CLI derives its
+    # flags from them (cli/common.py, `label_flags`), the HTTP and gRPC wires read the same
+    # defaults, and tests/test_option_defaults.py holds every front to them.
     principles: Principles = Field(
-        default="all", description="`all`, or k principles sampled per pair (seeded)."
+        default=DEFAULT_PRINCIPLES,
+        description=f"`all`, or k principles sampled per pair (1 to {MAX_PRINCIPLES}, seeded).",
     )
-    seed: Seed = 0
-    aggregator: Aggregator = Aggregator.MEAN_LOGODDS
+    seed: Seed = Field(
+        default=DEFAULT_SEED,
+        description="Seeds every random choice (principle sampling; eval's coin and bootstrap).",
+    )
+    aggregator: Aggregator = Field(
+        default=Aggregator.MEAN_LOGODDS, description="How principles' margins combine."
+    )
     per_principle: bool = Field(default=False, description="Include each principle's numbers.")
-    calibrated: bool = False
+    calibrated: bool = Field(
+        default=False, description="Take p_a, margin and preferred from a calibration profile."
+    )
     mode: Mode = Field(
         default="plain",
         description="`plain` scores the answer at once; `cot` first generates a greedy "
-        "rationale per principle and order (DESIGN.md §2, CoT mode): slower.",
+        "rationale per principle and order (DESIGN.md §2, CoT mode): slower, and each "
+        "order's probability clamped to [1 - p, p], p = CAI_JUDGE_COT_MAX_PROBABILITY.",
     )
     # None: DEFAULT_COT_TOKENS, capped by the service's limit.
     cot_max_tokens: CotMaxTokens | None = Field(
-        default=None, description="CoT mode: rationale tokens per principle and order."
+        default=None,
+        description="CoT mode: rationale tokens per principle and order (default "
+        f"{DEFAULT_COT_TOKENS}).",
     )
     # The server's tuning (see the module docstring).
-    low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULT_LOW_MASS_THRESHOLD
     cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
         default=DEFAULT_COT_MAX_PROBABILITY,
         description="CoT mode: each order's probability is clamped to [1 - this, this].",

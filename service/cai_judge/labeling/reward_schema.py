@@ -12,21 +12,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from cai_judge.labeling.schema import (
     MAX_TEXT_CHARS,
-    ChatMessage,
+    ChatPrompt,
     ConstitutionRef,
     Pair,
     PairId,
     TemplateRef,
-    Text,
 )
 
 # A completion may be empty (see the module docstring); as long as any response otherwise.
 Completion = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
-Prompt = Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+# A prompt is checked as a pair's is (labeling/schema.py, `ChatPrompt`).
+Prompt = ChatPrompt
 # An exploit reason's name (labeling/exploits.py `ExploitReason`: "empty",
 # "punctuation-only", "master-key", "addresses-evaluator"); a plain string here because
 # exploits.py reaches this module through probes.py.
@@ -51,8 +51,6 @@ class RewardGroup(BaseModel):
     prompt: Prompt
     completions: Annotated[list[Completion], Field(min_length=2, max_length=MAX_GROUP_SIZE)]
 
-    _roles_alternate = field_validator("prompt")(Pair._roles_alternate.__func__)  # type: ignore[attr-defined]
-
 
 class RewardItem(BaseModel):
     """Reference mode: one completion against a reference response to the same prompt."""
@@ -63,8 +61,6 @@ class RewardItem(BaseModel):
     prompt: Prompt
     completion: Completion
     reference: Completion
-
-    _roles_alternate = field_validator("prompt")(Pair._roles_alternate.__func__)  # type: ignore[attr-defined]
 
 
 class RewardProvenance(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cai_judge.labeling.label_math import Aggregator, PrincipleBreakdown
@@ -48,6 +48,39 @@ def chat_role_order_problem(roles: list[str]) -> tuple[int, str] | None:
     return None
 
 
+def _roles_in_order(prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
+    """The one chat-prompt check, for pairs and SL-CAI prompts alike.
+
+    The judge renders a pair's conversation as Human/Assistant turns ending on the request
+    being answered, and a revision chain appends assistant and user turns after its prompt:
+    any other order makes the responses answer something else. The error points at the
+    offending message (loc prompt.<j>.role), so a per-item error names it.
+    """
+    if isinstance(prompt, str):
+        return prompt
+    problem = chat_role_order_problem([m.role for m in prompt])
+    if problem is None:
+        return prompt
+    index, message = problem
+    raise ValidationError.from_exception_data(
+        "prompt",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("chat_role_order", message),
+                loc=(index, "role"),
+                input=prompt[index].role,
+            )
+        ],
+    )
+
+
+# A prompt: text, or chat messages in the order `_roles_in_order` checks.
+ChatPrompt = Annotated[
+    Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)],
+    AfterValidator(_roles_in_order),
+]
+
+
 class Pair(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -65,33 +98,9 @@ class Pair(BaseModel):
     )
 
     id: PairId
-    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    prompt: ChatPrompt
     response_a: Text
     response_b: Text
-
-    @field_validator("prompt")
-    @classmethod
-    def _roles_alternate(cls, prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
-        # The judge renders the conversation as Human/Assistant turns ending on the request
-        # being answered: any other order makes the responses answer something else.
-        # The error points at the offending message (loc prompt.<j>.role), so the API's
-        # per-pair error names it.
-        if isinstance(prompt, str):
-            return prompt
-        problem = chat_role_order_problem([m.role for m in prompt])
-        if problem is None:
-            return prompt
-        index, message = problem
-        raise ValidationError.from_exception_data(
-            cls.__name__,
-            [
-                InitErrorDetails(
-                    type=PydanticCustomError("chat_role_order", message),
-                    loc=(index, "role"),
-                    input=prompt[index].role,
-                )
-            ],
-        )
 
     def conversation(self) -> Conversation:
         if isinstance(self.prompt, str):

@@ -17,6 +17,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
+from cai_judge.constants import DEFAULT_COT_TOKENS
 from cai_judge.engine.base import EngineUnavailable
 from cai_judge.labeling.calibration import (
     CalibrationError,
@@ -31,9 +32,9 @@ from cai_judge.labeling.constitution import (
     ConstitutionSpec,
 )
 from cai_judge.labeling.judge import Judge, LabelPlan
-from cai_judge.labeling.options import DEFAULT_COT_TOKENS, LabelOptions
+from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.pipeline import LabelOutcome, label_pairs
-from cai_judge.labeling.schema import ConstitutionRef, Pair, TemplateRef
+from cai_judge.labeling.schema import Pair
 from cai_judge.services.admission import Admission
 from cai_judge.services.errors import InvalidRequest, NotFound, RateLimited, Unavailable
 from cai_judge.services.metrics import ServiceMetrics
@@ -235,15 +236,8 @@ class LabelService:
                 type="calibration_unavailable",
                 param="calibrated",
             )
-        wanted = ProfileKey(
-            model=self.judge.engine.model_name,
-            template=TemplateRef(
-                id=spec.template, version=self.judge.renderer(spec.template).version
-            ),
-            constitution=ConstitutionRef(id=spec.id, version=spec.version),
-            aggregator=options.aggregator,
-            selection=options.principles,
-        )
+        version = self.judge.renderer(spec.template).version
+        wanted = ProfileKey.for_labels(self.judge.engine.model_name, spec, version, options)
         try:
             return self.profiles.select(wanted)
         except ProfileMismatch as error:

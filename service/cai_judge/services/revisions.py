@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cai_judge.constants import DEFAULT_SEED
 from cai_judge.labeling.constitution import ConstitutionNotFound, ConstitutionRegistry
 from cai_judge.labeling.pipeline import validate_items
 from cai_judge.labeling.schema import PairError
@@ -37,7 +38,7 @@ class RevisionCommand:
     constitution: str
     prompts: Sequence[RevisionPrompt | Mapping[str, Any]]
     rounds: int = 1
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     temperature: float = 0.0
     # None takes min(256, the service's limit).
     max_tokens: int | None = None

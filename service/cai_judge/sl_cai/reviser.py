@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cai_judge.constants import DEFAULT_SEED
 from cai_judge.engine.base import Engine, GenerationParams
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle
 from cai_judge.labeling.judge import Judge
@@ -89,7 +90,7 @@ class _Chain:
     steps: list[RevisionStep] = field(default_factory=list)
     # The round in progress: its principle, seed and critique so far.
     principle: Principle | None = None
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     critique: str = ""
 
 

@@ -11,17 +11,10 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic import BaseModel, ConfigDict, Field
 
-from cai_judge.constants import MAX_GENERATION_TOKENS, MAX_SEED
-from cai_judge.labeling.schema import (
-    ChatMessage,
-    ConstitutionRef,
-    PairId,
-    Text,
-    chat_role_order_problem,
-)
+from cai_judge.constants import DEFAULT_SEED, MAX_GENERATION_TOKENS, MAX_SEED
+from cai_judge.labeling.schema import ChatMessage, ChatPrompt, ConstitutionRef, PairId, Text
 
 # The most rounds any request may ask for; the service's own limit is usually lower.
 MAX_ROUNDS = 16
@@ -48,30 +41,10 @@ class RevisionPrompt(BaseModel):
     )
 
     id: PairId
-    prompt: Text | Annotated[list[ChatMessage], Field(min_length=1, max_length=256)]
+    # Checked as a pair's prompt is (labeling/schema.py): it must end on the user turn the
+    # chain answers.
+    prompt: ChatPrompt
     initial_response: Text | None = None
-
-    @field_validator("prompt")
-    @classmethod
-    def _roles_alternate(cls, prompt: str | list[ChatMessage]) -> str | list[ChatMessage]:
-        # The chain appends assistant and user turns after the prompt, so the prompt must
-        # end on the user turn being answered, like a pair's.
-        if isinstance(prompt, str):
-            return prompt
-        problem = chat_role_order_problem([m.role for m in prompt])
-        if problem is None:
-            return prompt
-        index, message = problem
-        raise ValidationError.from_exception_data(
-            cls.__name__,
-            [
-                InitErrorDetails(
-                    type=PydanticCustomError("chat_role_order", message),
-                    loc=(index, "role"),
-                    input=prompt[index].role,
-                )
-            ],
-        )
 
     def messages(self) -> list[dict[str, str]]:
         if isinstance(self.prompt, str):
@@ -88,11 +61,21 @@ class RevisionPrompt(BaseModel):
 class RevisionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = 1
-    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 0
+    # The fields' descriptions are `cai-judge revise`'s help (cli/common.py, `model_flags`).
+    rounds: Annotated[int, Field(ge=1, le=MAX_ROUNDS)] = Field(
+        default=1, description="Critique-and-revision rounds."
+    )
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = Field(
+        default=DEFAULT_SEED,
+        description="Seeds principle sampling and, above temperature 0, sampling.",
+    )
     # Greedy by default: the same prompt then gives the same chain even unseeded.
-    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = 0.0
-    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] = 256
+    temperature: Annotated[float, Field(ge=0.0, le=MAX_TEMPERATURE)] = Field(
+        default=0.0, description="0 is greedy."
+    )
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_GENERATION_TOKENS)] = Field(
+        default=256, description="Tokens per generation."
+    )
     few_shot: bool = Field(
         default=True, description="Show the constitution's revision examples, if it has any."
     )

@@ -18,8 +18,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from cai_judge_client._labeling_plan import OPTION_DEFAULTS
 from cai_judge_client.integrations._core import (
     DEFAULT_CONCURRENCY,
+    DEFAULT_FALLBACK,
     AsyncRewardFunc,
     make_sync,
 )
@@ -36,12 +38,12 @@ def groupwise_reward(
     client: Any | None = None,
     *,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
+    principles: int | str = OPTION_DEFAULTS["principles"],
+    seed: int = OPTION_DEFAULTS["seed"],
     aggregator: Aggregator = "mean_logodds",
     concurrency: int = DEFAULT_CONCURRENCY,
     timeout: float = 120.0,
-    fallback: float = 0.5,
+    fallback: float = DEFAULT_FALLBACK,
     pairs_per_request: int | None = None,
     num_generations: int | None = None,
     name: str | None = None,

@@ -40,7 +40,10 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+# typing_extensions, not typing: the SDK still runs on 3.10, which has neither.
+from typing_extensions import TypedDict
 
 from cai_judge_client._base_client import parse_retry_after
 from cai_judge_client._exceptions import (
@@ -49,25 +52,35 @@ from cai_judge_client._exceptions import (
     CaiJudgeError,
     NotFoundError,
 )
+from cai_judge_client._labeling_plan import OPTION_DEFAULTS
+from cai_judge_client.types.labels import Aggregator
 from cai_judge_client.types.rewards import (
     GroupRewards,
     ItemReward,
+    Opponents,
     RewardError,
     RewardsResponse,
+    Scoring,
 )
 
 __all__ = [
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DEADLINE_S",
+    "DEFAULT_FALLBACK",
     "AsyncRewardFunc",
+    "GroupJudgeOptions",
+    "GroupRewardOptions",
     "JudgeConfigurationError",
+    "JudgeOptions",
     "RewardCaller",
+    "RewardOptions",
     "RewardStats",
     "RewardsAPI",
     "completion_text",
     "judge_prompt",
     "make_sync",
     "neutral_fill",
+    "split_options",
 ]
 
 logger = logging.getLogger("cai_judge_client.integrations")
@@ -82,12 +95,114 @@ DEFAULT_DEADLINE_S = 600.0
 # Requests in flight per reward function: enough to keep a judge's batches full, few enough
 # that one trainer worker does not fill a shared queue alone.
 DEFAULT_CONCURRENCY = 4
+# The reward of a completion not judged, where its group mates give no neutral value: a
+# win probability of one half, no advantage either way.
+DEFAULT_FALLBACK = 0.5
 # Status codes that mean "not now": waited out (Retry-After when sent) within the deadline.
 BACKPRESSURE = frozenset({408, 409, 429, 500, 502, 503, 504})
 # Per-entry error types that no retry or split can clear: the adapter's configuration.
 CONFIG_ENTRY_ERRORS = frozenset({"request_too_large", "invalid_schedule"})
 # How much of max_body_bytes a planned request may use (JSON escapes, options, envelope).
 BODY_MARGIN = 0.8
+
+
+# -- the adapters' options, declared once ---------------------------------------------
+#
+# As openai-python declares a call's parameters once (`*_create_params.py`) and each method
+# takes `**params: Unpack[...]`, every adapter takes its judge and call options as
+# `**options: Unpack[...]` of these types: a default or an option is written here, not in
+# eight signatures. The keyword arguments they replace keep working, by the same names.
+
+
+class JudgeOptions(TypedDict, total=False):
+    """What the judge is asked for each match (the request's options).
+
+    `principles`: `"all"`, or k principles sampled per pair (seeded by `seed`);
+    `aggregator`: how principles' margins combine (the server's default when None);
+    `exploits`: what the server does with a completion that games the judge (`flag` it, or
+    `floor` its reward); `calibrated`: p_a and margins from the server's calibration profile.
+    A key left out takes the labeling options' default (`OPTION_DEFAULTS`, the server's).
+    """
+
+    principles: int | str
+    seed: int
+    aggregator: Aggregator | None
+    exploits: Literal["flag", "floor"]
+    calibrated: bool
+
+
+class GroupJudgeOptions(JudgeOptions, total=False):
+    """Group mode adds how a group's matches are scheduled and scored: `opponents="all"`
+    judges every pair of a group, an int m a seeded, balanced G·m/2 of them; `scoring` is the
+    `mean` win probability or centred `bradley_terry` strengths."""
+
+    opponents: Opponents
+    scoring: Scoring
+
+
+class CallOptions(TypedDict, total=False):
+    """How the SDK calls: `deadline` bounds a whole call in seconds (backpressure retries
+    included), `concurrency` the requests in flight, and a completion not judged in time
+    gets `fallback` where its group gives no neutral value. `timeout` is the first
+    release's name for `deadline` (deprecated)."""
+
+    deadline: float
+    concurrency: int
+    fallback: float
+    timeout: float | None
+
+
+class RewardOptions(JudgeOptions, CallOptions, total=False):
+    """A reference-mode adapter's options."""
+
+
+class GroupRewardOptions(GroupJudgeOptions, CallOptions, total=False):
+    """A group-mode adapter's options."""
+
+
+# The defaults of the keys above. The judge's are the labeling options' (one SDK
+# declaration, `_labeling_plan.OPTION_DEFAULTS`, held to the server's by
+# tests/test_option_defaults.py); `exploits` and `calibrated` are sent only when given.
+JUDGE_DEFAULTS: dict[str, Any] = {
+    "principles": OPTION_DEFAULTS["principles"],
+    "seed": OPTION_DEFAULTS["seed"],
+    "aggregator": None,
+    "opponents": "all",
+    "scoring": "mean",
+}
+CALL_DEFAULTS: dict[str, Any] = {
+    "deadline": DEFAULT_DEADLINE_S,
+    "concurrency": DEFAULT_CONCURRENCY,
+    "fallback": DEFAULT_FALLBACK,
+    "timeout": None,
+}
+
+
+def _keys(kind: Any) -> frozenset[str]:
+    return frozenset(kind.__required_keys__ | kind.__optional_keys__)
+
+
+def split_options(
+    constitution: str, given: Mapping[str, Any], kind: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the judge is asked, how the SDK calls) from an adapter's `**options` of type
+    `kind`, each key that was left out at its default. `**options` accepts any name at run
+    time, so a misspelt one is refused here as a keyword argument would have been."""
+    known = _keys(kind)
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"unexpected option(s) {unknown}; the options are: {sorted(known)}")
+    judge_keys = known & (_keys(GroupJudgeOptions))
+    judge: dict[str, Any] = {"constitution": constitution}
+    call: dict[str, Any] = {}
+    for key in sorted(known):
+        value = given.get(key, JUDGE_DEFAULTS.get(key, CALL_DEFAULTS.get(key)))
+        if key in judge_keys:
+            if key in given or key in JUDGE_DEFAULTS:
+                judge[key] = value
+        else:
+            call[key] = value
+    return judge, call
 
 
 class JudgeConfigurationError(CaiJudgeError):
@@ -255,7 +370,7 @@ class RewardCaller:
         options: Mapping[str, Any],
         *,
         deadline: float = DEFAULT_DEADLINE_S,
-        fallback: float = 0.5,
+        fallback: float = DEFAULT_FALLBACK,
         concurrency: int = DEFAULT_CONCURRENCY,
         per_request: int | None = None,
     ) -> None:
@@ -322,7 +437,7 @@ class RewardCaller:
                 known = False  # asked again next call; halving bounds this one
             except APIConnectionError:
                 known = False
-        principles = self.options.get("principles", "all")
+        principles = self.options.get("principles", JUDGE_DEFAULTS["principles"])
         count: int | None = principles if isinstance(principles, int) else None
         if count is None and principles == "all":
             count = await self._constitution_size()
@@ -370,7 +485,7 @@ class RewardCaller:
 
     def _batches(self, entries: list[dict[str, Any]], plan: _Plan) -> list[list[int]]:
         """Consecutive entries packed greedily under every known limit."""
-        opponents = self.options.get("opponents", "all")
+        opponents = self.options.get("opponents", JUDGE_DEFAULTS["opponents"])
         caps = [plan.max_entries, self.per_request]
         max_entries = min((c for c in caps if c), default=None)
         batches: list[list[int]] = []

@@ -34,13 +34,15 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from typing_extensions import Unpack
+
 from cai_judge_client.integrations._core import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE_S,
     Prompt,
     RewardCaller,
+    RewardOptions,
     completion_text,
     make_sync,
+    split_options,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
 
@@ -104,35 +106,26 @@ def make_reward_func(
     client: Any | None = None,
     *,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
-    deadline: float = DEFAULT_DEADLINE_S,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    fallback: float = 0.5,
-    timeout: float | None = None,
+    **options: Unpack[RewardOptions],
 ) -> Callable[..., dict[str, Any]]:
     """`reward_func(queries, prompts, labels, **kwargs) -> {"rewards", "scores",
     "extra_logs"}` for OpenRLHF. `deadline` bounds each call (seconds, retries of
     backpressure included); `concurrency` bounds the requests in flight across the calls
-    OpenRLHF makes at once.
+    OpenRLHF makes at once; the other options are `RewardOptions`.
 
     In the file OpenRLHF loads (the judge's address from `CAI_JUDGE_BASE_URL`):
 
         from cai_judge_client.integrations.openrlhf import make_reward_func
         reward_func = make_reward_func(constitution="harmless", principles=4)
     """
+    judge, call = split_options(constitution, options, RewardOptions)
+    fallback = call["fallback"]
     caller = RewardCaller(
         client,
-        {
-            "constitution": constitution,
-            "principles": principles,
-            "seed": seed,
-            "aggregator": aggregator,
-        },
-        deadline=resolve_deadline(deadline, timeout),
+        judge,
+        deadline=resolve_deadline(call["deadline"], call["timeout"]),
         fallback=fallback,
-        concurrency=concurrency,
+        concurrency=call["concurrency"],
     )
 
     async def judged(queries: list[str], prompts: list[str], labels: list[Any]) -> list[Any]:

@@ -21,15 +21,16 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from cai_judge_client.integrations._core import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE_S,
+    GroupRewardOptions,
     RewardCaller,
     completion_text,
     judge_prompt,
+    split_options,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
-from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = ["make_group_rm"]
 
@@ -38,34 +39,23 @@ def make_group_rm(
     client: Any | None = None,
     *,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
-    opponents: Opponents = "all",
-    scoring: Scoring = "mean",
-    deadline: float = DEFAULT_DEADLINE_S,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    fallback: float = 0.5,
-    timeout: float | None = None,
+    **options: Unpack[GroupRewardOptions],
 ) -> Callable[..., Coroutine[Any, Any, list[float]]]:
     """`group_rm(args, samples) -> list[float]` for slime's `--group-rm`; in your module:
 
     from cai_judge_client.integrations.slime import make_group_rm
     group_rm = make_group_rm(constitution="harmless")
+
+    The options are `GroupRewardOptions`.
     """
+    judge, call = split_options(constitution, options, GroupRewardOptions)
+    fallback = call["fallback"]
     caller = RewardCaller(
         client,
-        {
-            "constitution": constitution,
-            "principles": principles,
-            "seed": seed,
-            "aggregator": aggregator,
-            "opponents": opponents,
-            "scoring": scoring,
-        },
-        deadline=resolve_deadline(deadline, timeout),
+        judge,
+        deadline=resolve_deadline(call["deadline"], call["timeout"]),
         fallback=fallback,
-        concurrency=concurrency,
+        concurrency=call["concurrency"],
     )
 
     async def group_rm(args: Any, samples: Sequence[Any], **kwargs: Any) -> list[float]:

@@ -33,19 +33,21 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from typing_extensions import Unpack
+
 from cai_judge_client.integrations._core import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE_S,
     AsyncRewardFunc,
+    GroupRewardOptions,
     Prompt,
     RewardCaller,
+    RewardOptions,
     RewardStats,
     completion_text,
     judge_prompt,
     make_sync,
     neutral_fill,
+    split_options,
 )
-from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = [
     "group_reward_func",
@@ -113,17 +115,9 @@ def group_reward_func(
     *,
     num_generations: int,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
-    opponents: Opponents = "all",
-    scoring: Scoring = "mean",
-    deadline: float = DEFAULT_DEADLINE_S,
-    concurrency: int = DEFAULT_CONCURRENCY,
     per_request: int | None = None,
-    fallback: float = 0.5,
     name: str | None = None,
-    timeout: float | None = None,
+    **options: Unpack[GroupRewardOptions],
 ) -> AsyncRewardFunc:
     """An async GRPO reward: each completion's reward within its group (mean win
     probability, or centred Bradley–Terry strength with `scoring="bradley_terry"`).
@@ -133,24 +127,19 @@ def group_reward_func(
     in seconds (default 600), backpressure retries included; `concurrency` bounds the requests
     in flight and `per_request` the groups in one request (default: what the server's limits
     allow). A group not judged in time gets `fallback` for each completion (zero advantage).
+    The options are `GroupRewardOptions`.
     """
     if num_generations < 2:
         raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")
+    judge, call = split_options(constitution, options, GroupRewardOptions)
     return _group_reward(
         client,
         num_generations=num_generations,
-        options={
-            "constitution": constitution,
-            "principles": principles,
-            "seed": seed,
-            "aggregator": aggregator,
-            "opponents": opponents,
-            "scoring": scoring,
-        },
-        deadline=resolve_deadline(deadline, timeout),
-        concurrency=concurrency,
+        options=judge,
+        deadline=resolve_deadline(call["deadline"], call["timeout"]),
+        concurrency=call["concurrency"],
         per_request=per_request,
-        fallback=fallback,
+        fallback=call["fallback"],
         name=_name(name, constitution, "group"),
     )
 
@@ -214,16 +203,10 @@ def reference_reward_func(
     *,
     reference_column: str,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
     num_generations: int | None = None,
-    deadline: float = DEFAULT_DEADLINE_S,
-    concurrency: int = DEFAULT_CONCURRENCY,
     per_request: int | None = None,
-    fallback: float = 0.5,
     name: str | None = None,
-    timeout: float | None = None,
+    **options: Unpack[RewardOptions],
 ) -> AsyncRewardFunc:
     """An async reward: P(completion ≻ reference) under the constitution, the reference read
     from the dataset column `reference_column` (TRL hands every column to reward functions,
@@ -231,21 +214,19 @@ def reference_reward_func(
 
     Pass `num_generations` (as given to `GRPOConfig`) so that a completion not judged in time
     gets the mean of its judged group mates (no advantage over them); without it, it gets
-    `fallback`. `deadline`, `concurrency` and `per_request` (items) as in `group_reward_func`.
+    `fallback`. `deadline`, `concurrency` and `per_request` (items) as in `group_reward_func`;
+    the options are `RewardOptions`.
     """
     if num_generations is not None and num_generations < 1:
         raise ValueError(f"num_generations must be >= 1, got {num_generations}")
+    judge, call = split_options(constitution, options, RewardOptions)
+    fallback = call["fallback"]
     caller = RewardCaller(
         client,
-        {
-            "constitution": constitution,
-            "principles": principles,
-            "seed": seed,
-            "aggregator": aggregator,
-        },
-        deadline=resolve_deadline(deadline, timeout),
+        judge,
+        deadline=resolve_deadline(call["deadline"], call["timeout"]),
         fallback=fallback,
-        concurrency=concurrency,
+        concurrency=call["concurrency"],
         per_request=per_request,
     )
 

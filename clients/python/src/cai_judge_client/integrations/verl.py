@@ -28,12 +28,14 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from typing_extensions import Unpack
+
 from cai_judge_client.integrations._core import (
-    DEFAULT_CONCURRENCY,
-    DEFAULT_DEADLINE_S,
     RewardCaller,
+    RewardOptions,
     completion_text,
     judge_prompt,
+    split_options,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
 
@@ -44,14 +46,8 @@ def make_compute_score(
     client: Any | None = None,
     *,
     constitution: str,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
     prompt_key: str = "question",
-    deadline: float = DEFAULT_DEADLINE_S,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    fallback: float = 0.5,
-    timeout: float | None = None,
+    **options: Unpack[RewardOptions],
 ) -> Callable[..., Coroutine[Any, Any, dict[str, float]]]:
     """An async `compute_score` for verl's reward loop; in your reward file:
 
@@ -60,19 +56,17 @@ def make_compute_score(
 
     and `reward.custom_reward_function.path=that_file.py
     reward.custom_reward_function.name=compute_score`. `deadline` bounds each sample's call
-    (retries of backpressure included); `concurrency` bounds the requests in flight.
+    (retries of backpressure included); `concurrency` bounds the requests in flight; the
+    other options are `RewardOptions`.
     """
+    judge, call = split_options(constitution, options, RewardOptions)
+    fallback = call["fallback"]
     caller = RewardCaller(
         client,
-        {
-            "constitution": constitution,
-            "principles": principles,
-            "seed": seed,
-            "aggregator": aggregator,
-        },
-        deadline=resolve_deadline(deadline, timeout),
+        judge,
+        deadline=resolve_deadline(call["deadline"], call["timeout"]),
         fallback=fallback,
-        concurrency=concurrency,
+        concurrency=call["concurrency"],
     )
 
     async def compute_score(

@@ -23,16 +23,20 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from typing_extensions import Unpack
+
 from cai_judge_client._base_client import RequestOptions
 from cai_judge_client._exceptions import APIStatusError
 from cai_judge_client.integrations._core import (
+    DEFAULT_FALLBACK,
+    GroupJudgeOptions,
     LoopClients,
     RewardStats,
     completion_text,
     judge_prompt,
     logger,
+    split_options,
 )
-from cai_judge_client.types.rewards import Opponents, Scoring
 
 __all__ = ["make_group_compute_score"]
 
@@ -45,16 +49,12 @@ def make_group_compute_score(
     *,
     constitution: str,
     group_size: int,
-    principles: int | str = "all",
-    seed: int = 0,
-    aggregator: str | None = None,
-    opponents: Opponents = "all",
-    scoring: Scoring = "mean",
     group_wait_s: float | None = None,
     prompt_key: str = "question",
     group_key: str | None = None,
     timeout: float = 60.0,
-    fallback: float = 0.5,
+    fallback: float = DEFAULT_FALLBACK,
+    **options: Unpack[GroupJudgeOptions],
 ) -> Callable[..., Coroutine[Any, Any, dict[str, float]]]:
     """An async `compute_score` for verl's reward loop that gives group rewards; in your file:
 
@@ -63,19 +63,12 @@ def make_group_compute_score(
 
     with `group_size` = `actor_rollout_ref.rollout.n`, and
     `custom_reward_function.path=that_file.py custom_reward_function.name=compute_score`.
+    The judge's options are `GroupJudgeOptions`.
     """
     if group_size < 1 or timeout <= 0:
         raise ValueError("group_size must be >= 1 and timeout > 0")
-    params: dict[str, Any] = {
-        "constitution": constitution,
-        "principles": principles,
-        "seed": seed,
-        "aggregator": aggregator,
-        "group_size": group_size,
-        "group_wait_s": group_wait_s,
-        "opponents": opponents,
-        "scoring": scoring,
-    }
+    judge, _ = split_options(constitution, options, GroupJudgeOptions)
+    params: dict[str, Any] = {**judge, "group_size": group_size, "group_wait_s": group_wait_s}
     params = {k: v for k, v in params.items() if v is not None}
     stats = RewardStats()
     clients = LoopClients()
