@@ -5,7 +5,6 @@ prefix cache in later rounds, and `ensemble: full` unchanged to the bit."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 
 import pytest
 from pydantic import ValidationError
@@ -17,8 +16,9 @@ from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.label_math import draw_order, select_principles, selection_seed
 from cai_judge.labeling.options import LabelOptions
 from cai_judge.labeling.schema import Label, Pair
+from tests.support.agreeing import preferring
 from tests.support.api import pair
-from tests.support.fake_engine import FakeEngine, fake_logprobs
+from tests.support.fake_engine import FakeEngine
 
 # Sixteen principles, written here so the golden digest below does not move when the
 # built-in constitutions change.
@@ -33,21 +33,6 @@ SPEC = ConstitutionSpec(
 
 def pairs(count: int, first: int = 0) -> list[Pair]:
     return [Pair(**pair(i)) for i in range(first, first + count)]
-
-
-def preferring(tokenizer: object) -> Callable[[ScoreUnit], tuple[float, float]]:
-    """Log-probs with a clear, consistent preference for the "carefully" response in every
-    principle (plus per-unit noise): a judge whose principles agree, as real ones mostly do."""
-    careful = tokenizer.encode("carefully", add_special_tokens=False)[0]  # type: ignore[attr-defined]
-    quick = tokenizer.encode("quickly", add_special_tokens=False)[0]  # type: ignore[attr-defined]
-
-    def logprobs(unit: ScoreUnit) -> tuple[float, float]:
-        ids = unit.prompt_token_ids
-        noise_a, noise_b = fake_logprobs(unit)
-        favoured, other = -0.3 + noise_a / 40, -1.6 + noise_b / 40
-        return (favoured, other) if ids.index(careful) < ids.index(quick) else (other, favoured)
-
-    return logprobs
 
 
 def judge(agreeing: bool = True) -> tuple[Judge, FakeEngine]:

@@ -56,6 +56,7 @@ from cai_judge.labeling.calibration import (
     read_profile,
     response_token_count,
 )
+from cai_judge.labeling.ensemble import DEFAULT_DELTA
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.schema import (
     ConstitutionRef,
@@ -204,6 +205,7 @@ def _check_resume(
         "mode": options.mode,
         "cot_max_tokens": options.rationale_tokens if cot else None,
         "cot_max_probability": options.cot_max_probability if cot else None,
+        "ensemble": ({"delta": options.ensemble_delta} if options.ensemble == "adaptive" else None),
     }
     # The template last: it needs the tokenizer, and a file from another model or
     # constitution is refused without loading anything.
@@ -309,14 +311,24 @@ def label_command(
     cot_max_tokens: Annotated[
         int, typer.Option(min=1, max=MAX_COT_TOKENS, help="CoT: rationale tokens.")
     ] = 128,
+    ensemble: Annotated[
+        str,
+        typer.Option(
+            help="`full`, or `adaptive`: principles scored in seeded rounds, stopping once "
+            "the side cannot change at confidence 1 - δ (fewer score units; plain mode)."
+        ),
+    ] = "full",
+    ensemble_delta: Annotated[
+        float, typer.Option(help="Adaptive: δ, the chance allowed of stopping on the other side.")
+    ] = DEFAULT_DELTA,
     ray: RayOption = False,
     ray_actors: RayActorsOption = None,
 ) -> None:
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
     Resuming needs the model, constitution, template, principles, seed, aggregator,
-    calibration profile, per-principle, mode and CoT settings it had. With --ray, labels on
-    a Ray cluster instead (no resuming), and INPUT and OUTPUT may be URIs.
+    calibration profile, per-principle, mode, CoT and ensemble settings it had. With --ray,
+    labels on a Ray cluster instead (no resuming), and INPUT and OUTPUT may be URIs.
     """
     _check_locations(input_path, output, ray)
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
@@ -331,6 +343,8 @@ def label_command(
         mode=mode,
         cot_max_tokens=cot_max_tokens,
         cot_max_probability=settings.cot_max_probability,
+        ensemble=ensemble,
+        ensemble_delta=ensemble_delta,
     )
     profile = _load_profile(calibration, settings, spec, options) if calibration else None
     if ray:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.ensemble import DEFAULT_DELTA, Ensemble
 from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.pipeline import LabelOutcome
@@ -42,6 +43,11 @@ MODE_FROM_PROTO: dict[int, Literal["plain", "cot"]] = {
     pb.MODE_UNSPECIFIED: "plain",
     pb.MODE_PLAIN: "plain",
     pb.MODE_COT: "cot",
+}
+ENSEMBLE_FROM_PROTO: dict[int, Ensemble] = {
+    pb.ENSEMBLE_UNSPECIFIED: "full",
+    pb.ENSEMBLE_FULL: "full",
+    pb.ENSEMBLE_ADAPTIVE: "adaptive",
 }
 AGGREGATOR_TO_PROTO = {
     Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
@@ -100,6 +106,7 @@ def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
         )
     _check_enum("options.aggregator", options.aggregator, AGGREGATOR_FROM_PROTO)
     _check_enum("options.mode", options.mode, MODE_FROM_PROTO)
+    _check_enum("options.ensemble", options.ensemble, ENSEMBLE_FROM_PROTO)
     try:
         return LabelOptions(
             constitution=options.constitution,
@@ -110,6 +117,8 @@ def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
             calibrated=options.calibrated,
             mode=MODE_FROM_PROTO[options.mode],
             cot_max_tokens=options.cot_max_tokens or None,
+            ensemble=ENSEMBLE_FROM_PROTO[options.ensemble],
+            ensemble_delta=options.ensemble_delta or DEFAULT_DELTA,
         )
     except ValidationError as error:
         message, param = describe_errors(error.errors(), prefix=("options",))
@@ -213,6 +222,12 @@ def label_to_proto(label: Label) -> pb.Label:
         rationales=[
             pb.Rationale(principle=r.principle, ab=r.ab, ba=r.ba) for r in label.rationales or []
         ],
+        ensemble=None
+        if label.ensemble is None
+        else pb.EnsembleProvenance(
+            **label.ensemble.model_dump(exclude={"mode", "decided"}),
+            decided=label.ensemble.decided or "",
+        ),
     )
 
 

@@ -22,6 +22,8 @@ __all__ = [
     "ConstitutionRef",
     "ConstitutionSpec",
     "ConstitutionSummary",
+    "Ensemble",
+    "EnsembleProvenance",
     "ErrorDetail",
     "Job",
     "JobList",
@@ -46,6 +48,7 @@ __all__ = [
 
 Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
 Mode: TypeAlias = Literal["plain", "cot"]
+Ensemble: TypeAlias = Literal["full", "adaptive"]
 JobState: TypeAlias = Literal[
     "queued", "running", "succeeded", "succeeded_with_errors", "failed", "cancelled"
 ]
@@ -94,6 +97,8 @@ class LabelRequest(BaseModel):
     calibrated: bool = False
     mode: Mode = "plain"
     cot_max_tokens: int | None = None
+    ensemble: Ensemble = "full"
+    ensemble_delta: float = 0.1
 
 
 class ConstitutionRef(_Model):
@@ -137,6 +142,23 @@ class Rationale(_Model):
     ba: str
 
 
+class EnsembleProvenance(_Model):
+    """What an adaptive ensemble did: the rule and δ, the round it stopped after, the
+    principles scored (the label's `principles`) of those selected, and the score units."""
+
+    mode: Literal["adaptive"] = "adaptive"
+    rule: str
+    delta: float
+    clip: float
+    round: int
+    rounds: int
+    scored: int
+    selected: int
+    score_units: int
+    decided: Literal["a", "b"] | None = None
+    certain: bool = False
+
+
 class Label(_Model):
     """One pair's label. `margin`: log-odds, in nats, that response_a is better, debiased
     over both orders; `p_a = σ(margin)`, the soft label for the Bradley–Terry loss.
@@ -171,6 +193,8 @@ class Label(_Model):
     cot_max_probability: float | None = None
     cot_max_tokens: int | None = None
     rationales: list[Rationale] | None = None
+    # Adaptive ensembles only (`ensemble="adaptive"`).
+    ensemble: EnsembleProvenance | None = None
 
 
 class ErrorDetail(_Model):
