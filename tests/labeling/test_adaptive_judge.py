@@ -195,3 +195,40 @@ async def test_full_labels_are_bit_for_bit_what_they_were_before_adaptive() -> N
     digest = hashlib.sha256("\n".join(wire).encode()).hexdigest()
     assert digest == "3c373d5ffdde166b748337e96158c42682c53c013fbb95636e73dcb6b17df766"
     planner.close()
+
+
+async def test_a_length_controlled_profile_averages_beta_over_the_principles_scored() -> None:
+    """A profile's length term is β̄_S·L over the label's own principles S (DESIGN.md §2;
+    labeling/calibration.py): for an adaptive label, the ones it scored. The temperature
+    needs no change: the margin is the same statistic, a mean of per-principle margins."""
+    import math
+
+    from cai_judge.labeling.calibration import (
+        CalibrationProfile,
+        CalibrationTerms,
+        FitRecord,
+        LengthFitRecord,
+        calibrate_label,
+        label_key,
+    )
+
+    planner, _ = judge()
+    label = (await planner.label(pairs(1), SPEC, ADAPTIVE)).labels[0]
+    planner.close()
+    assert label.ensemble is not None and label.ensemble.scored < 16
+    beta = {pid: i / 10 for i, pid in enumerate(SPEC.principle_ids)}
+    profile = CalibrationProfile.create(
+        label_key(label),
+        CalibrationTerms(inverse_temperature=2.0, length_sensitivity=beta),
+        FitRecord(
+            gold_sha256="0" * 64, gold_pairs=100, folds=5, seed=0, ece_raw=0.2,
+            ece_cross_validated=0.1, brier_raw=0.26, brier_cross_validated=0.24,
+        ),
+        LengthFitRecord(source="unlabeled", path="pairs.jsonl", sha256="1" * 64, pairs=500),
+    )  # fmt: skip
+    calibrated = calibrate_label(label, profile, 40, 10)
+    used = sum(beta[p] for p in label.principles) / len(label.principles)
+    every = sum(beta.values()) / len(beta)
+    assert used != every
+    expected = 2.0 * (label.margin - used * (math.log(40) - math.log(10)))
+    assert calibrated.margin == pytest.approx(expected, rel=1e-12)
