@@ -385,7 +385,7 @@ def _plot(curves: dict[str, dict[str, list[tuple[float, float, float]]]]) -> Non
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("share")
     axes[0].set_ylim(0, 1.02)
-    axes[1].legend(fontsize=7, loc="lower right")
+    axes[1].legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(FIGURE, dpi=110)
 
