@@ -232,3 +232,12 @@ async def test_a_length_controlled_profile_averages_beta_over_the_principles_sco
     assert used != every
     expected = 2.0 * (label.margin - used * (math.log(40) - math.log(10)))
     assert calibrated.margin == pytest.approx(expected, rel=1e-12)
+
+
+async def test_admission_counts_every_selected_principle_adaptives_worst_case() -> None:
+    planner, _ = judge()
+    plan = await planner.plan(pairs(3), SPEC, ADAPTIVE)
+    assert plan.unit_count == 3 * 16 * 2  # counted before any work, as for `full`
+    batch = await planner.run(plan)
+    assert batch.usage.score_units < plan.unit_count  # what it then scored
+    planner.close()
