@@ -45,6 +45,7 @@ def test_the_cli_and_the_sdk_compare_the_same_fields_alike():
             per_principle=[],
             calibration={"profile": "abc", "raw_margin": 0.1, "raw_p_a": 0.5},
         ),
+        label("p0", ensemble={"mode": "adaptive", "delta": 0.1, "round": 2, "scored": 4}),
         {"id": "p0"},  # a file from before labels recorded their provenance
     ]
     for record in records:
@@ -60,6 +61,10 @@ def test_the_cli_and_the_sdk_compare_the_same_fields_alike():
          "--cot-max-tokens: the file has 64 (line 1), this run has 32"),
         (COT, [], "--mode: the file has cot (line 1), this run has plain"),
         ({"per_principle": []}, [], "--per-principle: the file has on (line 1), this run has off"),
+        ({"ensemble": {"mode": "adaptive", "delta": 0.1}}, [],
+         "--ensemble / --ensemble-delta: the file has adaptive δ=0.1 (line 1), this run has full"),
+        ({}, ["--ensemble", "adaptive", "--ensemble-delta", "0.2"],
+         "--ensemble / --ensemble-delta: the file has full (line 1), this run has adaptive δ=0.2"),
     ],
 )  # fmt: skip
 def test_resume_with_other_cot_or_shape_settings_is_refused(

@@ -106,6 +106,62 @@ def test_every_option_travels_into_the_one_options_object():
     )  # fmt: skip
     assert command_from_proto(wire, []).options == http.to_options()
     assert set(http.to_options().to_dict()) == set(LabelingOptions.model_fields)
+    adaptive = pb.LabelOptions(
+        constitution="harmless", ensemble=pb.ENSEMBLE_ADAPTIVE, ensemble_delta=0.2
+    )
+    http = LabelingOptions(constitution="harmless", ensemble="adaptive", ensemble_delta=0.2)
+    assert command_from_proto(adaptive, []).options == http.to_options()
+    # Proto3 zeros are the defaults: full, and δ = 0.1.
+    default = command_from_proto(pb.LabelOptions(constitution="harmless"), []).options
+    assert (default.ensemble, default.ensemble_delta) == ("full", 0.1)
+
+
+def test_ensemble_options_are_refused_by_name():
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(pb.LabelOptions(constitution="harmless", ensemble=9), [])
+    assert raised.value.param == "options.ensemble"
+    with pytest.raises(InvalidRequest) as raised:
+        command_from_proto(
+            pb.LabelOptions(
+                constitution="harmless", ensemble=pb.ENSEMBLE_ADAPTIVE, ensemble_delta=0.7
+            ),
+            [],
+        )
+    assert raised.value.param == "options.ensemble_delta"
+    with pytest.raises(InvalidRequest, match="plain"):
+        command_from_proto(
+            pb.LabelOptions(
+                constitution="harmless", ensemble=pb.ENSEMBLE_ADAPTIVE, mode=pb.MODE_COT
+            ),
+            [],
+        )
+
+
+def test_an_adaptive_label_travels_with_its_provenance():
+    from cai_judge.labeling.schema import (
+        ConstitutionRef,
+        EnsembleProvenance,
+        Label,
+        TemplateRef,
+    )
+
+    provenance = EnsembleProvenance(
+        rule="wor-betting", delta=0.1, clip=0.25, round=3, rounds=8, scored=6, selected=16,
+        score_units=12, decided="b", certain=False,
+    )  # fmt: skip
+    label = Label(
+        id="p", preferred="b", margin=-0.3, p_a=0.43, position_bias=0.0, consistency=1.0,
+        answer_mass=0.9, low_confidence=False, principles=["x"], selection="all",
+        aggregator="mean_logodds", constitution=ConstitutionRef(id="c", version="v"),
+        template=TemplateRef(id="t", version="v"), model="m", seed=0, ensemble=provenance,
+    )  # fmt: skip
+    wire = label_to_proto(label)
+    assert wire.HasField("ensemble")
+    assert (wire.ensemble.round, wire.ensemble.scored, wire.ensemble.score_units) == (3, 6, 12)
+    assert (wire.ensemble.rule, wire.ensemble.decided, wire.ensemble.delta) == (
+        "wor-betting", "b", 0.1,
+    )  # fmt: skip
+    assert not label_to_proto(label.model_copy(update={"ensemble": None})).HasField("ensemble")
 
 
 def test_pairs_reach_the_service_as_the_json_api_sends_them():

@@ -55,3 +55,13 @@ def test_the_http_wire_builds_the_one_object_with_every_option():
         seed=4,
     )  # fmt: skip
     assert command.pairs == [{"id": "x"}]
+
+
+def test_jobs_store_the_ensemble_and_old_records_load_as_full():
+    adaptive = LabelOptions(constitution="harmless", ensemble="adaptive", ensemble_delta=0.2)
+    stored = adaptive.to_dict()
+    assert (stored["ensemble"], stored["ensemble_delta"]) == ("adaptive", 0.2)
+    assert LabelOptions.from_dict(stored) == adaptive
+    # A job stored before adaptive ensembles existed labels as it always did.
+    old = {"constitution": "harmless", "principles": "all", "seed": 0}
+    assert LabelOptions.from_dict(old).ensemble == "full"

@@ -57,8 +57,17 @@ def test_label_options_fills_every_default_in_wire_order() -> None:
     assert options == {
         "constitution": "harmless", "principles": "all", "seed": 7,
         "aggregator": "mean_logodds", "per_principle": False, "calibrated": False,
-        "mode": "plain", "cot_max_tokens": None,
+        "mode": "plain", "cot_max_tokens": None, "ensemble": "full", "ensemble_delta": 0.1,
     }  # fmt: skip
+
+
+def test_adaptive_ensembles_are_sent_only_when_asked_for() -> None:
+    from cai_judge_client._jobs import wire_options
+
+    default = wire_options(label_options({"constitution": "harmless"}))
+    assert "ensemble" not in default and "ensemble_delta" not in default
+    adaptive = wire_options(label_options({"constitution": "harmless", "ensemble": "adaptive"}))
+    assert adaptive["ensemble"] == "adaptive" and "ensemble_delta" not in adaptive
 
 
 def test_every_declared_option_has_one_default_and_only_constitution_is_required() -> None:
@@ -168,6 +177,9 @@ def write_labels(output: Path, *labels: dict[str, Any]) -> bytes:
 
 COT = {"mode": "cot", "raw_margin": 0.8, "raw_p_a": 0.69, "cot_max_probability": 0.95,
        "cot_max_tokens": 64, "rationales": []}  # fmt: skip
+ADAPTIVE = {"ensemble": {"mode": "adaptive", "rule": "wor-betting", "delta": 0.1, "clip": 0.2,
+                         "round": 2, "rounds": 8, "scored": 4, "selected": 16,
+                         "score_units": 8, "decided": "a"}}  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -182,6 +194,9 @@ COT = {"mode": "cot", "raw_margin": 0.8, "raw_p_a": 0.69, "cot_max_probability":
         ({}, {"calibrated": True}, "calibrated"),
         ({}, {"mode": "cot"}, "mode"),
         (COT, {"mode": "cot", "cot_max_tokens": 32}, "cot_max_tokens"),
+        ({}, {"ensemble": "adaptive"}, "ensemble"),
+        (ADAPTIVE, {}, "ensemble"),
+        (ADAPTIVE, {"ensemble": "adaptive", "ensemble_delta": 0.2}, "ensemble"),
     ],
 )
 def test_a_resume_with_other_options_is_refused_before_anything_is_sent(

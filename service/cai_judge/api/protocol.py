@@ -20,16 +20,19 @@ from cai_judge.constants import (
     MAX_SEED,
 )
 from cai_judge.labeling.constitution import ConstitutionSpec, Principle, RevisionExample
+from cai_judge.labeling.ensemble import DEFAULT_DELTA, Ensemble
 from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.options import (
     CALLER_FIELDS,
     ConstitutionRefText,
     CotMaxTokens,
+    EnsembleDelta,
     LabelOptions,
     Mode,
     Principles,
     Seed,
+    check_ensemble,
 )
 from cai_judge.labeling.pipeline import LabelOutcome
 from cai_judge.labeling.reward_schema import (
@@ -136,6 +139,22 @@ class LabelingOptions(BaseModel):
         f"{DEFAULT_COT_TOKENS}, at most "
         "the service's CAI_JUDGE_MAX_COT_TOKENS).",
     )
+    ensemble: Ensemble = Field(
+        default="full",
+        description="`adaptive`: score the principles in seeded rounds and stop once the "
+        "side cannot change at confidence 1 - ensemble_delta; the label's `principles` are "
+        "those scored and its `ensemble` says where it stopped (plain mode only).",
+    )
+    ensemble_delta: EnsembleDelta = Field(
+        default=DEFAULT_DELTA,
+        description="Adaptive: the chance allowed of stopping on the side the full "
+        "ensemble would not take.",
+    )
+
+    @model_validator(mode="after")
+    def _adaptive_is_plain(self) -> LabelingOptions:
+        check_ensemble(self.ensemble, self.mode)
+        return self
 
     def to_options(self) -> LabelOptions:
         """The domain's options object: the one thing every wire builds."""

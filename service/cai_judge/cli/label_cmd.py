@@ -164,6 +164,7 @@ def _check_resume(
         "mode": options.mode,
         "cot_max_tokens": options.rationale_tokens if cot else None,
         "cot_max_probability": options.cot_max_probability if cot else None,
+        "ensemble": ({"delta": options.ensemble_delta} if options.ensemble == "adaptive" else None),
     }
     # The template last: it needs the tokenizer, and a file from another model or
     # constitution is refused without loading anything.
@@ -258,8 +259,8 @@ def label_command(
     """Label INPUT.jsonl (pairs) into OUTPUT; re-running resumes where it stopped.
 
     Resuming needs the model, constitution, template, principles, seed, aggregator,
-    calibration profile, per-principle, mode and CoT settings it had. With --ray, labels on
-    a Ray cluster instead (no resuming), and INPUT and OUTPUT may be URIs.
+    calibration profile, per-principle, mode, CoT and ensemble settings it had. With --ray,
+    labels on a Ray cluster instead (no resuming), and INPUT and OUTPUT may be URIs.
     """
     _check_locations(input_path, output, ray)
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)

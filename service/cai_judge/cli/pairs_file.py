@@ -209,6 +209,8 @@ PROVENANCE_OPTIONS: dict[str, str] = {
     # A CoT label's numbers depend on its rationales, so on their budget, and on the clamp.
     "cot_max_tokens": "--cot-max-tokens",
     "cot_max_probability": "CAI_JUDGE_COT_MAX_PROBABILITY",
+    # An adaptive label scored a subset chosen by its rule and δ: another judge's label.
+    "ensemble": "--ensemble / --ensemble-delta",
 }
 _MISSING = "(none)"
 
@@ -240,7 +242,15 @@ def provenance(record: Mapping[str, Any]) -> dict[str, str]:
         "mode": plain(record.get("mode") or "plain"),
         "cot_max_tokens": plain(record.get("cot_max_tokens")),
         "cot_max_probability": plain(record.get("cot_max_probability")),
+        "ensemble": ensemble_text(record.get("ensemble")),
     }
+
+
+def ensemble_text(value: Any) -> str:
+    """`full`, or `adaptive δ=<delta>` for a label's `ensemble` provenance."""
+    if isinstance(value, dict) and "delta" in value:
+        return f"adaptive δ={value['delta']}"
+    return "full"
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.labeling.constitution import ConstitutionSpec
+from cai_judge.labeling.ensemble import Ensemble
 from cai_judge.labeling.exploits import ExploitPolicy
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.pipeline import LabelOutcome
@@ -43,6 +44,11 @@ MODE_FROM_PROTO: dict[int, Literal["plain", "cot"] | None] = {
     pb.MODE_UNSPECIFIED: None,
     pb.MODE_PLAIN: "plain",
     pb.MODE_COT: "cot",
+}
+ENSEMBLE_FROM_PROTO: dict[int, Ensemble] = {
+    pb.ENSEMBLE_UNSPECIFIED: "full",
+    pb.ENSEMBLE_FULL: "full",
+    pb.ENSEMBLE_ADAPTIVE: "adaptive",
 }
 AGGREGATOR_TO_PROTO = {
     Aggregator.MEAN_LOGODDS: pb.AGGREGATOR_MEAN_LOGODDS,
@@ -101,6 +107,7 @@ def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
         )
     _check_enum("options.aggregator", options.aggregator, AGGREGATOR_FROM_PROTO)
     _check_enum("options.mode", options.mode, MODE_FROM_PROTO)
+    _check_enum("options.ensemble", options.ensemble, ENSEMBLE_FROM_PROTO)
     # proto3 cannot tell an unset scalar from its zero: a zero is left out, so the field
     # takes the domain's default (principles 0 is `all`, cot_max_tokens 0 the default budget)
     # and no default is restated on this wire.
@@ -113,6 +120,8 @@ def options_from_proto(options: pb.LabelOptions) -> LabelOptions:
         "calibrated": options.calibrated,
         "mode": MODE_FROM_PROTO[options.mode],
         "cot_max_tokens": options.cot_max_tokens,
+        "ensemble": ENSEMBLE_FROM_PROTO[options.ensemble],
+        "ensemble_delta": options.ensemble_delta,
     }
     try:
         return LabelOptions.model_validate({k: v for k, v in values.items() if v})
@@ -218,6 +227,12 @@ def label_to_proto(label: Label) -> pb.Label:
         rationales=[
             pb.Rationale(principle=r.principle, ab=r.ab, ba=r.ba) for r in label.rationales or []
         ],
+        ensemble=None
+        if label.ensemble is None
+        else pb.EnsembleProvenance(
+            **label.ensemble.model_dump(exclude={"mode", "decided"}),
+            decided=label.ensemble.decided or "",
+        ),
     )
 
 

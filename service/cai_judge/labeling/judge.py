@@ -27,16 +27,26 @@ from cai_judge.engine.base import (
 )
 from cai_judge.labeling.calibration import response_token_count
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
+from cai_judge.labeling.ensemble import (
+    RULE,
+    Decision,
+    clip_of,
+    decide,
+    principle_value,
+    round_sizes,
+)
 from cai_judge.labeling.label_math import (
     OrderScore,
     PrincipleScores,
     clamp_bound,
     compute_label,
+    draw_order,
     select_principles,
     selection_seed,
 )
 from cai_judge.labeling.schema import (
     ConstitutionRef,
+    EnsembleProvenance,
     Label,
     LabelOptions,
     Pair,
@@ -56,12 +66,25 @@ PLAN_CHUNK_PAIRS = 16
 
 
 @dataclass
+class RoundUsage:
+    """One round of an adaptive run: the units it sent and their prompt tokens, of which
+    the engine found `cached_prompt_tokens` in its prefix cache (what rounds 2+ should)."""
+
+    pairs: int
+    score_units: int
+    prompt_tokens: int
+    cached_prompt_tokens: int
+
+
+@dataclass
 class LabelBatch:
     """Per input pair, in input order: a Label or a PairError."""
 
     results: list[Label | PairError]
     usage: Usage
     constitution: ConstitutionSpec
+    # Adaptive ensembles: per round, what it scored (empty for `full`).
+    rounds: list[RoundUsage] = field(default_factory=list)
 
     @property
     def labels(self) -> list[Label]:
@@ -81,6 +104,8 @@ class PlannedPair:
     principle_ids: list[str]
     # unit indices per principle: (order ab, order ba)
     unit_indices: list[tuple[int, int]] = field(default_factory=list)
+    # Adaptive ensembles: positions in `principle_ids`, in the seeded draw order.
+    draw: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -211,21 +236,25 @@ class Judge:
                 return state.plan(len(pairs), complete=False)
         return state.plan(len(pairs))
 
+    async def _score(self, units: list[ScoreUnit]) -> Sequence[UnitScore | BaseException]:
+        results: Sequence[UnitScore | BaseException] = []
+        if units:
+            try:
+                results = await self.engine.score(units)
+            except ScoreUnitsFailed as failed:
+                results = failed.results
+        if len(results) != len(units):
+            raise RuntimeError(f"the engine returned {len(results)} results for {len(units)} units")
+        return results
+
     async def run(self, plan: LabelPlan) -> LabelBatch:
         """Score a plan's units on the engine and build its labels, in input order."""
+        if plan.options.ensemble == "adaptive" and not plan.cot_prompts:
+            return await self._run_adaptive(plan)
         rationales: list[str] = []
         if plan.cot_prompts:
             rationales = await self._write_rationales(plan)
-        results: Sequence[UnitScore | BaseException] = []
-        if plan.units:
-            try:
-                results = await self.engine.score(plan.units)
-            except ScoreUnitsFailed as failed:
-                results = failed.results
-        if len(results) != len(plan.units):
-            raise RuntimeError(
-                f"the engine returned {len(results)} results for {len(plan.units)} units"
-            )
+        results = await self._score(plan.units)
         scores = [r for r in results if isinstance(r, UnitScore)]
         out: list[Label | PairError | None] = [None] * plan.pair_count
         for error in plan.errors:
@@ -242,19 +271,7 @@ class Judge:
                 None,
             )
             if isinstance(failure, BaseException):
-                # The engine's own words: for a prompt vLLM refuses they name the limit.
-                # `engine_unavailable` (a remote fleet with no server up) is transient: a
-                # job retries its chunk rather than store it (services/jobs.py).
-                out[planned.index] = PairError.of(
-                    planned.pair.id,
-                    planned.index,
-                    str(failure) or type(failure).__name__,
-                    type=(
-                        "engine_unavailable"
-                        if isinstance(failure, EngineUnavailable)
-                        else "engine_error"
-                    ),
-                )
+                out[planned.index] = _engine_error(planned, failure)
                 continue
             out[planned.index] = self._make_label(planned, results, plan, rationales)
             labeled += 1
@@ -266,6 +283,140 @@ class Judge:
             cached_score_units=sum(1 for s in scores if s.from_cache),
         )
         return LabelBatch([r for r in out if r is not None], usage, plan.constitution)
+
+    async def _run_adaptive(self, plan: LabelPlan) -> LabelBatch:
+        """Adaptive ensembles: score each pair's principles in rounds, in its seeded draw
+        order, until `ensemble.decide` stops it (DESIGN.md §2).
+
+        Each round sends the next principles of every pair still open as one engine call,
+        so units still batch across pairs; a pair's later rounds share its two order
+        prefixes with its first, which the engine's prefix cache still holds (measured in
+        `LabelBatch.rounds`). Which principles a pair scores depends only on its own
+        scores, never on the other pairs of the call: the batch shape cannot change a label.
+        """
+        options = plan.options
+        results: list[UnitScore | BaseException | None] = [None] * len(plan.units)
+        out: list[Label | PairError | None] = [None] * plan.pair_count
+        for error in plan.errors:
+            out[error.index] = error
+        # Per planned pair: its round sizes, principles scored so far, and rounds done.
+        sizes = [round_sizes(len(p.principle_ids)) for p in plan.planned]
+        scored = [0] * len(plan.planned)
+        done_rounds = [0] * len(plan.planned)
+        open_pairs = list(range(len(plan.planned)))
+        rounds: list[RoundUsage] = []
+        labeled = 0
+        while open_pairs:
+            wanted: dict[int, None] = {}
+            for i in open_pairs:
+                planned = plan.planned[i]
+                upto = scored[i] + sizes[i][done_rounds[i]]
+                for position in planned.draw[scored[i] : upto]:
+                    for unit in planned.unit_indices[position]:
+                        if results[unit] is None:
+                            wanted[unit] = None
+                scored[i] = upto
+                done_rounds[i] += 1
+            indices = list(wanted)
+            answers = await self._score([plan.units[u] for u in indices])
+            for unit, answer in zip(indices, answers, strict=True):
+                results[unit] = answer
+            fresh = [a for a in answers if isinstance(a, UnitScore)]
+            rounds.append(
+                RoundUsage(
+                    pairs=len(open_pairs),
+                    score_units=len(fresh),
+                    prompt_tokens=sum(a.prompt_tokens for a in fresh),
+                    cached_prompt_tokens=sum(a.cached_tokens for a in fresh),
+                )
+            )
+            still_open: list[int] = []
+            for i in open_pairs:
+                planned = plan.planned[i]
+                positions = planned.draw[: scored[i]]
+                failure = next(
+                    (
+                        results[u]
+                        for position in positions
+                        for u in planned.unit_indices[position]
+                        if isinstance(results[u], BaseException)
+                    ),
+                    None,
+                )
+                if isinstance(failure, BaseException):
+                    out[planned.index] = _engine_error(planned, failure)
+                    continue
+                values = []
+                for position in positions:
+                    ab, ba = planned.unit_indices[position]
+                    a, b = results[ab], results[ba]
+                    assert isinstance(a, UnitScore) and isinstance(b, UnitScore)
+                    values.append(
+                        principle_value(
+                            a.logprob_a - a.logprob_b,
+                            b.logprob_a - b.logprob_b,
+                            options.aggregator,
+                        )
+                    )
+                decision = decide(values, len(planned.principle_ids), options.ensemble_delta)
+                if not decision.stop:
+                    still_open.append(i)
+                    continue
+                out[planned.index] = self._adaptive_label(
+                    planned,
+                    results,
+                    plan,
+                    decision,
+                    done_rounds[i],
+                    len(sizes[i]),
+                    clip_of(values[: sizes[i][0]]),
+                )
+                labeled += 1
+            open_pairs = still_open
+        scores = [r for r in results if isinstance(r, UnitScore)]
+        usage = Usage(
+            pairs=labeled,
+            score_units=len(scores),
+            prompt_tokens=sum(s.prompt_tokens for s in scores),
+            cached_prompt_tokens=sum(s.cached_tokens for s in scores),
+            cached_score_units=sum(1 for s in scores if s.from_cache),
+        )
+        return LabelBatch([r for r in out if r is not None], usage, plan.constitution, rounds)
+
+    def _adaptive_label(
+        self,
+        planned: PlannedPair,
+        results: Sequence[UnitScore | BaseException | None],
+        plan: LabelPlan,
+        decision: Decision,
+        round_number: int,
+        round_count: int,
+        clip: float,
+    ) -> Label:
+        """The label over the principles scored: the §2 math on them, in constitution
+        order (so a run that scored them all is the full label to the bit), and its
+        provenance."""
+        scored = sorted(planned.draw[: sum(round_sizes(len(planned.principle_ids))[:round_number])])
+        subset = PlannedPair(
+            planned.index,
+            planned.pair,
+            [planned.principle_ids[p] for p in scored],
+            [planned.unit_indices[p] for p in scored],
+        )
+        label = self._make_label(subset, results, plan, [])  # type: ignore[arg-type]
+        provenance = EnsembleProvenance(
+            rule=RULE,
+            delta=plan.options.ensemble_delta,
+            clip=clip,
+            round=round_number,
+            rounds=round_count,
+            scored=len(scored),
+            selected=len(planned.principle_ids),
+            score_units=2 * len(scored),
+            decided=decision.side,
+            certain=decision.certain,
+        )
+        return label.model_copy(update={"ensemble": provenance})
 
     async def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Each text's tokens alone, counted in the Judge's tokenizing thread (the only one
@@ -392,6 +543,18 @@ class Judge:
         )
 
 
+def _engine_error(planned: PlannedPair, failure: BaseException) -> PairError:
+    # The engine's own words: for a prompt vLLM refuses they name the limit.
+    # `engine_unavailable` (a remote fleet with no server up) is transient: a
+    # job retries its chunk rather than store it (services/jobs.py).
+    return PairError.of(
+        planned.pair.id,
+        planned.index,
+        str(failure) or type(failure).__name__,
+        type="engine_unavailable" if isinstance(failure, EngineUnavailable) else "engine_error",
+    )
+
+
 class _PlanState:
     """A plan being built, chunk by chunk, in the Judge's tokenizing thread.
 
@@ -458,6 +621,11 @@ class _PlanState:
                 pair.prompt_key(), pair.response_a, pair.response_b, spec.version, options.seed
             )
             plan = PlannedPair(index, pair, select_principles(spec.principle_ids, options.k, seed))
+            if options.ensemble == "adaptive":
+                position = {pid: i for i, pid in enumerate(plan.principle_ids)}
+                plan.draw = [
+                    position[pid] for pid in draw_order(spec.principle_ids, options.k, seed)
+                ]
             # Both orders share the template and the conversation: a fleet routes them
             # (and other pairs on this conversation) to one server (engine/routing.py).
             shared = common_prefix_length(prefix_ab, prefix_ba)

@@ -233,3 +233,14 @@ def select_principles(principle_ids: Sequence[str], k: int | None, seed: int) ->
         raise ValueError(f"k must be at least 1, got {k}")
     chosen = set(random.Random(seed).sample(range(len(principle_ids)), k))
     return [pid for i, pid in enumerate(principle_ids) if i in chosen]
+
+
+def draw_order(principle_ids: Sequence[str], k: int | None, seed: int) -> list[str]:
+    """The principles `select_principles` selects, in the order its seeded sampler draws
+    them: the order an adaptive ensemble scores them in (labeling/ensemble.py). With every
+    principle selected, the same sampler draws all of them (a seeded permutation), so the
+    scored prefix is a uniformly random subset either way."""
+    if k is not None and k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    count = len(principle_ids) if k is None else min(k, len(principle_ids))
+    return [principle_ids[i] for i in random.Random(seed).sample(range(len(principle_ids)), count)]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from cai_judge.constants import (
     DEFAULT_COT_MAX_PROBABILITY,
@@ -27,6 +27,7 @@ from cai_judge.constants import (
     MAX_PRINCIPLES,
     MAX_SEED,
 )
+from cai_judge.labeling.ensemble import DEFAULT_DELTA, Ensemble
 from cai_judge.labeling.label_math import Aggregator
 
 __all__ = ["CALLER_FIELDS", "DEFAULT_COT_TOKENS", "LabelOptions"]
@@ -37,6 +38,7 @@ Principles = Annotated[int, Field(ge=1, le=MAX_PRINCIPLES)] | Literal["all"]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 Mode = Literal["plain", "cot"]
 CotMaxTokens = Annotated[int, Field(ge=1, le=MAX_COT_TOKENS)]
+EnsembleDelta = Annotated[float, Field(ge=1e-6, le=0.5)]
 
 # What a caller chooses: the fields `to_dict()` keeps and every wire carries.
 CALLER_FIELDS = (
@@ -48,7 +50,16 @@ CALLER_FIELDS = (
     "calibrated",
     "mode",
     "cot_max_tokens",
+    "ensemble",
+    "ensemble_delta",
 )
+
+
+def check_ensemble(ensemble: str, mode: str) -> None:
+    """Refuse adaptive CoT: CoT writes every rationale before any unit is scored, so
+    rounds would serialize generation for little gain; the two are not combined."""
+    if ensemble == "adaptive" and mode == "cot":
+        raise ValueError("ensemble `adaptive` works with mode `plain` only, not `cot`")
 
 
 class LabelOptions(BaseModel):
@@ -91,12 +102,28 @@ class LabelOptions(BaseModel):
         description="CoT mode: rationale tokens per principle and order (default "
         f"{DEFAULT_COT_TOKENS}).",
     )
+    ensemble: Ensemble = Field(
+        default="full",
+        description="`full` scores every selected principle; `adaptive` scores them in "
+        "seeded rounds and stops once the side cannot change at confidence 1 - "
+        "ensemble_delta (DESIGN.md §2): fewer score units, the label names those scored.",
+    )
+    ensemble_delta: EnsembleDelta = Field(
+        default=DEFAULT_DELTA,
+        description="Adaptive ensembles: the chance allowed of stopping on the side the "
+        "full ensemble would not take.",
+    )
     # The server's tuning (see the module docstring).
     low_mass_threshold: Annotated[float, Field(ge=0.0, le=1.0)] = DEFAULT_LOW_MASS_THRESHOLD
     cot_max_probability: Annotated[float, Field(gt=0.5, lt=1.0)] = Field(
         default=DEFAULT_COT_MAX_PROBABILITY,
         description="CoT mode: each order's probability is clamped to [1 - this, this].",
     )
+
+    @model_validator(mode="after")
+    def _adaptive_is_plain(self) -> LabelOptions:
+        check_ensemble(self.ensemble, self.mode)
+        return self
 
     @property
     def k(self) -> int | None:

@@ -193,6 +193,32 @@ class Rationale(BaseModel):
     ba: str
 
 
+class EnsembleProvenance(BaseModel):
+    """What an adaptive ensemble did (labeling/ensemble.py): absent on `full` labels.
+
+    The label's `principles` are the `scored` ones; its numbers are DESIGN.md §2's over them.
+    """
+
+    mode: Literal["adaptive"] = "adaptive"
+    rule: str = Field(description="The stopping rule (`wor-betting`: labeling/ensemble.py).")
+    delta: float = Field(description="Stops on the full ensemble's other side at most this often.")
+    clip: float = Field(
+        description="Per-principle margins are clipped to ±this (nats) in the rule."
+    )
+    round: int = Field(description="The round it stopped after (1-based).")
+    rounds: int = Field(description="The rounds scoring every selected principle would take.")
+    scored: int = Field(description="Principles scored (the label's `principles`).")
+    selected: int = Field(description="Principles selected: what `full` would score.")
+    score_units: int = Field(description="Score units this label used: 2 per principle scored.")
+    decided: Literal["a", "b"] | None = Field(
+        default=None, description="The side the rule certified; None when it scored all."
+    )
+    certain: bool = Field(
+        default=False,
+        description="True when no values of the remaining principles could change the side.",
+    )
+
+
 class Label(BaseModel):
     """One pair's label (DESIGN.md §2). `margin` is the log-odds, in nats, that a is better.
 
@@ -226,6 +252,8 @@ class Label(BaseModel):
     cot_max_probability: float | None = None
     cot_max_tokens: int | None = None
     rationales: list[Rationale] | None = None
+    # Adaptive ensembles only (absent on `full` labels): where the rounds stopped.
+    ensemble: EnsembleProvenance | None = None
 
 
 class ErrorDetail(BaseModel):

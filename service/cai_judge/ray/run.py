@@ -95,11 +95,13 @@ def _parquet_schema() -> pa.Schema:
             ("cot_max_probability", pa.float64()),
             ("cot_max_tokens", pa.int64()),
             ("rationales", pa.string()),
+            # Adaptive ensembles' provenance, as JSON like the other nested optionals.
+            ("ensemble", pa.string()),
         ]
     )
 
 
-_JSON_COLUMNS = ("per_principle", "rationales")
+_JSON_COLUMNS = ("per_principle", "rationales", "ensemble")
 
 
 def parquet_row(label_json: str) -> dict[str, Any]:

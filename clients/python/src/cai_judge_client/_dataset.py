@@ -133,6 +133,7 @@ RESUME_FIELDS: dict[str, str] = {
     "mode": "mode",
     "cot_max_tokens": "cot_max_tokens",
     "cot_max_probability": "the server's CoT clamp (CAI_JUDGE_COT_MAX_PROBABILITY)",
+    "ensemble": "ensemble and ensemble_delta",
 }
 MISSING = "(none)"
 
@@ -165,7 +166,15 @@ def provenance(record: dict[str, Any]) -> dict[str, str]:
         "mode": plain(record.get("mode") or "plain"),
         "cot_max_tokens": plain(record.get("cot_max_tokens")),
         "cot_max_probability": plain(record.get("cot_max_probability")),
+        "ensemble": _ensemble_text(record.get("ensemble")),
     }
+
+
+def _ensemble_text(value: Any) -> str:
+    # As the CLI's pairs_file.ensemble_text formats it.
+    if isinstance(value, dict) and "delta" in value:
+        return f"adaptive δ={value['delta']}"
+    return "full"
 
 
 def label_provenance(label: Label) -> dict[str, str]:
@@ -206,6 +215,10 @@ def _run_disagrees(name: str, found: str, expect: dict[str, Any]) -> str | None:
         wanted = (str(given) if given is not None else None) if cot else MISSING
     elif name == "cot_max_probability":
         wanted = None if cot else MISSING
+    elif name == "ensemble":
+        adaptive = expect.get("ensemble", "full") == "adaptive"
+        delta = expect.get("ensemble_delta", 0.1)
+        wanted = f"adaptive δ={delta}" if adaptive else "full"
     else:
         wanted = None
     return wanted if wanted is not None and wanted != found else None

@@ -30,8 +30,10 @@ PairsSource = Iterable[PairInput] | str | os.PathLike[str]
 # Options added after the first release of the service (calibration, CoT). They are sent
 # only when set: the service refuses fields it does not know (422), so a call that leaves
 # them at their defaults still works against a server that predates them.
+# Sent only when set, so a request with the defaults is what servers before them accepted.
 OPTIONAL_OPTION_DEFAULTS: dict[str, Any] = {"calibrated": False, "mode": "plain",
-                                            "cot_max_tokens": None}  # fmt: skip
+                                            "cot_max_tokens": None, "ensemble": "full",
+                                            "ensemble_delta": 0.1}  # fmt: skip
 
 
 def wire_options(options: dict[str, Any]) -> dict[str, Any]:

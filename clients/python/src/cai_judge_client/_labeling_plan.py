@@ -41,6 +41,7 @@ from cai_judge_client._jobs import wire_options
 from cai_judge_client.types import (
     Aggregator,
     ConstitutionSpec,
+    Ensemble,
     Job,
     Label,
     LabelResponse,
@@ -60,6 +61,9 @@ class LabelingOptions(TypedDict, total=False):
     (422, param `calibrated`, when none fits). `mode="cot"`: the judge writes a rationale
     per principle and order first (`cot_max_tokens` tokens each, the server's default when
     None); much slower, probabilities clamped with the raw ones kept.
+    `ensemble="adaptive"`: principles are scored in seeded rounds until the side cannot
+    change at confidence 1 - `ensemble_delta` (fewer score units; plain mode only); each
+    label's `ensemble` says where it stopped and its `principles` are those scored.
     """
 
     constitution: Required[str]
@@ -70,6 +74,8 @@ class LabelingOptions(TypedDict, total=False):
     calibrated: bool
     mode: Mode
     cot_max_tokens: int | None
+    ensemble: Ensemble
+    ensemble_delta: float
 
 
 # The defaults of every option but `constitution`, in the order requests send them.
@@ -81,6 +87,8 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "calibrated": False,
     "mode": "plain",
     "cot_max_tokens": None,
+    "ensemble": "full",
+    "ensemble_delta": 0.1,
 }
 
 

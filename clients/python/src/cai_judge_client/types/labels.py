@@ -22,6 +22,8 @@ __all__ = [
     "TRANSIENT_ERROR_TYPES",
     "Aggregator",
     "ChatMessage",
+    "Ensemble",
+    "EnsembleProvenance",
     "Label",
     "LabelCalibration",
     "LabelRequest",
@@ -39,6 +41,7 @@ __all__ = [
 
 Aggregator: TypeAlias = Literal["mean_logodds", "mean_prob"]
 Mode: TypeAlias = Literal["plain", "cot"]
+Ensemble: TypeAlias = Literal["full", "adaptive"]
 # Per-pair error types a later attempt may not meet (the judge's engine was unreachable):
 # `label_dataset` labels such a pair again when it resumes.
 TRANSIENT_ERROR_TYPES: frozenset[str] = frozenset({"engine_unavailable"})
@@ -77,6 +80,8 @@ class LabelRequest(BaseModel):
     calibrated: bool = False
     mode: Mode = "plain"
     cot_max_tokens: int | None = None
+    ensemble: Ensemble = "full"
+    ensemble_delta: float = 0.1
 
 
 class PrincipleResult(_Model):
@@ -108,6 +113,23 @@ class Rationale(_Model):
     principle: str
     ab: str
     ba: str
+
+
+class EnsembleProvenance(_Model):
+    """What an adaptive ensemble did: the rule and δ, the round it stopped after, the
+    principles scored (the label's `principles`) of those selected, and the score units."""
+
+    mode: Literal["adaptive"] = "adaptive"
+    rule: str
+    delta: float
+    clip: float
+    round: int
+    rounds: int
+    scored: int
+    selected: int
+    score_units: int
+    decided: Literal["a", "b"] | None = None
+    certain: bool = False
 
 
 class Label(_Model):
@@ -144,6 +166,8 @@ class Label(_Model):
     cot_max_probability: float | None = None
     cot_max_tokens: int | None = None
     rationales: list[Rationale] | None = None
+    # Adaptive ensembles only (`ensemble="adaptive"`).
+    ensemble: EnsembleProvenance | None = None
 
 
 class PairError(_Model):

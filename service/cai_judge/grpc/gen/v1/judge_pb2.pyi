@@ -13,6 +13,12 @@ class Aggregator(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATOR_MEAN_LOGODDS: _ClassVar[Aggregator]
     AGGREGATOR_MEAN_PROB: _ClassVar[Aggregator]
 
+class Ensemble(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENSEMBLE_UNSPECIFIED: _ClassVar[Ensemble]
+    ENSEMBLE_FULL: _ClassVar[Ensemble]
+    ENSEMBLE_ADAPTIVE: _ClassVar[Ensemble]
+
 class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MODE_UNSPECIFIED: _ClassVar[Mode]
@@ -33,6 +39,9 @@ class ExploitPolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 AGGREGATOR_UNSPECIFIED: Aggregator
 AGGREGATOR_MEAN_LOGODDS: Aggregator
 AGGREGATOR_MEAN_PROB: Aggregator
+ENSEMBLE_UNSPECIFIED: Ensemble
+ENSEMBLE_FULL: Ensemble
+ENSEMBLE_ADAPTIVE: Ensemble
 MODE_UNSPECIFIED: Mode
 MODE_PLAIN: Mode
 MODE_COT: Mode
@@ -72,7 +81,7 @@ class Pair(_message.Message):
     def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., chat: _Optional[_Union[ChatPrompt, _Mapping]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ...) -> None: ...
 
 class LabelOptions(_message.Message):
-    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle", "calibrated", "mode", "cot_max_tokens")
+    __slots__ = ("constitution", "principles", "seed", "aggregator", "per_principle", "calibrated", "mode", "cot_max_tokens", "ensemble", "ensemble_delta")
     CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
     PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +90,8 @@ class LabelOptions(_message.Message):
     CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     COT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_DELTA_FIELD_NUMBER: _ClassVar[int]
     constitution: str
     principles: int
     seed: int
@@ -89,7 +100,9 @@ class LabelOptions(_message.Message):
     calibrated: bool
     mode: Mode
     cot_max_tokens: int
-    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ..., calibrated: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cot_max_tokens: _Optional[int] = ...) -> None: ...
+    ensemble: Ensemble
+    ensemble_delta: float
+    def __init__(self, constitution: _Optional[str] = ..., principles: _Optional[int] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., per_principle: _Optional[bool] = ..., calibrated: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cot_max_tokens: _Optional[int] = ..., ensemble: _Optional[_Union[Ensemble, str]] = ..., ensemble_delta: _Optional[float] = ...) -> None: ...
 
 class LabelRequest(_message.Message):
     __slots__ = ("options", "pairs")
@@ -150,7 +163,7 @@ class Rationale(_message.Message):
     def __init__(self, principle: _Optional[str] = ..., ab: _Optional[str] = ..., ba: _Optional[str] = ...) -> None: ...
 
 class Label(_message.Message):
-    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle", "calibration", "mode", "raw_margin", "raw_p_a", "cot_max_probability", "cot_max_tokens", "rationales")
+    __slots__ = ("id", "preferred", "margin", "p_a", "position_bias", "consistency", "answer_mass", "low_confidence", "principles", "selection", "aggregator", "constitution", "template", "model", "seed", "per_principle", "calibration", "mode", "raw_margin", "raw_p_a", "cot_max_probability", "cot_max_tokens", "rationales", "ensemble")
     ID_FIELD_NUMBER: _ClassVar[int]
     PREFERRED_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
@@ -174,6 +187,7 @@ class Label(_message.Message):
     COT_MAX_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     COT_MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RATIONALES_FIELD_NUMBER: _ClassVar[int]
+    ENSEMBLE_FIELD_NUMBER: _ClassVar[int]
     id: str
     preferred: str
     margin: float
@@ -197,7 +211,32 @@ class Label(_message.Message):
     cot_max_probability: float
     cot_max_tokens: int
     rationales: _containers.RepeatedCompositeFieldContainer[Rationale]
-    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., raw_margin: _Optional[float] = ..., raw_p_a: _Optional[float] = ..., cot_max_probability: _Optional[float] = ..., cot_max_tokens: _Optional[int] = ..., rationales: _Optional[_Iterable[_Union[Rationale, _Mapping]]] = ...) -> None: ...
+    ensemble: EnsembleProvenance
+    def __init__(self, id: _Optional[str] = ..., preferred: _Optional[str] = ..., margin: _Optional[float] = ..., p_a: _Optional[float] = ..., position_bias: _Optional[float] = ..., consistency: _Optional[float] = ..., answer_mass: _Optional[float] = ..., low_confidence: _Optional[bool] = ..., principles: _Optional[_Iterable[str]] = ..., selection: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., model: _Optional[str] = ..., seed: _Optional[int] = ..., per_principle: _Optional[_Iterable[_Union[PrincipleResult, _Mapping]]] = ..., calibration: _Optional[_Union[Calibration, _Mapping]] = ..., mode: _Optional[_Union[Mode, str]] = ..., raw_margin: _Optional[float] = ..., raw_p_a: _Optional[float] = ..., cot_max_probability: _Optional[float] = ..., cot_max_tokens: _Optional[int] = ..., rationales: _Optional[_Iterable[_Union[Rationale, _Mapping]]] = ..., ensemble: _Optional[_Union[EnsembleProvenance, _Mapping]] = ...) -> None: ...
+
+class EnsembleProvenance(_message.Message):
+    __slots__ = ("rule", "delta", "clip", "round", "rounds", "scored", "selected", "score_units", "decided", "certain")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    CLIP_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_UNITS_FIELD_NUMBER: _ClassVar[int]
+    DECIDED_FIELD_NUMBER: _ClassVar[int]
+    CERTAIN_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    delta: float
+    clip: float
+    round: int
+    rounds: int
+    scored: int
+    selected: int
+    score_units: int
+    decided: str
+    certain: bool
+    def __init__(self, rule: _Optional[str] = ..., delta: _Optional[float] = ..., clip: _Optional[float] = ..., round: _Optional[int] = ..., rounds: _Optional[int] = ..., scored: _Optional[int] = ..., selected: _Optional[int] = ..., score_units: _Optional[int] = ..., decided: _Optional[str] = ..., certain: _Optional[bool] = ...) -> None: ...
 
 class Calibration(_message.Message):
     __slots__ = ("profile", "raw_margin", "raw_p_a")
