@@ -45,6 +45,8 @@ class RewardProvenance(_Model):
     principles: list[str]
     seed: int
     aggregator: str
+    # `calibrated: true` only: the sha256 of the calibration profile the labels went through.
+    calibration_profile: str | None = None
 
 
 class CompletionDetail(_Model):
