@@ -57,6 +57,44 @@ def read_pairs(path: Path) -> PairsFile:
     return result
 
 
+def holds_groups(path: Path) -> bool:
+    """Whether a JSONL file holds reward groups (`{id, prompt, completions}`, the shape of
+    POST /v1/rewards' `groups`) rather than pairs: its first JSON object says."""
+    for _, raw, not_json in read_json_lines(path):
+        if not_json is None:
+            return isinstance(raw, dict) and "completions" in raw
+    return False
+
+
+def read_groups(path: Path) -> PairsFile:
+    """A file of reward groups as the pairs formed within each group
+    (evaluation/calibration.py `group_pairs`); a bad group is one bad line, and a group id
+    that repeats is a duplicate, as a pair id is in `read_pairs`."""
+    from cai_judge.evaluation.calibration import group_pairs
+    from cai_judge.labeling.reward_schema import RewardGroup
+
+    result = PairsFile()
+    seen_lines: dict[str, list[int]] = {}
+    for line_number, raw, not_json in read_json_lines(path):
+        if not_json is not None:
+            result.bad_lines.append(BadLine(line_number, not_json))
+            continue
+        raw_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(raw_id, str):
+            seen_lines.setdefault(raw_id, []).append(line_number)
+        try:
+            group = RewardGroup.model_validate(raw)
+        except ValidationError as error:
+            reason = describe_validation_error(error, whole="(line)")
+            result.bad_lines.append(BadLine(line_number, reason, raw_id))
+            continue
+        for pair in group_pairs(group):
+            result.pairs.append(pair)
+            result.line_numbers[pair.id] = line_number
+    result.duplicate_ids = {gid: lines for gid, lines in seen_lines.items() if len(lines) > 1}
+    return result
+
+
 def _raw_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
     """Each line's number, bytes (without the line end) and whether a line end follows.
 
