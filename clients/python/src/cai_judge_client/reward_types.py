@@ -15,6 +15,7 @@ from cai_judge_client.types import ConstitutionRef, ErrorDetail, TemplateRef
 
 __all__ = [
     "CompletionDetail",
+    "ExploitPolicy",
     "GroupRewards",
     "ItemReward",
     "Opponents",
@@ -30,6 +31,8 @@ __all__ = [
 RewardMode: TypeAlias = Literal["group", "reference"]
 Scoring: TypeAlias = Literal["mean", "bradley_terry"]
 Opponents: TypeAlias = int | Literal["all"]
+# `floor`: a completion that looks like a judge exploit gets its group's lowest reward.
+ExploitPolicy: TypeAlias = Literal["flag", "floor"]
 
 
 class _Model(BaseModel):

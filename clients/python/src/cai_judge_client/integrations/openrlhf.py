@@ -43,6 +43,7 @@ from cai_judge_client.integrations._core import (
     make_sync,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
+from cai_judge_client.reward_types import ExploitPolicy
 
 __all__ = ["make_reward_func", "openrlhf_conversation", "openrlhf_response"]
 
@@ -107,6 +108,8 @@ def make_reward_func(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     deadline: float = DEFAULT_DEADLINE_S,
     concurrency: int = DEFAULT_CONCURRENCY,
     fallback: float = 0.5,
@@ -129,6 +132,8 @@ def make_reward_func(
             "principles": principles,
             "seed": seed,
             "aggregator": aggregator,
+            "calibrated": calibrated or None,
+            "exploits": None if exploits == "flag" else exploits,
         },
         deadline=resolve_deadline(deadline, timeout),
         fallback=fallback,

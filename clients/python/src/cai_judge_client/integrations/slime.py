@@ -29,7 +29,7 @@ from cai_judge_client.integrations._core import (
     judge_prompt,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.reward_types import ExploitPolicy, Opponents, Scoring
 
 __all__ = ["make_group_rm"]
 
@@ -41,6 +41,8 @@ def make_group_rm(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     opponents: Opponents = "all",
     scoring: Scoring = "mean",
     deadline: float = DEFAULT_DEADLINE_S,
@@ -60,6 +62,8 @@ def make_group_rm(
             "principles": principles,
             "seed": seed,
             "aggregator": aggregator,
+            "calibrated": calibrated or None,
+            "exploits": None if exploits == "flag" else exploits,
             "opponents": opponents,
             "scoring": scoring,
         },

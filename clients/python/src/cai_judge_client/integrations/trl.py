@@ -45,7 +45,7 @@ from cai_judge_client.integrations._core import (
     make_sync,
     neutral_fill,
 )
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.reward_types import ExploitPolicy, Opponents, Scoring
 
 __all__ = [
     "group_reward_func",
@@ -116,6 +116,8 @@ def group_reward_func(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     opponents: Opponents = "all",
     scoring: Scoring = "mean",
     deadline: float = DEFAULT_DEADLINE_S,
@@ -133,6 +135,13 @@ def group_reward_func(
     in seconds (default 600), backpressure retries included; `concurrency` bounds the requests
     in flight and `per_request` the groups in one request (default: what the server's limits
     allow). A group not judged in time gets `fallback` for each completion (zero advantage).
+
+    The defenses for a GRPO run (README, "GRPO with length control"): `calibrated=True`
+    length-debiases every match with the server's calibration profile for these options
+    (fit it on the policy's own samples: `cai-judge calibrate --unlabeled`);
+    `exploits="floor"` gives a completion flagged as a judge exploit (empty, a master key,
+    text addressed to the evaluator) its group's lowest reward. Both off by default, and then
+    nothing of them is sent.
     """
     if num_generations < 2:
         raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")
@@ -144,6 +153,8 @@ def group_reward_func(
             "principles": principles,
             "seed": seed,
             "aggregator": aggregator,
+            "calibrated": calibrated or None,
+            "exploits": None if exploits == "flag" else exploits,
             "opponents": opponents,
             "scoring": scoring,
         },
@@ -217,6 +228,8 @@ def reference_reward_func(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     num_generations: int | None = None,
     deadline: float = DEFAULT_DEADLINE_S,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -231,7 +244,8 @@ def reference_reward_func(
 
     Pass `num_generations` (as given to `GRPOConfig`) so that a completion not judged in time
     gets the mean of its judged group mates (no advantage over them); without it, it gets
-    `fallback`. `deadline`, `concurrency` and `per_request` (items) as in `group_reward_func`.
+    `fallback`. `deadline`, `concurrency`, `per_request` (items), `calibrated` and `exploits`
+    (a flagged completion gets 0) as in `group_reward_func`.
     """
     if num_generations is not None and num_generations < 1:
         raise ValueError(f"num_generations must be >= 1, got {num_generations}")
@@ -242,6 +256,8 @@ def reference_reward_func(
             "principles": principles,
             "seed": seed,
             "aggregator": aggregator,
+            "calibrated": calibrated or None,
+            "exploits": None if exploits == "flag" else exploits,
         },
         deadline=resolve_deadline(deadline, timeout),
         fallback=fallback,

@@ -36,6 +36,7 @@ from cai_judge_client.integrations._core import (
     judge_prompt,
 )
 from cai_judge_client.integrations.trl import resolve_deadline
+from cai_judge_client.reward_types import ExploitPolicy
 
 __all__ = ["make_compute_score"]
 
@@ -47,6 +48,8 @@ def make_compute_score(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     prompt_key: str = "question",
     deadline: float = DEFAULT_DEADLINE_S,
     concurrency: int = DEFAULT_CONCURRENCY,
@@ -69,6 +72,8 @@ def make_compute_score(
             "principles": principles,
             "seed": seed,
             "aggregator": aggregator,
+            "calibrated": calibrated or None,
+            "exploits": None if exploits == "flag" else exploits,
         },
         deadline=resolve_deadline(deadline, timeout),
         fallback=fallback,

@@ -32,7 +32,7 @@ from cai_judge_client.integrations._core import (
     judge_prompt,
     logger,
 )
-from cai_judge_client.reward_types import Opponents, Scoring
+from cai_judge_client.reward_types import ExploitPolicy, Opponents, Scoring
 
 __all__ = ["make_group_compute_score"]
 
@@ -48,6 +48,8 @@ def make_group_compute_score(
     principles: int | str = "all",
     seed: int = 0,
     aggregator: str | None = None,
+    calibrated: bool = False,
+    exploits: ExploitPolicy = "flag",
     opponents: Opponents = "all",
     scoring: Scoring = "mean",
     group_wait_s: float | None = None,
@@ -71,6 +73,9 @@ def make_group_compute_score(
         "principles": principles,
         "seed": seed,
         "aggregator": aggregator,
+        # Sent only when set, so a default call's query string is what it always was.
+        "calibrated": "true" if calibrated else None,
+        "exploits": None if exploits == "flag" else exploits,
         "group_size": group_size,
         "group_wait_s": group_wait_s,
         "opponents": opponents,
