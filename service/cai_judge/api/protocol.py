@@ -557,6 +557,15 @@ class RewardsRequest(LabelingOptions):
         default=False,
         description="Per completion: its matches, mean margin and consistency.",
     )
+    calibrated: bool = Field(
+        default=False,
+        description="Length control for rewards: each match's label goes through the server's "
+        "calibration profile for this model, template, constitution version, aggregator and "
+        "principles before the reward math (margin − β̄·log(tokens_a/tokens_b), then 1/T; "
+        "fit one on the policy's own samples with `cai-judge calibrate --unlabeled`). The "
+        "provenance names the profile. 422 naming `calibrated` when none fits. Off: rewards "
+        "as judged.",
+    )
     exploits: ExploitPolicy = Field(
         default="flag",
         description="Completions that look like judge exploits (empty, punctuation only, a "
@@ -611,6 +620,12 @@ class RewardQuery(LabelingOptions):
         default=None,
         description="The API key, for trainers whose client sends no headers (OpenRLHF, "
         "slime); accepted on these routes only, and never logged.",
+    )
+    calibrated: bool = Field(
+        default=False,
+        description="Length control: every match judged through the server's calibration "
+        "profile for these options (length-debiased margins) before the reward math, also "
+        "with group_size; 422 naming `calibrated` when none fits, before any sample waits.",
     )
     exploits: ExploitPolicy = Field(
         default="flag",

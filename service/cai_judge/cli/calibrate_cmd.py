@@ -143,9 +143,10 @@ def _length_only_table(report: LengthOnlyReport) -> Table:
 def _read_unlabeled(path: Path) -> list[Pair]:
     """An unlabeled pairs file, refused whole on a bad line or a repeated id: β over part of
     a file would describe another set than the one the profile names."""
-    from cai_judge.cli.pairs_file import read_pairs
+    from cai_judge.cli.pairs_file import holds_groups, read_groups, read_pairs
 
-    found = read_pairs(path)
+    # The policy's own samples, as a rewards request's groups: pairs within each group.
+    found = read_groups(path) if holds_groups(path) else read_pairs(path)
     problems = [f"  {path}:{b.line_number}: {b.reason}" for b in found.bad_lines]
     problems += [
         f"  {path}:{lines[1]}: id {pid!r} repeats line {lines[0]}"
@@ -194,9 +195,10 @@ def calibrate_command(
             metavar="PAIRS.jsonl",
             exists=True,
             dir_okay=False,
-            help="Pairs with no label (id, prompt, response_a, response_b) to estimate β on; "
-            "implies --length-control. With no GOLD.jsonl, the profile debiases length only "
-            "(T = 1).",
+            help="Pairs with no label (id, prompt, response_a, response_b) to estimate β on, "
+            "or groups of sampled completions (id, prompt, completions: the policy's own, "
+            "paired within each group); implies --length-control. With no GOLD.jsonl, the "
+            "profile debiases length only (T = 1).",
         ),
     ] = None,
     allow_reversal: Annotated[

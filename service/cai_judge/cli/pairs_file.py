@@ -107,6 +107,31 @@ def read_pairs(path: Path) -> PairsFile:
     return read_records(path, Pair)
 
 
+def holds_groups(path: Path) -> bool:
+    """Whether a JSONL file holds reward groups (`{id, prompt, completions}`, the shape of
+    POST /v1/rewards' `groups`) rather than pairs: its first JSON object says."""
+    for _, raw, not_json in read_json_lines(path):
+        if not_json is None:
+            return isinstance(raw, dict) and "completions" in raw
+    return False
+
+
+def read_groups(path: Path) -> PairsFile:
+    """A file of reward groups as the pairs formed within each group
+    (evaluation/calibration.py `group_pairs`); a bad group is one bad line, and a group id
+    that repeats is a duplicate, as a pair id is in `read_pairs`."""
+    from cai_judge.evaluation.calibration import group_pairs
+    from cai_judge.labeling.reward_schema import RewardGroup
+
+    groups = read_records(path, RewardGroup)
+    result = PairsFile(bad_lines=groups.bad_lines, duplicate_ids=groups.duplicate_ids)
+    for group in groups.records:
+        for pair in group_pairs(group):
+            result.records.append(pair)
+            result.line_numbers[pair.id] = groups.line_numbers[group.id]
+    return result
+
+
 def _raw_lines(data: bytes) -> Iterator[tuple[int, bytes, bool]]:
     """Each line's number, bytes (without the line end) and whether a line end follows.
 

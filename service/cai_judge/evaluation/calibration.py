@@ -50,6 +50,7 @@ from cai_judge.labeling.label_math import (
     selection_seed,
     sigmoid,
 )
+from cai_judge.labeling.reward_schema import RewardGroup
 from cai_judge.labeling.schema import Pair, PairError
 
 # Below this many scored gold pairs a fit is refused: k-fold cross-validation would train
@@ -276,6 +277,30 @@ def estimate_length_sensitivity(samples: Sequence[Scored]) -> dict[str, float]:
     margins = np.array([[m for _, m in s.every_principle] for s in samples], dtype=np.float64)
     slopes = (length @ margins) / spread
     return {pid: float(slope) for pid, slope in zip(ids, slopes, strict=True)}
+
+
+def group_pairs(group: RewardGroup) -> list[Pair]:
+    """Every pair (i, j), i < j, of one prompt's sampled completions: what an RL run has to
+    estimate β on (`calibrate --unlabeled` on a rewards-shaped file), the policy's own
+    samples judged against each other as group rewards judge them.
+
+    One orientation per pair is enough: the margin is antisymmetric and L odd, so a pair and
+    its swap add the same m·L and L² to the slope. Left out: pairs with an empty completion
+    (no Pair holds one; an empty answer is an exploit flag's business, not length's) and
+    pairs of identical text (margin and L both 0, engine work for nothing). Ids are
+    `GROUP:i-j`, the completions' indices in the group."""
+    completions = group.completions
+    return [
+        Pair(
+            id=f"{group.id}:{i}-{j}",
+            prompt=group.prompt,
+            response_a=completions[i],
+            response_b=completions[j],
+        )
+        for i in range(len(completions))
+        for j in range(i + 1, len(completions))
+        if completions[i] and completions[j] and completions[i] != completions[j]
+    ]
 
 
 def pooled_length_sensitivity(samples: Sequence[Scored]) -> float:

@@ -278,6 +278,7 @@ def provenance_to_proto(provenance: RewardProvenance) -> pb.RewardProvenance:
         principles=provenance.principles,
         seed=provenance.seed,
         aggregator=AGGREGATOR_TO_PROTO[Aggregator(provenance.aggregator)],
+        calibration_profile=provenance.calibration_profile,
     )
 
 

@@ -65,7 +65,8 @@ class RewardItem(BaseModel):
 
 class RewardProvenance(BaseModel):
     """What a reward depends on, as a label names it (§2): model, template and constitution
-    versions, the principles selected, the seed and the aggregator."""
+    versions, the principles selected, the seed and the aggregator, and the calibration
+    profile when one made the labels under it."""
 
     model: str
     constitution: ConstitutionRef
@@ -73,6 +74,12 @@ class RewardProvenance(BaseModel):
     principles: list[str]
     seed: int
     aggregator: str
+    calibration_profile: str | None = Field(
+        default=None,
+        description="`calibrated: true` only: the sha256 of the calibration profile whose "
+        "margins (length-debiased, m − β̄·log(tokens_a/tokens_b), then scaled by its 1/T) the "
+        "rewards were computed from; absent otherwise.",
+    )
 
 
 class MatchDetail(BaseModel):

@@ -19,6 +19,14 @@ into one number per completion with the pure math of labeling/rewards.py.
   completion's wins still count against its opponents (a master key that beat a real
   answer lowers that answer's reward); only the flagged completion's own number is
   replaced, so it never gets an advantage over a sibling.
+- `calibrated: true` (off by default, which leaves every reward as it was): each match's
+  label goes through the server's calibration profile for these options before the reward
+  math, as `/v1/labels` does (labeling/calibration.py: margin − β̄·log(tokens_a/tokens_b),
+  then 1/T), so a length-controlled profile removes the judge's preference for the longer
+  completion from the rewards; the provenance names the profile, and a request no profile
+  fits is refused (422 naming `calibrated`) before any engine work. The profile fitted on
+  the policy's own samples (`cai-judge calibrate --unlabeled`) is the one that fits: β
+  carried from other data over- or under-corrects (README, "GRPO with length control").
 - A group's matches are listed by the completion shown first (`prefix_order`), so the units
   sharing the prefix prompt + that completion reach the engine together.
 
@@ -384,6 +392,8 @@ def _provenance(labels: Sequence[Label]) -> RewardProvenance:
         principles=principles,
         seed=first.seed,
         aggregator=str(first.aggregator),
+        # Every label of a request went through the one profile `check_options` chose.
+        calibration_profile=None if first.calibration is None else first.calibration.profile,
     )
 
 

@@ -3,6 +3,7 @@ import ...` goes on working: they live in `cai_judge_client.types.rewards` now."
 
 from cai_judge_client.types.rewards import (
     CompletionDetail,
+    ExploitPolicy,
     GroupRewards,
     ItemReward,
     Opponents,
@@ -17,6 +18,7 @@ from cai_judge_client.types.rewards import (
 
 __all__ = [
     "CompletionDetail",
+    "ExploitPolicy",
     "GroupRewards",
     "ItemReward",
     "Opponents",

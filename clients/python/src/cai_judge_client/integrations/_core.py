@@ -120,7 +120,9 @@ class JudgeOptions(TypedDict, total=False):
     `principles`: `"all"`, or k principles sampled per pair (seeded by `seed`);
     `aggregator`: how principles' margins combine (the server's default when None);
     `exploits`: what the server does with a completion that games the judge (`flag` it, or
-    `floor` its reward); `calibrated`: p_a and margins from the server's calibration profile.
+    `floor` its reward); `calibrated`: p_a and margins from the server's calibration profile;
+    `ensemble`: `adaptive` scores principles in rounds and stops once the side is settled at
+    confidence 1 - `ensemble_delta` (fewer score units; `full` by default).
     A key left out takes the labeling options' default (`OPTION_DEFAULTS`, the server's).
     """
 
@@ -129,6 +131,8 @@ class JudgeOptions(TypedDict, total=False):
     aggregator: Aggregator | None
     exploits: Literal["flag", "floor"]
     calibrated: bool
+    ensemble: Literal["full", "adaptive"]
+    ensemble_delta: float
 
 
 class GroupJudgeOptions(JudgeOptions, total=False):

@@ -128,6 +128,13 @@ def group_reward_func(
     in flight and `per_request` the groups in one request (default: what the server's limits
     allow). A group not judged in time gets `fallback` for each completion (zero advantage).
     The options are `GroupRewardOptions`.
+
+    The defenses for a GRPO run (README, "GRPO with length control"): `calibrated=True`
+    length-debiases every match with the server's calibration profile for these options
+    (fit it on the policy's own samples: `cai-judge calibrate --unlabeled`);
+    `exploits="floor"` gives a completion flagged as a judge exploit (empty, a master key,
+    text addressed to the evaluator) its group's lowest reward. Both off by default, and then
+    nothing of them is sent.
     """
     if num_generations < 2:
         raise ValueError(f"num_generations must be >= 2 to judge a group, got {num_generations}")

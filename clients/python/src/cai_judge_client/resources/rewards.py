@@ -24,7 +24,7 @@ from cai_judge_client._base_client import NOT_GIVEN, RequestOptions
 from cai_judge_client._jobs import job_params, wire_options
 from cai_judge_client._labeling_plan import LabelingOptions, label_options
 from cai_judge_client._resource import AsyncAPIResource, SyncAPIResource
-from cai_judge_client.types.rewards import Opponents, RewardsResponse, Scoring
+from cai_judge_client.types.rewards import ExploitPolicy, Opponents, RewardsResponse, Scoring
 
 __all__ = ["AsyncRewards", "RewardLimits", "Rewards"]
 
@@ -56,6 +56,12 @@ class RewardLimits:
         return cls(**{name: number(name) for name in cls.__dataclass_fields__})
 
 
+def _exploits(exploits: ExploitPolicy) -> dict[str, Any]:
+    """Sent only when not the server's default, so a default request stays what an older
+    server accepts."""
+    return {} if exploits == "flag" else {"exploits": exploits}
+
+
 def _group(
     groups: Iterable[Mapping[str, Any]],
     opponents: Opponents,
@@ -63,23 +69,30 @@ def _group(
     detail: bool,
     options: Mapping[str, Any],
     timeout: Any,
+    exploits: ExploitPolicy = "flag",
 ) -> RequestOptions:
     body = {
         "groups": [dict(g) for g in groups],
         "opponents": opponents,
         "scoring": scoring,
         "detail": detail,
+        **_exploits(exploits),
         **wire_options(label_options(options)),
     }
     return RequestOptions("POST", "/v1/rewards", json=body, timeout=timeout)
 
 
 def _reference(
-    items: Iterable[Mapping[str, Any]], detail: bool, options: Mapping[str, Any], timeout: Any
+    items: Iterable[Mapping[str, Any]],
+    detail: bool,
+    options: Mapping[str, Any],
+    timeout: Any,
+    exploits: ExploitPolicy = "flag",
 ) -> RequestOptions:
     body = {
         "items": [dict(i) for i in items],
         "detail": detail,
+        **_exploits(exploits),
         **wire_options(label_options(options)),
     }
     return RequestOptions("POST", "/v1/rewards", json=body, timeout=timeout)
@@ -109,13 +122,16 @@ class Rewards(SyncAPIResource):
         opponents: Opponents = "all",
         scoring: Scoring = "mean",
         detail: bool = False,
+        exploits: ExploitPolicy = "flag",
         timeout: Any = NOT_GIVEN,
         **options: Unpack[LabelingOptions],
     ) -> RewardsResponse:
         """Group mode: each group `{id, prompt, completions}` judged against itself; a
         result per group, in order (`GroupRewards`, or a `RewardError` in its place).
-        `opponents`: "all" (round robin) or m; `scoring`: "mean" or "bradley_terry"."""
-        request = _group(groups, opponents, scoring, detail, options, timeout)
+        `opponents`: "all" (round robin) or m; `scoring`: "mean" or "bradley_terry";
+        `exploits="floor"`: a completion flagged as a judge exploit gets its group's lowest
+        reward; `calibrated=True`: every match length-debiased by the server's profile."""
+        request = _group(groups, opponents, scoring, detail, options, timeout, exploits)
         return RewardsResponse.parse(self._request(request).json())
 
     def reference(
@@ -123,12 +139,13 @@ class Rewards(SyncAPIResource):
         items: Iterable[Mapping[str, Any]],
         *,
         detail: bool = False,
+        exploits: ExploitPolicy = "flag",
         timeout: Any = NOT_GIVEN,
         **options: Unpack[LabelingOptions],
     ) -> RewardsResponse:
         """Reference mode: each item `{id, prompt, completion, reference}`; its reward is
         P(completion ≻ reference) under the constitution."""
-        request = _reference(items, detail, options, timeout)
+        request = _reference(items, detail, options, timeout, exploits)
         return RewardsResponse.parse(self._request(request).json())
 
     def openrlhf(
@@ -158,11 +175,12 @@ class AsyncRewards(AsyncAPIResource):
         opponents: Opponents = "all",
         scoring: Scoring = "mean",
         detail: bool = False,
+        exploits: ExploitPolicy = "flag",
         timeout: Any = NOT_GIVEN,
         **options: Unpack[LabelingOptions],
     ) -> RewardsResponse:
         """`Rewards.group`, awaited."""
-        request = _group(groups, opponents, scoring, detail, options, timeout)
+        request = _group(groups, opponents, scoring, detail, options, timeout, exploits)
         return RewardsResponse.parse((await self._request(request)).json())
 
     async def reference(
@@ -170,11 +188,12 @@ class AsyncRewards(AsyncAPIResource):
         items: Iterable[Mapping[str, Any]],
         *,
         detail: bool = False,
+        exploits: ExploitPolicy = "flag",
         timeout: Any = NOT_GIVEN,
         **options: Unpack[LabelingOptions],
     ) -> RewardsResponse:
         """`Rewards.reference`, awaited."""
-        request = _reference(items, detail, options, timeout)
+        request = _reference(items, detail, options, timeout, exploits)
         return RewardsResponse.parse((await self._request(request)).json())
 
     async def openrlhf(

@@ -36,6 +36,7 @@ from cai_judge_client.types.labels import (
 )
 from cai_judge_client.types.rewards import (
     CompletionDetail,
+    ExploitPolicy,
     GroupRewards,
     ItemReward,
     Opponents,
@@ -63,6 +64,7 @@ __all__ = [
     "Ensemble",
     "EnsembleProvenance",
     "ErrorDetail",
+    "ExploitPolicy",
     "GroupRewards",
     "ItemReward",
     "Job",

@@ -13,6 +13,7 @@ from cai_judge_client.types.shared import ConstitutionRef, ErrorDetail, Template
 
 __all__ = [
     "CompletionDetail",
+    "ExploitPolicy",
     "GroupRewards",
     "ItemReward",
     "Opponents",
@@ -28,6 +29,8 @@ __all__ = [
 RewardMode: TypeAlias = Literal["group", "reference"]
 Scoring: TypeAlias = Literal["mean", "bradley_terry"]
 Opponents: TypeAlias = int | Literal["all"]
+# `floor`: a completion that looks like a judge exploit gets its group's lowest reward.
+ExploitPolicy: TypeAlias = Literal["flag", "floor"]
 
 
 class RewardProvenance(_Model):
@@ -39,6 +42,8 @@ class RewardProvenance(_Model):
     principles: list[str]
     seed: int
     aggregator: str
+    # `calibrated: true` only: the sha256 of the calibration profile the labels went through.
+    calibration_profile: str | None = None
 
 
 class CompletionDetail(_Model):

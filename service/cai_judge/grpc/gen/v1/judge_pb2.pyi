@@ -373,20 +373,22 @@ class RewardsRequest(_message.Message):
     def __init__(self, options: _Optional[_Union[LabelOptions, _Mapping]] = ..., groups: _Optional[_Union[RewardGroups, _Mapping]] = ..., items: _Optional[_Union[RewardItems, _Mapping]] = ..., opponents: _Optional[int] = ..., scoring: _Optional[_Union[Scoring, str]] = ..., detail: _Optional[bool] = ..., exploits: _Optional[_Union[ExploitPolicy, str]] = ...) -> None: ...
 
 class RewardProvenance(_message.Message):
-    __slots__ = ("model", "constitution", "template", "principles", "seed", "aggregator")
+    __slots__ = ("model", "constitution", "template", "principles", "seed", "aggregator", "calibration_profile")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONSTITUTION_FIELD_NUMBER: _ClassVar[int]
     TEMPLATE_FIELD_NUMBER: _ClassVar[int]
     PRINCIPLES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATION_PROFILE_FIELD_NUMBER: _ClassVar[int]
     model: str
     constitution: ConstitutionRef
     template: TemplateRef
     principles: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     aggregator: Aggregator
-    def __init__(self, model: _Optional[str] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., principles: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ...) -> None: ...
+    calibration_profile: str
+    def __init__(self, model: _Optional[str] = ..., constitution: _Optional[_Union[ConstitutionRef, _Mapping]] = ..., template: _Optional[_Union[TemplateRef, _Mapping]] = ..., principles: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., aggregator: _Optional[_Union[Aggregator, str]] = ..., calibration_profile: _Optional[str] = ...) -> None: ...
 
 class MatchDetail(_message.Message):
     __slots__ = ("completion", "reference", "outcome", "margin", "consistency")
