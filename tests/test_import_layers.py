@@ -28,6 +28,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"api", "grpc", "ray"}),  # transports: the fronts, and Ray's batch path
     frozenset({"serve", "worker"}),  # processes: lists of fronts
     frozenset({"cli"}),
+    frozenset(
+        {"testing"}
+    ),  # process helpers for tests and bench/: nothing in the service imports them
 )
 RANK = {name: rank for rank, layer in enumerate(LAYERS) for name in layer}
 
