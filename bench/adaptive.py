@@ -157,7 +157,7 @@ async def score() -> None:
     finally:
         judge.close()
         await engine.shutdown()
-    RUNS.write_text(json.dumps(saved, indent=1) + "\n")
+    RUNS.write_text(json.dumps(saved, separators=(",", ":")) + "\n")  # large: compact
 
 
 # -- analyze (pure) -----------------------------------------------------------------------
