@@ -53,13 +53,23 @@ class CompletionDetail(_Model):
     matches: list[dict[str, Any]]
     mean_margin: float
     consistency: float
+    # `exploits: floor` only: the reward as judged, before a flagged completion was floored.
+    raw_reward: float | None = None
 
 
 class GroupRewards(_Model):
+    """A group's rewards. The optional fields are present only when they say something:
+    `converged` with `scoring="bradley_terry"`, `low_confidence` (per completion, how many
+    of its matches were low-confidence), `exploits` (per completion, why it looks like a
+    judge exploit)."""
+
     id: str
     rewards: list[float]
     provenance: RewardProvenance | None = None
     detail: list[CompletionDetail] | None = None
+    converged: bool | None = None
+    low_confidence: list[int] | None = None
+    exploits: list[list[str]] | None = None
 
 
 class ItemReward(_Model):
@@ -67,6 +77,8 @@ class ItemReward(_Model):
     reward: float
     provenance: RewardProvenance | None = None
     detail: CompletionDetail | None = None
+    low_confidence: bool | None = None
+    exploits: list[str] | None = None
 
 
 class RewardError(_Model):
