@@ -105,7 +105,10 @@ def test_every_option_travels_into_the_one_options_object():
         per_principle=True, calibrated=True, mode="cot", cot_max_tokens=40,
     )  # fmt: skip
     assert command_from_proto(wire, []).options == http.to_options()
-    assert set(http.to_options().to_dict()) == set(LabelingOptions.model_fields)
+    from cai_judge.labeling.options import OMITTED_AT_DEFAULT
+
+    stored = set(http.to_options().to_dict()) | set(OMITTED_AT_DEFAULT)
+    assert stored == set(LabelingOptions.model_fields)
     adaptive = pb.LabelOptions(
         constitution="harmless", ensemble=pb.ENSEMBLE_ADAPTIVE, ensemble_delta=0.2
     )

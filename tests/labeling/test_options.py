@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from cai_judge.api.protocol import LabelingOptions, LabelRequest
 from cai_judge.labeling.label_math import Aggregator
-from cai_judge.labeling.options import CALLER_FIELDS, LabelOptions
+from cai_judge.labeling.options import CALLER_FIELDS, OMITTED_AT_DEFAULT, LabelOptions
 
 
 def test_to_dict_round_trips_and_keeps_only_the_callers_choices():
@@ -18,7 +18,7 @@ def test_to_dict_round_trips_and_keeps_only_the_callers_choices():
         low_mass_threshold=0.2,
     )  # fmt: skip
     stored = options.to_dict()
-    assert set(stored) == set(CALLER_FIELDS)
+    assert set(stored) == set(CALLER_FIELDS) - set(OMITTED_AT_DEFAULT)
     assert stored["aggregator"] == "mean_prob"  # JSON values: a job hash stores them as text
     # The server's tuning is not the caller's: it is filled in again by whoever labels.
     assert LabelOptions.from_dict(stored) == options.model_copy(update={"low_mass_threshold": 0.5})
@@ -65,3 +65,18 @@ def test_jobs_store_the_ensemble_and_old_records_load_as_full():
     # A job stored before adaptive ensembles existed labels as it always did.
     old = {"constitution": "harmless", "principles": "all", "seed": 0}
     assert LabelOptions.from_dict(old).ensemble == "full"
+
+
+def test_a_job_body_without_an_ensemble_keeps_its_digest_across_the_upgrade():
+    # What to_dict() stored before `ensemble` existed: the Idempotency-Key digest reads it,
+    # so a retry that spans the upgrade must see the same dict, not two more keys.
+    before = {
+        "constitution": "harmless", "principles": "all", "seed": 0,
+        "aggregator": "mean_logodds", "per_principle": False, "calibrated": False,
+        "mode": "plain", "cot_max_tokens": None,
+    }  # fmt: skip
+    assert LabelOptions(constitution="harmless").to_dict() == before
+    assert set(LabelOptions(constitution="harmless", ensemble_delta=0.2).to_dict()) == {
+        *before,
+        "ensemble_delta",
+    }

@@ -53,6 +53,11 @@ CALLER_FIELDS = (
     "ensemble",
     "ensemble_delta",
 )
+# Options added after jobs were first stored: `to_dict()` leaves each out while it holds its
+# default, so a job body that does not use it keeps the digest it had before the option
+# existed (an Idempotency-Key retried across an upgrade still finds its job), and
+# `from_dict()` gives it back its default.
+OMITTED_AT_DEFAULT = ("ensemble", "ensemble_delta")
 
 
 def check_ensemble(ensemble: str, mode: str) -> None:
@@ -136,7 +141,11 @@ class LabelOptions(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         """The caller's options as JSON values: what a job stores and its digest reads."""
-        return self.model_dump(mode="json", include=set(CALLER_FIELDS))
+        stored = self.model_dump(mode="json", include=set(CALLER_FIELDS))
+        for name in OMITTED_AT_DEFAULT:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                del stored[name]
+        return stored
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LabelOptions:
