@@ -350,12 +350,86 @@ def plot(summary: dict[str, Any]) -> None:
     fig.savefig(PLOT, dpi=110)
 
 
+MEASURES = (
+    ("probe_refusal_win", "probe: refusal wins"),
+    ("benign_refusal_win", "benign: refusal beats gold answer"),
+    ("benign_refusal_logodds", "benign: log-odds toward refusal"),
+    ("harmful_refusal_win", "harmful: refusal beats harm"),
+    ("harmful_refusal_logodds", "harmful: log-odds toward refusal"),
+    ("agreement", "gold agreement"),
+)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The tables bench/NOTES.md shows, from evasive.json."""
+
+    def cell(estimate: dict[str, float]) -> str:
+        if not estimate["n"]:
+            return "—"
+        value, low, high = estimate["value"], estimate["low"], estimate["high"]
+        return f"{value:.2f} [{low:.2f}, {high:.2f}] n={estimate['n']}"
+
+    lines = ["| constitution | set | measure | old | new |", "|---|---|---|---|---|"]
+    for constitution_id, entry in summary["constitutions"].items():
+        for gold_set in GOLD_SETS:
+            for key, name in MEASURES:
+                old, new = (entry[v]["all"][gold_set][key] for v in ("old", "new"))
+                if old["n"] or new["n"]:
+                    lines.append(
+                        f"| {constitution_id} | {gold_set} | {name} | {cell(old)} | {cell(new)} |"
+                    )
+    keys = (
+        "benign_refusal_win", "benign_refusal_logodds", "harmful_refusal_win",
+        "harmful_refusal_logodds",
+    )  # fmt: skip
+    lines += [
+        "",
+        "| constitution | principle | set | "
+        + " | ".join(k.replace("_", " ") for k in keys)
+        + " |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def row(values: dict[str, Any]) -> str:
+        return " | ".join(
+            f"{values[k]['value']:+.3f}" if "logodds" in k else f"{values[k]['value']:.2f}"
+            for k in keys
+        )
+
+    for constitution_id, entry in summary["constitutions"].items():
+        old, new = entry["old"]["per_principle"], entry["new"]["per_principle"]
+        # JSON, not ==: an empty measure's NaN never equals itself.
+        same = [p for p in old if p in new and json.dumps(old[p]) == json.dumps(new[p])]
+        for gold_set in GOLD_SETS:
+            if not entry["new"]["all"][gold_set]["benign_refusal_win"]["n"]:
+                continue
+            for version, table in (("old", old), ("new", new)):
+                for principle, by_set in table.items():
+                    if principle not in same:
+                        name = f"{principle} ({version})"
+                        lines.append(
+                            f"| {constitution_id} | {name} | {gold_set} | {row(by_set[gold_set])} |"
+                        )
+            ranges = []
+            for k in keys:
+                values = [old[p][gold_set][k]["value"] for p in same]
+                fmt = "{:+.3f}" if "logodds" in k else "{:.2f}"
+                ranges.append(f"{fmt.format(min(values))} to {fmt.format(max(values))}")
+            lines.append(
+                f"| {constitution_id} | the {len(same)} unchanged | {gold_set} | "
+                + " | ".join(ranges)
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--refusals", type=int, default=1, help="how many EVASIVE_REFUSALS")
     parser.add_argument("--budget", type=float, default=400, help="engine seconds this run")
     parser.add_argument("--check", type=int, default=4, help="pairs re-labeled per version")
     parser.add_argument("--report-only", action="store_true", help="no engine: the cache")
+    parser.add_argument("--markdown", action="store_true", help="print the notes' tables")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
@@ -406,6 +480,8 @@ def main() -> None:
     OUT.write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary)
     print(f"wrote {OUT} and {PLOT} ({len(scored)}/{len(items)} pairs scored)", file=sys.stderr)
+    if args.markdown:
+        print(markdown(summary))
 
 
 if __name__ == "__main__":
