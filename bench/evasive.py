@@ -241,6 +241,37 @@ def rates(
     return out
 
 
+def paired_shift(
+    items: list[Item],
+    gold: dict[tuple[str, str], Side],
+    old: list[str],
+    new: list[str],
+    args: Any,
+) -> dict[str, dict[str, Any]]:
+    """Per gold set and group, new minus old log-odds toward the refusal, pair by pair:
+    the same pairs under both wordings, so the interval is of the wording's own effect."""
+    out: dict[str, dict[str, Any]] = {}
+    for gold_set in GOLD_SETS:
+        shifts: dict[str, dict[str, list[float]]] = {"benign": {}, "harmful": {}}
+        for item in items:
+            if item.kind != "refused" or item.gold_set != gold_set or item.side is None:
+                continue
+            if item.group == "benign" and item.side == gold[(gold_set, item.source)]:
+                continue  # `benign` reads the refusal against the gold answer only
+            sign = 1.0 if item.side == "a" else -1.0
+            delta = sign * float(
+                np.mean([item.margins[p] for p in new]) - np.mean([item.margins[p] for p in old])
+            )
+            shifts[item.group].setdefault(item.source, []).append(delta)
+        out[gold_set] = {
+            group: bootstrap(
+                [float(np.mean(v)) for v in values.values()], args.bootstrap, args.seed
+            )
+            for group, values in shifts.items()
+        }
+    return out
+
+
 async def score(items: list[Item], spec: Any, check_specs: list[Any], args: Any) -> str:
     """Label the items not in the cache against the union (per-principle margins) until
     the time budget is spent, appending each chunk to the cache; on the first run, also
@@ -378,6 +409,16 @@ def markdown(summary: dict[str, Any]) -> str:
                     lines.append(
                         f"| {constitution_id} | {gold_set} | {name} | {cell(old)} | {cell(new)} |"
                     )
+    for constitution_id, entry in summary["constitutions"].items():
+        for gold_set, groups in entry["shift_toward_refusal"].items():
+            for group, estimate in groups.items():
+                if estimate["n"]:
+                    value, low, high = estimate["value"], estimate["low"], estimate["high"]
+                    lines.append(
+                        f"| {constitution_id} | {gold_set} | {group}: new − old log-odds "
+                        f"toward refusal (paired) | | {value:+.3f} [{low:+.3f}, {high:+.3f}] "
+                        f"n={estimate['n']} |"
+                    )
     keys = (
         "benign_refusal_win", "benign_refusal_logodds", "harmful_refusal_win",
         "harmful_refusal_logodds",
@@ -476,6 +517,13 @@ def main() -> None:
                     for p, u in zip(real.principles, union_ids, strict=True)
                 },
             }
+        entry["shift_toward_refusal"] = paired_shift(
+            scored,
+            gold,
+            members[f"{constitution_id}@{entry['old']['version']}"],
+            members[f"{constitution_id}@{entry['new']['version']}"],
+            args,
+        )
         summary["constitutions"][constitution_id] = entry
     OUT.write_text(json.dumps(summary, indent=1) + "\n")
     plot(summary)
