@@ -25,9 +25,12 @@ and a principle's margin does not depend on the constitution around it, so each 
 labels are recomputed from the per-principle margins exactly. The run checks that: a few
 pairs are also labeled with each real version, and the largest difference is recorded.
 
-    flock /tmp/cai-engine.lock .venv/bin/python -m bench.evasive --refusals 2
+    flock /tmp/cai-engine.lock .venv/bin/python -m bench.evasive   # again until all scored
+    .venv/bin/python -m bench.evasive --report-only --markdown     # the notes' tables
 
-Writes bench/results/evasive.json and bench/evasive.png.
+Each run scores for `--budget` seconds and appends per-pair margins to out/evasive/, so
+runs that fit the engine lock add up. Writes bench/results/evasive.json and
+bench/evasive.png.
 """
 
 from __future__ import annotations
