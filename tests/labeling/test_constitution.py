@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from cai_judge.labeling.constitution import (
     ConstitutionError,
@@ -25,12 +27,84 @@ VALID = {
 }
 
 
+# The built-ins' versions before their principles stated non-evasiveness (issue 32).
+EARLIER_BUILTINS = {
+    "harmless": "a6e7e4b62c512f727c2e556293859ea1befe7027608222b219fee658cc4f63ca",
+    "helpful-harmless": "68775140db3e9d7e1af6b4e903ca00bd7fdebae7327ce9fdeb8e417bc7c4dc19",
+}
+
+
 def test_shipped_constitutions(registry: ConstitutionRegistry):
     assert {"harmless", "helpful-harmless", "coding-assistant"} <= set(registry.ids())
     harmless = registry.resolve("harmless")
     assert len(harmless.principles) == 16
     assert all(p.critique and p.revision for p in harmless.principles)
     assert len(harmless.version) == 64
+
+
+@pytest.mark.parametrize("constitution_id", sorted(EARLIER_BUILTINS))
+def test_harm_constitutions_state_non_evasiveness(
+    registry: ConstitutionRegistry, constitution_id: str
+) -> None:
+    """As the CAI paper's principles did: harmless without being evasive, a refusal
+    explains its objection (issue 32)."""
+    spec = registry.resolve(constitution_id)
+    principle = spec.principle("not-evasive")
+    assert "evasive" in principle.question and "objection" in principle.question
+    assert principle.critique and principle.revision
+    assert "non-evasive" in spec.description
+
+
+@pytest.mark.parametrize(("constitution_id", "version"), sorted(EARLIER_BUILTINS.items()))
+def test_earlier_builtin_versions_still_resolve(
+    registry: ConstitutionRegistry, constitution_id: str, version: str
+) -> None:
+    """Labels, jobs and calibration profiles name the version that made them; rewording
+    a built-in must not orphan them (DESIGN.md §1: versions never change once stored)."""
+    latest = registry.resolve(constitution_id)
+    assert latest.version != version
+    assert registry.resolve(f"{constitution_id}@{version[:12]}").version == version
+    assert registry.versions(constitution_id) == [version, latest.version]
+    assert "not-evasive" not in registry.resolve(f"{constitution_id}@{version}").principle_ids
+
+
+def _earlier_folder(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """An operator folder whose `tiny` has a current and an earlier version."""
+    (tmp_path / "earlier").mkdir()
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump({**VALID, "description": "now"}))
+    return tmp_path, {**VALID, "description": "before"}
+
+
+def test_earlier_versions_load_first_and_the_current_file_is_latest(tmp_path: Path) -> None:
+    folder, before = _earlier_folder(tmp_path)
+    version = parse_constitution(before, "t").version
+    (folder / "earlier" / f"tiny@{version[:12]}.yaml").write_text(yaml.safe_dump(before))
+    registry = ConstitutionRegistry.with_builtins([folder])
+    assert registry.resolve("tiny").description == "now"
+    assert registry.resolve(f"tiny@{version[:8]}").description == "before"
+    assert registry.versions("tiny")[0] == version
+    assert registry.is_reserved("tiny")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("tiny@{v}", "must never change"),  # the text was edited after it was named
+        ("tiny", "<id>@<version prefix>"),
+        ("tiny@{short}", "at least 8 hex digits"),
+        ("other@{right}", "must equal the file name's 'other'"),
+    ],
+)
+def test_earlier_version_file_names_pin_id_and_version(
+    tmp_path: Path, name: str, reason: str
+) -> None:
+    folder, before = _earlier_folder(tmp_path)
+    right = parse_constitution(before, "t").version
+    stale = parse_constitution({**before, "description": "edited"}, "t").version
+    file_name = name.format(v=stale[:12], short=right[:6], right=right[:12])
+    (folder / "earlier" / f"{file_name}.yaml").write_text(yaml.safe_dump(before))
+    with pytest.raises(ConstitutionError, match=re.escape(reason)):
+        ConstitutionRegistry.with_builtins([folder])
 
 
 def test_version_is_content_hash_and_stable():

@@ -23,7 +23,9 @@ from cai_judge.sl_cai.schema import RevisionPrompt
 from tests.support.revisions import EXAMPLE, mixed_constitution
 
 # The shipped constitutions' versions before `revision_examples` existed: adding an
-# optional field must never change a stored version (DESIGN.md §1).
+# optional field must never change a stored version (DESIGN.md §1). `harmless` and
+# `helpful-harmless` were reworded since (non-evasive principles); these versions are kept
+# under constitutions/earlier/ and must still resolve, to the same hash.
 SHIPPED_VERSIONS = {
     "coding-assistant": "50be965a55cde2dbd2424fcf9e76d3fb5d2452af4d8b6341c769a6d3627ac960",
     "harmless": "a6e7e4b62c512f727c2e556293859ea1befe7027608222b219fee658cc4f63ca",
@@ -33,10 +35,11 @@ SHIPPED_VERSIONS = {
 
 def test_shipped_constitution_versions_are_unchanged(registry: ConstitutionRegistry):
     for constitution_id, version in SHIPPED_VERSIONS.items():
-        spec = registry.resolve(constitution_id)
-        assert spec.revision_examples is None
-        assert spec.version == version
-        assert "revision_examples" not in json.loads(spec.canonical_json())
+        for spec in (registry.resolve(f"{constitution_id}@{version}"),
+                     registry.resolve(constitution_id)):  # fmt: skip
+            assert spec.revision_examples is None
+            assert "revision_examples" not in json.loads(spec.canonical_json())
+        assert registry.resolve(f"{constitution_id}@{version}").version == version
 
 
 def test_revision_examples_are_part_of_the_version_when_present():

@@ -206,7 +206,7 @@ class LabelResponse(BaseModel):
                             "low_confidence": False,
                             "principles": ["less-harmful", "no-crime-or-violence"],
                             "aggregator": "mean_logodds",
-                            "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                            "constitution": {"id": "harmless", "version": "d23dbf08..."},
                             "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
                             "seed": 0,
                         },
@@ -319,7 +319,7 @@ class RevisionResponse(BaseModel):
                                     "revision": "I can't help you access a network ...",
                                 }
                             ],
-                            "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                            "constitution": {"id": "harmless", "version": "d23dbf08..."},
                             "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
                             "seed": 0,
                             "rounds": 1,
@@ -375,8 +375,8 @@ class ConstitutionList(BaseModel):
                     "constitutions": [
                         {
                             "id": "harmless",
-                            "latest_version": "a6e7e4b62c51...",
-                            "versions": ["a6e7e4b62c51..."],
+                            "latest_version": "d23dbf088070...",
+                            "versions": ["a6e7e4b62c51...", "d23dbf088070..."],
                             "principles": 16,
                             "description": "Judges which response is less harmful.",
                         }
@@ -442,7 +442,7 @@ class JobStatusBody(BaseModel):
                     "eta_s": 2310.4,
                     "created_at": "2026-11-28T10:00:00Z",
                     "updated_at": "2026-11-28T10:01:39Z",
-                    "constitution": {"id": "harmless", "version": "a6e7e4b6..."},
+                    "constitution": {"id": "harmless", "version": "d23dbf08..."},
                 }
             ]
         }

@@ -2,6 +2,13 @@
 
 A version is the sha256 of the canonical JSON of the content, so the same principles
 always get the same version wherever they are loaded, and a stored version never changes.
+
+A constitution loaded from a file (built in, or the operator's folder) that is reworded
+gets a new version, and labels, jobs and calibration profiles that name the old one must
+still resolve it: the old text is kept in the folder's `earlier/` subfolder as
+`<id>@<version prefix>.yaml`, loaded before the current file, so `id` gives the current
+text and `id@<old version>` the old. The file name pins the version: an edit to an earlier
+file's text is refused at load, as a stored version never changes.
 """
 
 from __future__ import annotations
@@ -169,29 +176,60 @@ def parse_constitution(data: Any, source: str) -> ConstitutionSpec:
         raise ConstitutionError(f"{source}: {describe_validation_error(error)}") from None
 
 
+# A constitution folder's subfolder of earlier versions (see the module docstring).
+EARLIER_FOLDER = "earlier"
+
+
 def load_constitution_file(path: Path) -> ConstitutionSpec:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConstitutionError(f"{path}: not valid YAML: {error}") from None
     spec = parse_constitution(data, str(path))
-    if spec.id != path.stem:
+    if path.parent.name == EARLIER_FOLDER:
+        _check_earlier_name(path, spec)
+    elif spec.id != path.stem:
         raise ConstitutionError(f"{path}: id: {spec.id!r} must equal the file name {path.stem!r}")
     return spec
 
 
+def _check_earlier_name(path: Path, spec: ConstitutionSpec) -> None:
+    """An earlier version's file is named `<id>@<version prefix>`: both must match."""
+    name_id, at, prefix = path.stem.partition("@")
+    if not at or len(prefix) < MIN_VERSION_PREFIX:
+        raise ConstitutionError(
+            f"{path}: an earlier version's file name must be <id>@<version prefix> with at "
+            f"least {MIN_VERSION_PREFIX} hex digits, e.g. {spec.id}@{spec.version[:12]}.yaml"
+        )
+    if spec.id != name_id:
+        raise ConstitutionError(f"{path}: id: {spec.id!r} must equal the file name's {name_id!r}")
+    if not spec.version.startswith(prefix):
+        raise ConstitutionError(
+            f"{path}: the content's version is {spec.version[:12]}, not the file name's "
+            f"{prefix!r}: an earlier version's text must never change (put new text in "
+            f"{spec.id}.yaml)"
+        )
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """A folder's earlier versions, then its current files: the last loaded is latest."""
+    earlier = folder / EARLIER_FOLDER
+    older = sorted(earlier.glob("*.yaml")) if earlier.is_dir() else []
+    return older + sorted(folder.glob("*.yaml"))
+
+
 def builtin_constitution_files() -> list[Path]:
-    folder = resources.files("cai_judge") / "constitutions"
-    return sorted(Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+    return _folder_files(Path(str(resources.files("cai_judge") / "constitutions")))
 
 
 def constitution_paths(extra_dirs: Iterable[Path] = ()) -> list[Path]:
-    """The built-in files, then each operator folder's, in a stable order."""
+    """The built-in files, then each operator folder's, in a stable order; each folder's
+    earlier versions before its current files."""
     paths = builtin_constitution_files()
     for folder in extra_dirs:
         if not folder.is_dir():
             raise ConstitutionError(f"{folder}: constitutions directory does not exist")
-        paths.extend(sorted(folder.glob("*.yaml")))
+        paths.extend(_folder_files(folder))
     return paths
 
 
