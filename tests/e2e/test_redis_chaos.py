@@ -114,12 +114,17 @@ def test_a_replica_killed_mid_job_loses_and_duplicates_nothing(
         )
 
     try:
-        n = 400
+        n = 800
         job = submit(victim, n, "kill")
-        # The victim has finished a chunk of its own and holds another. (A warm replica can
-        # take most chunks: in one fresh-clone run the victim had done 8 of 400 pairs.)
-        wait_until(lambda: victim.metric("cai_judge_job_pairs_total") >= 4, 420, "victim's work")
-        wait_until(victim_holds_a_chunk, 60, "the victim holding a chunk")
+        # The victim has finished a chunk of its own and holds another, seen in one poll:
+        # waiting for the first and then for the second let a warm replica finish the job
+        # in between on a loaded CI machine (the victim had done 8 of 400 pairs in one run,
+        # and held nothing afterwards in another).
+        wait_until(
+            lambda: victim.metric("cai_judge_job_pairs_total") >= 4 and victim_holds_a_chunk(),
+            420,
+            "the victim's work, and the victim holding a chunk",
+        )
         os.killpg(victim.process.pid, signal.SIGKILL)
         victim.process.wait(timeout=30)
         at_kill = httpx.get(f"{replica.url}/v1/jobs/{job['id']}", timeout=10).json()

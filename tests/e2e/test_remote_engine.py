@@ -204,9 +204,18 @@ async def test_a_server_killed_mid_run_loses_nothing(
 
 
 @pytest.mark.engine
+# Its own event loop: in one full-suite run it hung for the whole 900 s timeout while it
+# passed alone and with its module (the session loop carries every earlier test's leftover
+# tasks); `asyncio.timeout` below turns any hang into a failure that says where it was.
+@pytest.mark.asyncio(loop_scope="function")
 async def test_fleet_down_answers_503_and_unready_at_once(tiny_model_dir: Path):
     """No server listening: readiness false within its timeout, labels 503 with
     Retry-After, and the process is not told to exit (the fleet is not ours to restart)."""
+    async with asyncio.timeout(120):
+        await _fleet_down_answers_503_and_unready_at_once(tiny_model_dir)
+
+
+async def _fleet_down_answers_503_and_unready_at_once(tiny_model_dir: Path) -> None:
     closed = [f"http://127.0.0.1:{free_port()}" for _ in range(2)]
     exits: list[bool] = []
     settings = Settings(
