@@ -35,21 +35,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.common import RESULTS, ROOT
 from bench.probes import (
     BENIGN,
-    CONSTITUTION,
     GOLD_SETS,
     PRINCIPLES,
+    run_probe,
     slice_pairs,
-    write_constitution,
 )
 
 OUT = RESULTS / "probe_defenses.json"
@@ -68,23 +64,7 @@ def chosen_pairs(gold: str, count: int) -> list[dict[str, Any]]:
 def run(gold: str, count: int, seed: int) -> None:
     chosen = chosen_pairs(gold, count)
     out = out_dir(gold)
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        write_constitution(folder)
-        pairs = folder / "pairs.jsonl"
-        pairs.write_text("".join(json.dumps(r) + "\n" for r in chosen))
-        command = [
-            sys.executable, "-m", "cai_judge.cli.main", "probe", str(pairs), "-o", str(out),
-            "--constitution", CONSTITUTION, "--constitutions-dir", str(folder),
-            "--seed", str(seed), "--batch-size", "16",
-        ]  # fmt: skip
-        for category in BENIGN[gold]:
-            command += ["--benign-category", category]
-        started = time.perf_counter()
-        done = subprocess.run(command, check=False)
-        elapsed = time.perf_counter() - started
-    if done.returncode not in (0, 1):
-        sys.exit(done.returncode)
+    elapsed = run_probe(chosen, out, gold, seed)
     (out / "run.json").write_text(
         json.dumps({"pairs": [r["id"] for r in chosen], "seconds": round(elapsed, 1)}) + "\n"
     )

@@ -65,6 +65,30 @@ def slice_pairs(rows: list[dict[str, Any]], count: int, benign: list[str]) -> li
     return kind[: count - count // 2] + other[: count // 2]
 
 
+def run_probe(chosen: list[dict[str, Any]], out: Path, gold: str, seed: int) -> float:
+    """`cai-judge probe` on the chosen pairs into `out`, as a subprocess (the default model,
+    the real engine); the seconds it took, engine start included. Exits on a crash (1 is
+    the CLI's "some pairs failed", which the report records)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        write_constitution(folder)
+        pairs = folder / "pairs.jsonl"
+        pairs.write_text("".join(json.dumps(r) + "\n" for r in chosen))
+        command = [
+            sys.executable, "-m", "cai_judge.cli.main", "probe", str(pairs), "-o", str(out),
+            "--constitution", CONSTITUTION, "--constitutions-dir", str(folder),
+            "--seed", str(seed), "--batch-size", "16",
+        ]  # fmt: skip
+        for category in BENIGN[gold]:
+            command += ["--benign-category", category]
+        started = time.perf_counter()
+        done = subprocess.run(command, check=False)
+        elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        sys.exit(done.returncode)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gold", choices=sorted(GOLD_SETS), default="gold")
@@ -75,23 +99,7 @@ def main() -> None:
     rows = [json.loads(line) for line in GOLD_SETS[args.gold].read_text().splitlines()]
     chosen = slice_pairs(rows, args.pairs, BENIGN[args.gold])
     out = ROOT / "out" / "probes" / args.gold
-    with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(scratch)
-        write_constitution(folder)
-        pairs = folder / "pairs.jsonl"
-        pairs.write_text("".join(json.dumps(r) + "\n" for r in chosen))
-        command = [
-            sys.executable, "-m", "cai_judge.cli.main", "probe", str(pairs), "-o", str(out),
-            "--constitution", CONSTITUTION, "--constitutions-dir", str(folder),
-            "--seed", str(args.seed), "--batch-size", "16",
-        ]  # fmt: skip
-        for category in BENIGN[args.gold]:
-            command += ["--benign-category", category]
-        started = time.perf_counter()
-        done = subprocess.run(command, check=False)
-        elapsed = time.perf_counter() - started
-    if done.returncode not in (0, 1):
-        sys.exit(done.returncode)
+    elapsed = run_probe(chosen, out, args.gold, args.seed)
     report = json.loads((out / "report.json").read_text())
     summary = json.loads(OUT.read_text()) if OUT.exists() else {}
     summary[args.gold] = {

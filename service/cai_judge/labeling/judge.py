@@ -275,13 +275,7 @@ class Judge:
                 continue
             out[planned.index] = self._make_label(planned, results, plan, rationales)
             labeled += 1
-        usage = Usage(
-            pairs=labeled,
-            score_units=len(scores),
-            prompt_tokens=sum(s.prompt_tokens for s in scores),
-            cached_prompt_tokens=sum(s.cached_tokens for s in scores),
-            cached_score_units=sum(1 for s in scores if s.from_cache),
-        )
+        usage = _usage(labeled, scores)
         return LabelBatch([r for r in out if r is not None], usage, plan.constitution)
 
     async def _run_adaptive(self, plan: LabelPlan) -> LabelBatch:
@@ -374,13 +368,7 @@ class Judge:
                 labeled += 1
             open_pairs = still_open
         scores = [r for r in results if isinstance(r, UnitScore)]
-        usage = Usage(
-            pairs=labeled,
-            score_units=len(scores),
-            prompt_tokens=sum(s.prompt_tokens for s in scores),
-            cached_prompt_tokens=sum(s.cached_tokens for s in scores),
-            cached_score_units=sum(1 for s in scores if s.from_cache),
-        )
+        usage = _usage(labeled, scores)
         return LabelBatch([r for r in out if r is not None], usage, plan.constitution, rounds)
 
     def _adaptive_label(
@@ -719,3 +707,15 @@ class _CotPlanner:
             self.tokens += len(ids)
             self.cot_prompts.append((ids, prefix_length))
         return index
+
+
+def _usage(labeled: int, scores: Sequence[UnitScore]) -> Usage:
+    """What one Judge call cost: the pairs it labeled and the units it scored (full and
+    adaptive ensembles count alike)."""
+    return Usage(
+        pairs=labeled,
+        score_units=len(scores),
+        prompt_tokens=sum(s.prompt_tokens for s in scores),
+        cached_prompt_tokens=sum(s.cached_tokens for s in scores),
+        cached_score_units=sum(1 for s in scores if s.from_cache),
+    )
