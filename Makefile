@@ -68,10 +68,12 @@ test: lint
 	$(VENV)/bin/python -m pytest -ra
 
 # Everything but the tests that need the real engine or real servers (tests/e2e/ and the
-# tests marked `engine`: tests/conftest.py): the logic, on the fake engine, in about a
-# minute. No linters; `make test` stays the whole suite.
+# tests marked `engine`: tests/conftest.py): the logic, on the fake engine, under two
+# minutes on two cores. Two pytest-xdist workers, each its own session (its own redis-server
+# and ports); `worksteal` so the few load tests of tests/api/ do not end on one worker.
+# No linters; `make test` stays the whole suite.
 test-fast: setup
-	$(VENV)/bin/python -m pytest -ra -m "not engine"
+	$(VENV)/bin/python -m pytest -ra -m "not engine" -n 2 --dist worksteal
 
 # Property and fuzz tests with fresh random seeds (the test command runs them derandomized,
 # so a commit always gives the same result). A failure prints a reproduce blob.

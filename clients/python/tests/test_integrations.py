@@ -281,6 +281,34 @@ async def test_verl_fallback_flag_is_per_sample_under_concurrency() -> None:
     assert fast_answer == {"score": 0.04, "cai_judge_fallback": 0.0}
 
 
+class CountingLimits(RecordingRewards):
+    """RecordingRewards that also answers GET /v1/rewards/limits, slowly, and counts it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits_calls = 0
+
+    async def limits(self) -> SimpleNamespace:
+        self.limits_calls += 1
+        await asyncio.sleep(0.05)
+        return SimpleNamespace(max_entries_per_request=64, max_group_size=64)
+
+
+async def test_concurrent_verl_calls_ask_the_limits_once() -> None:
+    """A verl step awaits a compute_score per sample, all at once; each used to ask
+    GET /v1/rewards/limits before the first answer came back (384 requests for 48 × 8)."""
+    rewards = CountingLimits()
+    compute_score = make_compute_score(rewards, constitution="h", principles=2)
+    answers = await asyncio.gather(
+        *(
+            compute_score(solution_str="x" * i, ground_truth="g", extra_info={"question": "q"})
+            for i in range(50)
+        )
+    )
+    assert rewards.limits_calls == 1
+    assert [a["score"] for a in answers] == pytest.approx([i / 100 for i in range(50)])
+
+
 async def test_slime_group_rm_judges_the_whole_group() -> None:
     api = RecordingRewards()
     group_rm = make_group_rm(api, constitution="harmless", opponents=2)

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterable
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -147,8 +148,10 @@ class ConstitutionSpec(BaseModel):
             content.pop("revision_examples", None)
         return json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
-    @property
+    @cached_property
     def version(self) -> str:
+        # Cached: the spec is frozen, and labeling reads the version once per pair (a
+        # SHA-256 over every principle's text each time was ~4% of a reward request).
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
 
     @property

@@ -40,7 +40,7 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 # typing_extensions, not typing: the SDK still runs on 3.10, which has neither.
 from typing_extensions import TypedDict
@@ -334,6 +334,25 @@ def _describe(error: APIStatusError) -> str:
     return f"{error.status_code}{kind}: {error.message}{param}"
 
 
+_Primitive = TypeVar("_Primitive")
+
+
+def _per_loop(
+    held: dict[int, tuple[asyncio.AbstractEventLoop, _Primitive]], make: Callable[[], _Primitive]
+) -> _Primitive:
+    """The running loop's own asyncio primitive from `held`, made on first use: a primitive
+    binds to the loop it is first awaited on, and a trainer may call from several loops (a
+    fresh `asyncio.run` per step). Entries of closed loops are dropped."""
+    loop = asyncio.get_running_loop()
+    entry = held.get(id(loop))
+    if entry is None or entry[0] is not loop:
+        for key in [k for k, v in held.items() if v[0].is_closed()]:
+            del held[key]
+        entry = (loop, make())
+        held[id(loop)] = entry
+    return entry[1]
+
+
 class LoopClients:
     """One `AsyncCaiJudge` per event loop (an httpx client belongs to the loop it first ran
     on), closed when the loop shuts down its async generators: `asyncio.run` does that before
@@ -394,6 +413,7 @@ class RewardCaller:
         self._plan: _Plan | None = None
         self._loop_clients = LoopClients()
         self._semaphores: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
+        self._learning: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Lock]] = {}
 
     # -- the client -------------------------------------------------------------------
 
@@ -405,13 +425,13 @@ class RewardCaller:
     def _semaphore(self) -> asyncio.Semaphore:
         """One per loop, shared by every call on it: verl and slime await many one-sample
         or one-group calls at once, and `concurrency` bounds their requests together."""
-        loop = asyncio.get_running_loop()
-        held = self._semaphores.get(id(loop))
-        if held is None or held[0] is not loop:
-            self._semaphores = {k: v for k, v in self._semaphores.items() if not v[0].is_closed()}
-            held = (loop, asyncio.Semaphore(self.concurrency))
-            self._semaphores[id(loop)] = held
-        return held[1]
+        return _per_loop(self._semaphores, lambda: asyncio.Semaphore(self.concurrency))
+
+    def _learning_lock(self) -> asyncio.Lock:
+        """One per loop: verl awaits a compute_score per sample, hundreds at once, and
+        without it every one of them asked GET /v1/rewards/limits before the first answer
+        came back (384 requests for one 48 × 8 step)."""
+        return _per_loop(self._learning, asyncio.Lock)
 
     async def _api(self) -> Any:
         client = await self._client()
@@ -425,6 +445,12 @@ class RewardCaller:
     async def _learn(self, api: Any) -> _Plan:
         if self._plan is not None:
             return self._plan
+        async with self._learning_lock():
+            if self._plan is not None:  # learned while this call waited for the lock
+                return self._plan
+            return await self._ask_limits(api)
+
+    async def _ask_limits(self, api: Any) -> _Plan:
         limits = None
         known = True
         if callable(getattr(api, "limits", None)):
