@@ -13,7 +13,7 @@ What `analyze` computes, per gold set, is what `cai-judge calibrate --length-con
 the same functions, on the same numbers. β is estimated on each set's own pairs (labels
 unused) and, to show it transfers, on the other set's pairs (as `--unlabeled OTHER.jsonl`).
 It also compares one β per principle with one pooled β for a label that samples k = 2
-principles, the measurement behind labeling/calibration.py's "why per principle".
+principles, the measurement behind labeling/calibration_profile.py's "why per principle".
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from bench.common import RESULTS, ROOT
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     CalibrationMetrics,
     CalibrationReport,
     CalibrationSample,
@@ -48,7 +48,7 @@ from cai_judge.evaluation.protocols import PairScores, Protocol, derive
 from cai_judge.evaluation.render import write_calibration_report
 from cai_judge.evaluation.report import MetricOptions, evaluate
 from cai_judge.evaluation.runner import JudgeRun, ScoredPair
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationProfile,
     FitRecord,
     LengthFitRecord,

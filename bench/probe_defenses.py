@@ -8,8 +8,8 @@ path would give it with the defenses on, from the report's margins alone (no sec
 run):
 
 - **length control** (`calibrated: true`): each margin debiased, m − β̄·log(tokens_a /
-  tokens_b), tokens counted by the judge's own tokenizer (labeling/calibration.py
-  `response_token_count`). β̄ is fitted without labels (evaluation/calibration.py, the slope
+  tokens_b), tokens counted by the judge's own tokenizer (labeling/calibration_profile.py
+  `response_token_count`). β̄ is fitted without labels (evaluation/calibration_fit.py, the slope
   through the origin) by two-fold cross-fitting over source pairs: the pairs of one fold are
   debiased with the β fitted on the other fold's judged pairs, so no pair is debiased with a
   β it helped fit. `--fit-on all` (the default) fits on the other fold's unmodified pairs and
@@ -100,7 +100,7 @@ def analyze(gold: str, count: int, seed: int, fit_on: str) -> None:
         VariantRecord,
         summarize,
     )
-    from cai_judge.labeling.calibration import response_token_count
+    from cai_judge.labeling.calibration_profile import response_token_count
     from cai_judge.labeling.exploits import exploit_reasons
     from cai_judge.labeling.label_math import preferred_from_margin
     from cai_judge.labeling.probes import ProbeFamily, other, response, rewrites, weaker_side

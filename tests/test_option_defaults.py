@@ -16,8 +16,8 @@ import typer.main
 from cai_judge.api.app import create_app
 from cai_judge.cli import common
 from cai_judge.cli.main import app as cli_app
+from cai_judge.grpc.convert import options_from_proto
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
-from cai_judge.grpc.protocol import options_from_proto
 from cai_judge.labeling.options import CALLER_FIELDS, LabelOptions
 from cai_judge.settings import Settings
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from cai_judge.grpc.errors import domain_to_grpc
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationError,
     CalibrationProfile,
     CalibrationTerms,

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cai_judge.labeling.calibration import CalibrationProfile
+from cai_judge.labeling.calibration_profile import CalibrationProfile
 from cai_judge.labeling.label_math import sigmoid
 from cai_judge.labeling.rewards import bradley_terry, mean_rewards, schedule
 from tests.support.api import Client, assert_envelope

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_judge.labeling.calibration import CalibrationProfile, read_profile
+from cai_judge.labeling.calibration_profile import CalibrationProfile, read_profile
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.schema import ConstitutionRef
 from tests.support.cli import read_labels, run_cli

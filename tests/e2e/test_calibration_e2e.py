@@ -24,7 +24,7 @@ import pytest_asyncio
 
 from cai_judge.api.app import create_app
 from cai_judge.engine.vllm_async import VllmEngine
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     CalibrationMetrics,
     FitResult,
     FitSpec,
@@ -35,7 +35,7 @@ from cai_judge.evaluation.calibration import (
 from cai_judge.evaluation.gold import GoldPair, read_gold
 from cai_judge.evaluation.render import write_calibration_report
 from cai_judge.evaluation.runner import JudgeRun, response_token_counts, score_gold
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationProfile,
     FitRecord,
     LengthFitRecord,

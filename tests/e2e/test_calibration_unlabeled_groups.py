@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cai_judge.labeling.calibration import read_profile
+from cai_judge.labeling.calibration_profile import read_profile
 from tests.support.cli import run_cli
 
 GROUPS = [

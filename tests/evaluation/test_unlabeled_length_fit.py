@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cai_judge.cli.pairs_file import holds_groups, read_groups
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     LengthSample,
     debiased_margins,
     estimate_length_sensitivity,

@@ -11,9 +11,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
+from cai_judge.grpc.convert import command_from_proto, label_to_proto, pair_from_proto
 from cai_judge.grpc.errors import domain_to_grpc, http_code, to_grpc
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
-from cai_judge.grpc.protocol import command_from_proto, label_to_proto, pair_from_proto
 from cai_judge.services.errors import (
     Conflict,
     InvalidRequest,
@@ -94,7 +94,7 @@ def test_options_are_checked_with_the_field_and_the_limit():
 
 def test_every_option_travels_into_the_one_options_object():
     """gRPC builds the same LabelOptions as the HTTP API's wire model, field for field."""
-    from cai_judge.api.protocol import LabelingOptions
+    from cai_judge.api.schemas import LabelingOptions
 
     wire = pb.LabelOptions(
         constitution="harmless", principles=3, seed=9, aggregator=pb.AGGREGATOR_MEAN_PROB,

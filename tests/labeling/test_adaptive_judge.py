@@ -199,11 +199,11 @@ async def test_full_labels_are_bit_for_bit_what_they_were_before_adaptive() -> N
 
 async def test_a_length_controlled_profile_averages_beta_over_the_principles_scored() -> None:
     """A profile's length term is β̄_S·L over the label's own principles S (DESIGN.md §2;
-    labeling/calibration.py): for an adaptive label, the ones it scored. The temperature
+    labeling/calibration_profile.py): for an adaptive label, the ones it scored. The temperature
     needs no change: the margin is the same statistic, a mean of per-principle margins."""
     import math
 
-    from cai_judge.labeling.calibration import (
+    from cai_judge.labeling.calibration_profile import (
         CalibrationProfile,
         CalibrationTerms,
         FitRecord,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cai_judge.cli.main import app
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     MIN_GOLD_PAIRS,
     CalibrationMetrics,
     CalibrationSample,
@@ -38,7 +38,7 @@ from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import PairScores
 from cai_judge.evaluation.render import write_calibration_report
 from cai_judge.evaluation.runner import JudgeRun, ScoredPair
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationError,
     CalibrationProfile,
     CalibrationTerms,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from cai_judge.api.protocol import LabelingOptions, LabelRequest
+from cai_judge.api.schemas import LabelingOptions, LabelRequest
 from cai_judge.labeling.label_math import Aggregator
 from cai_judge.labeling.options import CALLER_FIELDS, OMITTED_AT_DEFAULT, LabelOptions
 

@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationProfile,
     CalibrationTerms,
     LengthFitRecord,

@@ -21,7 +21,6 @@ from fastapi import FastAPI
 from cai_judge.api.errors import register_exception_handlers
 from cai_judge.api.logs import install_key_redaction
 from cai_judge.api.middleware import BodyLimitMiddleware, MetricsMiddleware
-from cai_judge.api.protocol import ErrorEnvelope
 from cai_judge.api.routes import (
     constitutions,
     health,
@@ -33,6 +32,7 @@ from cai_judge.api.routes import (
     rewards,
 )
 from cai_judge.api.routes.group_rewards import router as group_rewards_router
+from cai_judge.api.schemas import ErrorEnvelope
 from cai_judge.engine.base import Engine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.runtime import Front, JobConsumerFront, Runtime

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from cai_judge.api.protocol import ErrorEnvelope
+from cai_judge.api.schemas import ErrorEnvelope
 from cai_judge.labeling.validation import describe_errors
 from cai_judge.services.errors import (
     Conflict,

@@ -1,7 +1,7 @@
 """`cai-judge calibrate`: fit a calibration profile on a gold set, and show what it does.
 
 The judge scores the gold set once (every principle, both orders, as `eval` does); the fit
-and its cross-validation are then pure (evaluation/calibration.py). The profile is written
+and its cross-validation are then pure (evaluation/calibration_fit.py). The profile is written
 only when the fit is usable: a judge whose margin points away from gold gets a report that
 says so, and no profile.
 
@@ -44,7 +44,7 @@ from cai_judge.cli.common import (
     report_pair_error,
     resolve_constitution,
 )
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     DEFAULT_FOLDS,
     MIN_GOLD_PAIRS,
     CalibrationReport,
@@ -52,11 +52,11 @@ from cai_judge.evaluation.calibration import (
     prompt_group,
 )
 from cai_judge.evaluation.render import calibration_rows, fmt_num, fmt_pct
-from cai_judge.labeling.calibration import CalibrationProfile
+from cai_judge.labeling.calibration_profile import CalibrationProfile
 
 if TYPE_CHECKING:
+    from cai_judge.evaluation.calibrate_run import CalibrationRuns, ProfileFit
     from cai_judge.evaluation.gold import GoldPair
-    from cai_judge.evaluation.profile_fit import CalibrationRuns, ProfileFit
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
     from cai_judge.labeling.options import LabelOptions
     from cai_judge.labeling.schema import Pair
@@ -235,7 +235,7 @@ def calibrate_command(
             "give a gold set (GOLD.jsonl), --unlabeled PAIRS.jsonl for length debiasing alone, "
             "or both"
         )
-    from cai_judge.evaluation.profile_fit import FitChoices, FitError, fit_profile
+    from cai_judge.evaluation.calibrate_run import FitChoices, FitError, fit_profile
 
     settings = build_settings(model=model, constitutions_dir=constitutions_dir)
     registry = load_registry(settings)
@@ -270,7 +270,7 @@ async def _score(
     options: LabelOptions,
     batch_size: int,
 ) -> CalibrationRuns:
-    from cai_judge.evaluation.profile_fit import score_for_calibration
+    from cai_judge.evaluation.calibrate_run import score_for_calibration
 
     console.print(f"starting the judge model {settings.model} ...")
     async with engine_session(settings, registry) as judge:
@@ -310,7 +310,7 @@ def _load_gold_set(gold_path: Path, folds: int) -> list[GoldPair]:
         )
     groups = len({prompt_group(g) for g in gold})
     if folds > groups:
-        # Cross-validation keeps a prompt's pairs in one fold (evaluation/calibration.py).
+        # Cross-validation keeps a prompt's pairs in one fold (evaluation/calibration_fit.py).
         raise fail(f"--folds {folds} is more than the {groups} distinct prompts in {gold_path}")
     return gold
 

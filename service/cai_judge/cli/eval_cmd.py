@@ -51,12 +51,12 @@ from cai_judge.evaluation.report import (
     MetricOptions,
     ProtocolReport,
 )
-from cai_judge.labeling.calibration import CalibrationError
+from cai_judge.labeling.calibration_profile import CalibrationError
 
 if TYPE_CHECKING:
     from cai_judge.evaluation.eval_run import CompareOutcome, EvalOutcome, OnTask, Scored
     from cai_judge.evaluation.runner import JudgeRun
-    from cai_judge.labeling.calibration import CalibrationProfile
+    from cai_judge.labeling.calibration_profile import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
     from cai_judge.labeling.judge import Judge
     from cai_judge.settings import Settings
@@ -120,7 +120,7 @@ def _load_profile(path: Path, settings: Settings, spec: ConstitutionSpec) -> Cal
     (its own template version stands in: only the running judge knows this one)."""
     from cai_judge.engine.factory import model_display_name
     from cai_judge.evaluation.eval_run import profile_key
-    from cai_judge.labeling.calibration import read_profile
+    from cai_judge.labeling.calibration_profile import read_profile
 
     try:
         profile = read_profile(path)

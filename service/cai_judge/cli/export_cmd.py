@@ -24,7 +24,7 @@ from cai_judge.cli.common import (
     report_bad_lines,
 )
 from cai_judge.cli.pairs_file import LabelsFile, UnreadableFile, read_labels, read_pairs
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationError,
     CalibrationProfile,
     label_key,

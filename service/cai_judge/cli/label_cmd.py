@@ -41,7 +41,7 @@ from cai_judge.cli.pairs_file import (
     provenance,
     read_pairs,
 )
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationError,
     CalibrationProfile,
     ProfileKey,

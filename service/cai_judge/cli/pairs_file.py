@@ -118,9 +118,9 @@ def holds_groups(path: Path) -> bool:
 
 def read_groups(path: Path) -> PairsFile:
     """A file of reward groups as the pairs formed within each group
-    (evaluation/calibration.py `group_pairs`); a bad group is one bad line, and a group id
+    (evaluation/calibration_fit.py `group_pairs`); a bad group is one bad line, and a group id
     that repeats is a duplicate, as a pair id is in `read_pairs`."""
-    from cai_judge.evaluation.calibration import group_pairs
+    from cai_judge.evaluation.calibration_fit import group_pairs
     from cai_judge.labeling.reward_schema import RewardGroup
 
     groups = read_records(path, RewardGroup)

@@ -20,7 +20,7 @@ from cai_judge.evaluation.gold import GoldPair
 from cai_judge.evaluation.protocols import SEPARATE_RUN, Protocol
 from cai_judge.evaluation.report import CompareReport, EvalReport, MetricOptions, compare, evaluate
 from cai_judge.evaluation.runner import JudgeRun, response_token_counts, score_gold
-from cai_judge.labeling.calibration import CalibrationProfile, ProfileKey
+from cai_judge.labeling.calibration_profile import CalibrationProfile, ProfileKey
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.options import LabelOptions
@@ -145,7 +145,7 @@ async def run_eval(
         _merge_report(report, extra)
     # A profile is fitted on plain labels: it is compared on the plain run only.
     if profile is not None and modes[0] is None:
-        from cai_judge.evaluation.calibration import calibrated_comparison
+        from cai_judge.evaluation.calibration_fit import calibrated_comparison
 
         gold_sha256 = hashlib.sha256(gold_path.read_bytes()).hexdigest()
         comparison = calibrated_comparison(

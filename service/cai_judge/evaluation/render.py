@@ -14,7 +14,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     CalibratedComparison,
     CalibrationMetrics,
     CalibrationReport,

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from cai_judge.constants import DEFAULT_SEED
-from cai_judge.evaluation.calibration import CalibratedComparison
+from cai_judge.evaluation.calibration_fit import CalibratedComparison
 from cai_judge.evaluation.gold import GoldPreference
 from cai_judge.evaluation.metrics import (
     Calibration,

@@ -23,10 +23,7 @@ from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from cai_judge.grpc.errors import GrpcError, domain_to_grpc, http_code, to_grpc
-from cai_judge.grpc.gen.v1 import judge_pb2 as pb
-from cai_judge.grpc.gen.v1 import judge_pb2_grpc
-from cai_judge.grpc.protocol import (
+from cai_judge.grpc.convert import (
     command_from_proto,
     constitution_list,
     constitution_to_proto,
@@ -36,6 +33,9 @@ from cai_judge.grpc.protocol import (
     rewards_response,
     stream_response,
 )
+from cai_judge.grpc.errors import GrpcError, domain_to_grpc, http_code, to_grpc
+from cai_judge.grpc.gen.v1 import judge_pb2 as pb
+from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.grpc.stream import LabelStreamSession, StreamLimits
 from cai_judge.services.container import Services
 from cai_judge.services.errors import InvalidRequest, ServiceError

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cai_judge.labeling.calibration import CalibrationProfile, calibrate_label
+from cai_judge.labeling.calibration_profile import CalibrationProfile, calibrate_label
 from cai_judge.labeling.schema import Label, Pair
 
 COLUMN_CONVENTIONS: dict[str, str] = {

@@ -25,7 +25,7 @@ from cai_judge.engine.base import (
     ScoreUnitsFailed,
     UnitScore,
 )
-from cai_judge.labeling.calibration import response_token_count
+from cai_judge.labeling.calibration_profile import response_token_count
 from cai_judge.labeling.constitution import ConstitutionRegistry, ConstitutionSpec
 from cai_judge.labeling.ensemble import (
     RULE,

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from cai_judge.labeling.calibration import CalibrationProfile, calibrate_label
+from cai_judge.labeling.calibration_profile import CalibrationProfile, calibrate_label
 from cai_judge.labeling.constitution import ConstitutionSpec
 from cai_judge.labeling.judge import Judge, LabelPlan
 from cai_judge.labeling.options import LabelOptions

@@ -223,7 +223,7 @@ class Label(BaseModel):
     """One pair's label (DESIGN.md §2). `margin` is the log-odds, in nats, that a is better.
 
     With `calibration` set, `margin`, `p_a` and `preferred` come from that calibration
-    profile (labeling/calibration.py) and the judge's own numbers are kept in it.
+    profile (labeling/calibration_profile.py) and the judge's own numbers are kept in it.
     """
 
     id: str

@@ -32,7 +32,7 @@ from cai_judge.labeling.validation import describe_validation_error
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from cai_judge.labeling.calibration import CalibrationProfile
+    from cai_judge.labeling.calibration_profile import CalibrationProfile
     from cai_judge.labeling.constitution import ConstitutionSpec
     from cai_judge.labeling.schema import LabelOptions
     from cai_judge.settings import Settings

@@ -104,7 +104,7 @@ def from_domain(error: BaseException) -> ServiceError | None:
     the ones they expect, and the transports map whatever slips past with this, so a
     domain ValueError reaches a client as 422, never as 500.
     """
-    from cai_judge.labeling.calibration import CalibrationError, ProfileMismatch
+    from cai_judge.labeling.calibration_profile import CalibrationError, ProfileMismatch
     from cai_judge.labeling.constitution import ConstitutionError, ConstitutionIdReserved
     from cai_judge.labeling.templates import TemplateError
 

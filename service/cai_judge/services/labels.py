@@ -19,7 +19,7 @@ from typing import Any
 
 from cai_judge.constants import DEFAULT_COT_TOKENS
 from cai_judge.engine.base import EngineUnavailable
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationError,
     CalibrationProfile,
     ProfileKey,

@@ -21,7 +21,7 @@ into one number per completion with the pure math of labeling/rewards.py.
   replaced, so it never gets an advantage over a sibling.
 - `calibrated: true` (off by default, which leaves every reward as it was): each match's
   label goes through the server's calibration profile for these options before the reward
-  math, as `/v1/labels` does (labeling/calibration.py: margin − β̄·log(tokens_a/tokens_b),
+  math, as `/v1/labels` does (labeling/calibration_profile.py: margin − β̄·log(tokens_a/tokens_b),
   then 1/T), so a length-controlled profile removes the judge's preference for the longer
   completion from the rewards; the provenance names the profile, and a request no profile
   fits is refused (422 naming `calibrated`) before any engine work. The profile fitted on

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from cai_judge.api.deps import CallerDep, ServicesDep
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import ConstitutionDetail, ConstitutionList
+from cai_judge.api.schemas import ConstitutionDetail, ConstitutionList
 from cai_judge.labeling.constitution import ConstitutionSpec
 
 router = APIRouter(tags=["constitutions"], responses=ERROR_RESPONSES)

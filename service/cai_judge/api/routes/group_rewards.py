@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query
 
 from cai_judge.api.deps import CallerDep, ServicesDep
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.group_protocol import (
+from cai_judge.api.schemas import OpenRLHFRewardRequest, OpenRLHFRewardResponse, SlimeSample
+from cai_judge.api.trainer_query import (
     SampleRewardRequest,
     SampleRewardResponse,
     TrainerRewardQuery,
 )
-from cai_judge.api.protocol import OpenRLHFRewardRequest, OpenRLHFRewardResponse, SlimeSample
 from cai_judge.services.container import Services
 from cai_judge.services.group_rewards import GroupSample
 from cai_judge.services.rewards import openrlhf_response, policy_response

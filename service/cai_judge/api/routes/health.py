@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cai_judge.api.deps import ServicesDep
-from cai_judge.api.protocol import HealthStatus
+from cai_judge.api.schemas import HealthStatus
 
 router = APIRouter(tags=["health"])
 

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from cai_judge.api.deps import CallerDep, ServicesDep
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import JobListBody, JobQuery, JobRequest, JobStatusBody
+from cai_judge.api.schemas import JobListBody, JobQuery, JobRequest, JobStatusBody
 from cai_judge.services.jobs import (
     MAX_JOBS_PER_LIST,
     MAX_LINE_BYTES,

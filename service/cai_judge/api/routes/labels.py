@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from cai_judge.api.deps import CallerDep, ServicesDep, unless_disconnected
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import LabelRequest, LabelResponse
+from cai_judge.api.schemas import LabelRequest, LabelResponse
 
 router = APIRouter(tags=["labels"])
 

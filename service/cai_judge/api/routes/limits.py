@@ -8,7 +8,7 @@ from fastapi import APIRouter
 
 from cai_judge.api.deps import CallerDep, ServicesDep
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import Limits
+from cai_judge.api.schemas import Limits
 
 router = APIRouter(tags=["meta"])
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Request, Response
 
 from cai_judge.api.deps import CallerDep, ServicesDep, unless_disconnected
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.protocol import RevisionRequest, RevisionResponse
 from cai_judge.api.routes.labels import CLIENT_CLOSED_REQUEST
+from cai_judge.api.schemas import RevisionRequest, RevisionResponse
 
 router = APIRouter(tags=["revisions"])
 

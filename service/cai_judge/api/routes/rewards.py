@@ -17,15 +17,15 @@ from fastapi import APIRouter, Body, Query, Request, Response
 
 from cai_judge.api.deps import CallerDep, ServicesDep, TrainerCallerDep, unless_disconnected
 from cai_judge.api.errors import ERROR_RESPONSES
-from cai_judge.api.group_protocol import TrainerRewardQuery  # group rewards
-from cai_judge.api.protocol import (
+from cai_judge.api.routes.group_rewards import openrlhf_grouped, slime_grouped  # group rewards
+from cai_judge.api.schemas import (
     OpenRLHFRewardRequest,
     OpenRLHFRewardResponse,
     RewardsRequest,
     RewardsResponse,
     SlimeSample,
 )
-from cai_judge.api.routes.group_rewards import openrlhf_grouped, slime_grouped  # group rewards
+from cai_judge.api.trainer_query import TrainerRewardQuery  # group rewards
 from cai_judge.services.rewards import RewardCommand
 
 router = APIRouter(tags=["rewards"])

@@ -1,4 +1,4 @@
-"""Proto messages to and from the service layer's types (as `api/protocol.py` does for JSON).
+"""Proto messages to and from the service layer's types (as `api/schemas.py` does for JSON).
 
 Pairs, reward groups and reward items are handed to the service as plain mappings, exactly
 as the HTTP API hands over a JSON object, so one validator (the domain's `Pair`,

@@ -2,13 +2,13 @@
 
 A judge's raw `p_a = σ(margin)` (DESIGN.md §2) is rarely calibrated (a small instruct judge:
 ECE 0.38, and it picked the longer response 84% of the time where people did 50%). A profile
-(schema 2, fitted by evaluation/calibration.py) maps the margin to `z = w·(margin − β̄_S·L)`,
+(schema 2, fitted by evaluation/calibration_fit.py) maps the margin to `z = w·(margin − β̄_S·L)`,
 L = log(tokens_a / tokens_b): β_i is the judge's own length sensitivity per principle,
 removed rather than imitated (schema 1's gold-fitted λ is refused), w an inverse
 temperature. A swap gives 1 − p_a to the bit. A profile names the model, template,
 constitution, aggregator and principle selection it was fitted for, and nothing else gets it.
 
-The reasoning at length: docs/internals.md, section "labeling/calibration.py".
+The reasoning at length: docs/internals.md, section "labeling/calibration_profile.py".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`calibrate` as two calls: score the gold set and the unlabeled pairs with a running judge,
 then fit the profile (issue 30: the command only parses, calls and prints).
 
-The fit itself and its cross-validation are pure (evaluation/calibration.py); this module
+The fit itself and its cross-validation are pure (evaluation/calibration_fit.py); this module
 runs them in the order `calibrate` needs. Length control is counterfactual: the judge's
 own length sensitivity β per principle is estimated from its margins without labels, on
 the gold pairs (`length_control`) or on unlabeled pairs, which with no gold set is the
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cai_judge.constants import DEFAULT_SEED
-from cai_judge.evaluation.calibration import (
+from cai_judge.evaluation.calibration_fit import (
     DEFAULT_FOLDS,
     MIN_GOLD_PAIRS,
     CalibrationMetrics,
@@ -44,7 +44,7 @@ from cai_judge.evaluation.runner import (
     score_gold,
     score_unlabeled,
 )
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationProfile,
     CalibrationTerms,
     FitRecord,

@@ -1,13 +1,13 @@
 """Fitting a calibration profile, and measuring it honestly: pure.
 
-The model is labeling/calibration.py's `p_a = σ(w·(m − β̄_S·L))`, fitted in two steps:
+The model is labeling/calibration_profile.py's `p_a = σ(w·(m − β̄_S·L))`, fitted in two steps:
 β per principle from the judge's margins alone (a slope through the origin: no labels, so
 any pairs will do), then w on gold after debiasing, by damped Newton on the log loss with a
 small ridge (scipy is not a dependency; the objective is strictly convex). A negative w is
 refused unless `--allow-reversal`. Every number a report shows is cross-validated by
 groups of pairs, β included.
 
-The reasoning at length: docs/internals.md, section "evaluation/calibration.py".
+The reasoning at length: docs/internals.md, section "evaluation/calibration_fit.py".
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from cai_judge.evaluation.metrics import (
 )
 from cai_judge.evaluation.protocols import PairScores
 from cai_judge.evaluation.runner import JudgeRun, PairsRun
-from cai_judge.labeling.calibration import (
+from cai_judge.labeling.calibration_profile import (
     CalibrationProfile,
     CalibrationTerms,
     log_length_ratio,

@@ -1,8 +1,8 @@
 """The query string of the trainer-shaped reward routes, with group rewards (DESIGN.md §9).
 
 OpenRLHF's and slime's clients fix their bodies, so everything else rides in the URL they are
-given: the labeling options (protocol.RewardQuery) and, for group rewards, the group size,
-how long a sample waits for its group and the group's schedule. Kept apart from protocol.py
+given: the labeling options (schemas.RewardQuery) and, for group rewards, the group size,
+how long a sample waits for its group and the group's schedule. Kept apart from schemas.py
 so the grouped path (services/group_rewards.py) stays one module's concern.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from cai_judge.api.protocol import RewardQuery
+from cai_judge.api.schemas import RewardQuery
 from cai_judge.constants import MAX_GROUP_WAIT_S
 from cai_judge.labeling.reward_schema import MAX_GROUP_SIZE, Completion, Prompt
 from cai_judge.labeling.rewards import Opponents
