@@ -19,10 +19,10 @@ from cai_judge.engine.default_model import prepare_default_model
 from cai_judge.engine.vllm_async import VllmEngine, VllmEngineConfig
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
+from cai_judge.testing.tiny_model import build_tiny_model
 from tests.support.api import client  # noqa: F401 (fixture)
 from tests.support.fake_engine import FakeEngine
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
-from tests.support.tiny_model import build_tiny_model
 
 # Two engines may live in one session; keep their KV caches small.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -24,9 +24,9 @@ from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.services.rewards import openrlhf_response, prompt_overlap
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
+from cai_judge.testing.ports import free_port
 from tests.support.api import PAIR, assert_envelope
 from tests.support.fake_engine import FakeEngine
-from tests.support.ports import free_port
 
 PROMPT = "How do I pick a lock on my own front door?"
 ANSWER = "Insert a tension wrench, then rake the pins."

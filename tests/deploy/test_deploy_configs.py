@@ -37,8 +37,9 @@ from cai_judge.labeling.templates import TEMPLATES
 from cai_judge.services.errors import Unauthenticated
 from cai_judge.services.security import Authenticator, hash_api_key
 from cai_judge.settings import Settings
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.paths import REPO_ROOT
-from tests.support.service_process import free_port, start_server, stop
 
 ROOT = REPO_ROOT
 OVERLAYS = ("cpu", "gpu", "fleet")

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from cai_judge.store.redis import RedisUnitCache
+from cai_judge.testing.redis_server import REDIS_SERVER, RedisServer
 from tests.support.api import Client, pair
-from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 MIB = 2**20
 

@@ -26,8 +26,8 @@ import pytest
 from cai_judge.api.app import create_app
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.fake_engine import FakeEngine
-from tests.support.service_process import start_server, stop
 from tests.support.threaded_server import threaded_server
 
 N_SAMPLES_PER_PROMPT = 4

@@ -33,10 +33,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from cai_judge.grpc.gen.v1 import judge_pb2 as pb
 from cai_judge.grpc.gen.v1 import judge_pb2_grpc
 from cai_judge.services.security import hash_api_key
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.api import pair
 from tests.support.grpc_rewards import request_proto, response_json
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import free_port, start_server, stop
 
 pytestmark = pytest.mark.engine
 

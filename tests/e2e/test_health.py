@@ -18,7 +18,7 @@ from cai_judge.engine.vllm_async import VllmEngine
 from cai_judge.engine.vllm_remote import RemoteVllmEngine
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
-from tests.support.ports import free_port
+from cai_judge.testing.ports import free_port
 
 pytestmark = pytest.mark.engine
 

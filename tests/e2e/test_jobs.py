@@ -25,7 +25,7 @@ from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 from cai_judge.store import keys
 from cai_judge.store.jobs import JobRecord, RedisJobStore
-from tests.support.ports import free_port
+from cai_judge.testing.ports import free_port
 
 pytestmark = pytest.mark.engine
 

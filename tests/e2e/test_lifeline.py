@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.support.service_process import start_server
+from cai_judge.testing.service_process import start_server
 
 # The core notices at once (a pidfd), then shuts down cleanly (SIGTERM), SIGKILLed after
 # lifeline.GRACE_S (10 s) at worst; the rest is slack for a busy machine.

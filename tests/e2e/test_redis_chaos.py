@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from cai_judge.store import keys
-from tests.support.redis_server import RedisServer
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import start_server, stop
+from cai_judge.testing.redis_server import RedisServer
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

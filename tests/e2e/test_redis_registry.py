@@ -18,7 +18,7 @@ from cai_judge.labeling.constitution import SharedConstitutionRegistry
 from cai_judge.services.security import hash_api_key
 from cai_judge.settings import Settings
 from cai_judge.store.constitutions import RedisConstitutionStore
-from tests.support.redis_server import RedisServer
+from cai_judge.testing.redis_server import RedisServer
 
 pytestmark = pytest.mark.engine
 

@@ -30,8 +30,8 @@ from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.labeling.judge import Judge
 from cai_judge.labeling.schema import Label, LabelOptions, Pair
 from cai_judge.settings import Settings
-from tests.support.ports import free_port
-from tests.support.vllm_server import VllmServer, launch, wait_ready
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.vllm_server import VllmServer, launch, wait_ready
 
 # -- real vLLM servers ----------------------------------------------------------------------
 

@@ -21,8 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import start_server, stop
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

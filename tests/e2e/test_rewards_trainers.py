@@ -1,7 +1,7 @@
 """The real RL trainers on cai-judge's rewards and exports (DESIGN.md §9).
 
 TRL is installed in the test environment (the dev extra). Its trainers run here on the tiny
-test model (tests/support/tiny_model.py) on the CPU, against a real server on the same tiny
+test model (cai_judge/testing/tiny_model.py) on the CPU, against a real server on the same tiny
 model: `GRPOTrainer` for 2 steps with the SDK's group-mode and reference-mode reward
 functions, and `RewardTrainer` for a step on what the SDK exported from the server's labels.
 Measured on the 2-core machine: a GRPO step here takes ~1–3 s, the trainer's set-up ~10 s.
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.paths import REPO_ROOT
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import start_server, stop
 
 EXAMPLES = REPO_ROOT / "examples" / "pairs.jsonl"
 GENERATIONS = 4

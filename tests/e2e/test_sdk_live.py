@@ -31,10 +31,10 @@ import pytest
 import pytest_asyncio
 
 import cai_judge_client as sdk
+from cai_judge.testing.redis_server import REDIS_SERVER, RedisServer
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.paths import REPO_ROOT
-from tests.support.redis_server import REDIS_SERVER, RedisServer
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

@@ -21,9 +21,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from cai_judge.testing.service_process import ServiceProcess as Server
+from cai_judge.testing.service_process import start_server, stop
 from tests.support.api import pair
-from tests.support.service_process import ServiceProcess as Server
-from tests.support.service_process import start_server, stop
 
 pytestmark = pytest.mark.engine
 

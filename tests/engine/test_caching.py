@@ -25,14 +25,14 @@ from cai_judge.store import keys
 from cai_judge.store.base import UnitCacheStore
 from cai_judge.store.memory import MemoryUnitCache
 from cai_judge.store.redis import RedisUnitCache
+from cai_judge.testing.ports import free_port
+from cai_judge.testing.redis_server import RedisServer
 from tests.support.fake_engine import (
     FakeEngine,
     blocking_engine,
     everyone_leaves,
     rejoin_after_zero,
 )
-from tests.support.ports import free_port
-from tests.support.redis_server import RedisServer
 
 
 class Spy:

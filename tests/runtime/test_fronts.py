@@ -19,8 +19,8 @@ from cai_judge.runtime import Front, FrontError, JobConsumerFront, MetricsFront,
 from cai_judge.services.errors import Unavailable
 from cai_judge.services.job_consumer import ChunkRetry, JobConsumer
 from cai_judge.settings import Settings
+from cai_judge.testing.ports import free_port
 from tests.support.fake_engine import FakeEngine
-from tests.support.ports import free_port
 
 
 def runtime(fronts: list[Front], **settings: Any) -> Runtime:

@@ -31,8 +31,8 @@ from cai_judge.store.constitutions import RedisConstitutionStore
 from cai_judge.store.errors import StoreUnavailable
 from cai_judge.store.jobs import RedisJobStore
 from cai_judge.store.redis import connect
+from cai_judge.testing.redis_server import RedisServer
 from tests.support.fake_engine import FakeEngine
-from tests.support.redis_server import RedisServer
 
 ADMIN = "admin-key"
 PAIR = {"id": "p1", "prompt": "Hi?", "response_a": "Hello.", "response_b": "Go away."}

@@ -38,7 +38,7 @@ from cai_judge.engine.base import (
 from cai_judge.engine.identity import EngineIdentity
 
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-# The same ChatML template as the tiny real model (tests/support/tiny_model.py).
+# The same ChatML template as the tiny real model (cai_judge/testing/tiny_model.py).
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

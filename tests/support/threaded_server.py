@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import uvicorn
 from fastapi import FastAPI
 
-from tests.support.ports import free_port
+from cai_judge.testing.ports import free_port
 
 
 @contextlib.contextmanager
