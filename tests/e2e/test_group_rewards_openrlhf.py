@@ -26,7 +26,7 @@ import pytest
 from cai_judge.api.app import create_app
 from cai_judge.labeling.constitution import ConstitutionRegistry
 from cai_judge.settings import Settings
-from cai_judge.testing.service_process import start_server, stop
+from cai_judge.testing.service_process import start_servers, stop
 from tests.support.fake_engine import FakeEngine
 from tests.support.threaded_server import threaded_server
 
@@ -145,10 +145,9 @@ def test_openrlhf_own_client_gets_group_rewards_from_two_service_processes(
     tiny_model_dir: Path, redis_url: str, tmp_path: Path
 ) -> None:
     """Two `cai-judge serve` replicas on the tiny model, behind one redis-server."""
-    servers = [
-        start_server(tiny_model_dir, tmp_path / f"replica-{i}.log", redis_url=redis_url)
-        for i in range(2)
-    ]
+    servers = start_servers(
+        tiny_model_dir, [tmp_path / f"replica-{i}.log" for i in range(2)], redis_url=redis_url
+    )
     try:
         urls = [server.url for server in servers]
         metric = 'cai_judge_reward_requests_total{mode="group"}'

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -65,15 +65,24 @@ class ServiceProcess:
 
     def start(self, timeout_s: float = STARTUP_TIMEOUT_S) -> ServiceProcess:
         """Spawn it and wait until /health/ready answers 200."""
+        return self.spawn().wait_ready(timeout_s)
+
+    def spawn(self) -> ServiceProcess:
+        """Start the process without waiting for it: several replicas then start side by
+        side (a start is mostly imports, one core each), and wait_ready() each."""
         output = self.log.open("wb") if self.log is not None else subprocess.DEVNULL
         self._process = subprocess.Popen(
             [sys.executable, "-m", "cai_judge.cli.main", "serve"],
             env=self._environment, stdout=output, stderr=subprocess.STDOUT,
             start_new_session=True,  # a process group, so the engine's children go with it
         )  # fmt: skip
+        return self
+
+    def wait_ready(self, timeout_s: float = STARTUP_TIMEOUT_S) -> ServiceProcess:
+        """Wait until /health/ready answers 200; killed if it does not within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self._process.poll() is not None:
+            if self.process.poll() is not None:
                 raise RuntimeError(f"service exited during start-up: {self.log_tail()}")
             with contextlib.suppress(httpx.TransportError):
                 if httpx.get(f"{self.url}/health/ready", timeout=2).status_code == 200:
@@ -135,11 +144,28 @@ class ServiceProcess:
 def start_server(model_dir: Path, log: Path, **settings: str) -> ServiceProcess:
     """The tests' service: `model_dir` with a 1024-token context and a 1 GiB KV cache, plus
     `settings` by field name. Ready when it returns."""
-    return ServiceProcess(
-        settings={"model": str(model_dir), "max_model_len": "1024", **settings},
-        env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-        log=log,
-    ).start()
+    return start_servers(model_dir, [log], **settings)[0]
+
+
+def start_servers(model_dir: Path, logs: Sequence[Path], **settings: str) -> list[ServiceProcess]:
+    """One service per log, as start_server makes it, started side by side: all ready when
+    it returns, or all stopped when one fails."""
+    servers = [
+        ServiceProcess(
+            settings={"model": str(model_dir), "max_model_len": "1024", **settings},
+            env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+            log=log,
+        )
+        for log in logs
+    ]
+    try:
+        for server in servers:
+            server.spawn()
+        return [server.wait_ready() for server in servers]
+    except BaseException:
+        for server in servers:
+            server.stop()  # a server never spawned has nothing to stop
+        raise
 
 
 def stop(server: ServiceProcess) -> None:
