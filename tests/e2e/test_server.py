@@ -215,6 +215,8 @@ def test_sigterm_drains_in_flight_work(tiny_model_dir: Path, tmp_path: Path):
         stop(server)
     log = (tmp_path / "drain.log").read_text()
     assert not re.search(r"Traceback", log), log[-3000:]
+    # A healthy core answers the shutdown's probe and tears down on its own.
+    assert "force killing" not in log, log[-3000:]
 
 
 def test_drain_cuts_requests_longer_than_the_timeout_with_503(tiny_model_dir: Path, tmp_path: Path):
@@ -265,14 +267,15 @@ def engine_core_processes(server: Server) -> list[psutil.Process]:
 
 
 def wait_for_unready_then_exit(server: Server, within_s: float) -> tuple[list[int], int]:
-    """Poll readiness until the process exits; the statuses seen and the exit code."""
+    """Poll readiness until the process exits; the statuses seen and the exit code. Not
+    exited within `within_s` is subprocess.TimeoutExpired."""
     seen: list[int] = []
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline and server.process.poll() is None:
         with contextlib.suppress(httpx.TransportError):
             seen.append(httpx.get(f"{server.url}/health/ready", timeout=1).status_code)
         time.sleep(0.1)
-    return seen, server.process.wait(timeout=30)
+    return seen, server.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
 
 
 def test_dead_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path):
@@ -299,7 +302,9 @@ def test_hung_engine_makes_the_process_exit(tiny_model_dir: Path, tmp_path: Path
     try:
         for core in engine_core_processes(server):
             core.suspend()
-        seen, code = wait_for_unready_then_exit(server, within_s=60)
+        # Within seconds, not the 30 s a healthy core gets to tear down: a suspended one
+        # never would, and the pod should be restarted now (it took 33 s before).
+        seen, code = wait_for_unready_then_exit(server, within_s=15)
         assert 503 in seen, seen
         assert code == 1
     finally:

@@ -297,6 +297,11 @@ class VllmEngine(VllmScorer):
     # vLLM's own default, 5 s, is shorter than the engine core needs to tear down its
     # worker on this CPU (measured 4.9 s idle, more after work): it was force-killed.
     SHUTDOWN_TIMEOUT_S = 30.0
+    # A core that does not answer one utility call in PROBE_S is hung (usually the
+    # watchdog's verdict already): it gets HUNG_SHUTDOWN_TIMEOUT_S, not 30 s for a teardown
+    # it can never do, so a hung pod exits and is restarted at once.
+    PROBE_S = 2.0
+    HUNG_SHUTDOWN_TIMEOUT_S = 1.0
 
     def __init__(
         self, llm: Any, tokenizer: Any, config: VllmEngineConfig, identity: EngineIdentity
@@ -359,10 +364,22 @@ class VllmEngine(VllmScorer):
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
+            answers = await _answers_within(llm, self.PROBE_S)
             # On the loop, blocking it: off it, AsyncLLM's output handler would run on
             # and log the core it sees exit as an EngineDeadError.
-            llm.shutdown(timeout=self.SHUTDOWN_TIMEOUT_S)
+            llm.shutdown(
+                timeout=self.SHUTDOWN_TIMEOUT_S if answers else self.HUNG_SHUTDOWN_TIMEOUT_S
+            )
             # AsyncLLM.__del__ calls shutdown() again, at interpreter exit if a background
             # task still holds the engine, when module globals are already gone: it then
             # raises. Shutting down twice does nothing useful, so make the second a no-op.
             llm.shutdown = lambda *args, **kwargs: None
+
+
+async def _answers_within(llm: Any, timeout_s: float) -> bool:
+    """Whether the engine core answers a utility call (between two steps) in time."""
+    try:
+        await asyncio.wait_for(llm.is_sleeping(), timeout_s)
+    except Exception:  # a timeout (hung) or EngineDeadError (dead): no teardown to wait for
+        return False
+    return True
