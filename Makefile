@@ -76,7 +76,7 @@ test: lint
 # tests marked `engine`: tests/conftest.py): the logic, on the fake engine, under two
 # minutes on two cores. Three pytest-xdist workers, each its own session (its own
 # redis-server and ports): the tests wait on sockets, sleeps and subprocesses about a third
-# of the time, so a third worker fills the cores (measured: 1 worker 4:08, 2 1:50,
+# of the time, so a third worker fills the cores (measured on one tree: 2 workers 1:50,
 # 3 1:35, 4 1:57). `worksteal` so the load tests of tests/api/ do not end on one worker.
 # tests/e2e/ is all `engine`, and not even collected. No linters.
 FAST_TIER := -m "not engine" -n 3 --dist worksteal --ignore=tests/e2e
